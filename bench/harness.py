@@ -1,0 +1,293 @@
+"""Processes for the benchmarks: nginx backend, Envoy, edgegw, wrk. Loopback only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SERVER_CORE = "0"  # the proxy under test
+LOAD_CORE = "1"  # wrk and the nginx backend
+HCM_TYPE = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One wasm filter in a scenario, configured identically in both servers."""
+
+    name: str
+    wasm: Path
+    config: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    path: str = "/bench"
+    filters: tuple[Filter, ...] = ()
+    extra_edgegw_yaml: str = ""
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        err = f", {self.errors} errors" if self.errors else ""
+        return f"{self.rps:9,.0f} req/s  p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms{err}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], port: int, what: str, **kw: object) -> Iterator[None]:
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        ["taskset", "-c", kw.pop("core", SERVER_CORE), *cmd],  # type: ignore[list-item]
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kw,  # type: ignore[call-overload]
+    )
+    try:
+        try:
+            wait_port(port, proc, what)
+        except RuntimeError:
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def nginx_backend() -> Iterator[int]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(
+            f"""daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};
+  fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port} reuseport;
+    location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }}
+}}
+"""
+        )
+        with process([nginx, "-c", str(conf), "-p", tmp], port, "nginx", core=LOAD_CORE):
+            yield port
+
+
+def envoy_config(scenario: Scenario, port: int, admin_port: int, backend_port: int) -> str:
+    filters = []
+    for f in scenario.filters:
+        filters.append(
+            f"""
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {f.name}
+                root_id: {f.name}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {f.config!r}
+                vm_config:
+                  vm_id: {f.name}
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: {f.wasm}}}}}"""
+        )
+    return f"""
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}
+static_resources:
+  listeners:
+  - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {HCM_TYPE}
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, route: {{cluster: backend}}}}]
+          http_filters:{"".join(filters)}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{socket_address: {{address: 127.0.0.1, port_value: {backend_port}}}}}
+"""
+
+
+@contextlib.contextmanager
+def run_envoy(scenario: Scenario, backend_port: int) -> Iterator[int]:
+    port, admin = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "envoy.yaml"
+        cfg.write_text(envoy_config(scenario, port, admin, backend_port))
+        cmd = [str(VENV_BIN / "envoy"), "-c", str(cfg), "--concurrency", "1"]
+        cmd += ["--log-level", "error", "--base-id", str(port)]
+        with process(cmd, port, "envoy"):
+            yield port
+
+
+def edgegw_config(scenario: Scenario, port: int, backend_port: int) -> str:
+    filters = "".join(
+        f"\n  {f.name}: {{wasm: {f.wasm}, config: {f.config!r}}}" for f in scenario.filters
+    )
+    names = ", ".join(f.name for f in scenario.filters)
+    return f"""version: 1
+listen: 127.0.0.1:{port}
+access_log: false
+backends:
+  backend: {{url: "http://127.0.0.1:{backend_port}"}}
+{"filters:" + filters if filters else ""}
+routes:
+  - name: all
+    match: {{prefix: /}}
+    filters: [{names}]
+    backend: backend
+{scenario.extra_edgegw_yaml}"""
+
+
+@contextlib.contextmanager
+def run_edgegw(scenario: Scenario, backend_port: int) -> Iterator[int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "gateway.yaml"
+        cfg.write_text(edgegw_config(scenario, port, backend_port))
+        cmd = [sys.executable, "-m", "edgegw", "serve", "-c", str(cfg)]
+        with process(cmd, port, "edgegw", cwd=str(ROOT)):
+            yield port
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"cannot parse wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+_SOCKET_ERRORS = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+
+
+def wrk(url: str, duration: float, connections: int) -> Result:
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s"]
+    out = subprocess.run([*cmd, "--latency", url], capture_output=True, text=True, check=True)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", text).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text):
+        errors += int(m.group(1))
+    if m := re.search(_SOCKET_ERRORS, text):
+        errors += sum(int(x) for x in m.groups())
+    return Result(rps=rps, p50_ms=p50, p99_ms=p99, errors=errors)
+
+
+def build_wasm(source: Path) -> Path:
+    """Compile a self-contained Zig filter with the pinned toolchain (cached by mtime)."""
+    out_dir = ROOT / "bench" / ".build"
+    out = out_dir / f"{source.stem}.wasm"
+    if out.exists() and out.stat().st_mtime >= source.stat().st_mtime:
+        return out
+    out_dir.mkdir(exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ziglang",
+        "build-exe",
+        str(source),
+        "-target",
+        "wasm32-freestanding",
+        "-fno-entry",
+        "-rdynamic",
+        "-O",
+        "ReleaseSmall",
+        f"-femit-bin={out}",
+        "--cache-dir",
+        str(out_dir / "cache"),
+    ]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def _trivial(n: int) -> tuple[Filter, ...]:
+    wasm = build_wasm(ROOT / "bench" / "filters" / "trivial.zig")
+    return tuple(Filter(f"trivial{i}", wasm, f"n{i}") for i in range(n))
+
+
+def scenarios() -> list[Scenario]:
+    return [
+        Scenario("plain", "plain proxying, no filters"),
+        Scenario(
+            "filters-1",
+            "1 trivial wasm filter (adds a request and a response header)",
+            filters=_trivial(1),
+        ),
+        Scenario("filters-4", "4 trivial wasm filters", filters=_trivial(4)),
+    ]
+
+
+Runner = Callable[[Scenario, int], contextlib.AbstractContextManager[int]]

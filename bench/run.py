@@ -1,0 +1,111 @@
+"""edgegw vs Envoy, side by side, in one run.
+
+Each scenario runs edgegw and Envoy in front of the same nginx backend, each server pinned to
+core 0, loaded by wrk pinned to core 1 (nginx shares core 1 with wrk; it is never the
+bottleneck at these rates). Prints req/s, p50, p99 and the edgegw/Envoy ratios, writes the
+raw figures to bench/results/<stamp>.json and the table into docs/benchmarks.md.
+
+    python bench/run.py                     # every scenario
+    python bench/run.py plain filters-1     # some of them
+    BENCH_DURATION=5 python bench/run.py    # shorter runs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    ROOT,
+    Result,
+    Scenario,
+    nginx_backend,
+    run_edgegw,
+    run_envoy,
+    scenarios,
+    wrk,
+)
+
+DURATION = float(os.environ.get("BENCH_DURATION", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+
+
+def measure(scenario: Scenario, backend_port: int) -> dict[str, Result]:
+    results: dict[str, Result] = {}
+    for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
+        with runner(scenario, backend_port) as port:
+            url = f"http://127.0.0.1:{port}{scenario.path}"
+            wrk(url, duration=2, connections=CONNECTIONS)  # warm-up: JIT, pools, caches
+            results[name] = wrk(url, duration=DURATION, connections=CONNECTIONS)
+    return results
+
+
+def table(rows: list[tuple[str, dict[str, Result]]]) -> str:
+    out = [
+        "| scenario | Envoy req/s | edgegw req/s | ratio | Envoy p50 / p99 ms "
+        "| edgegw p50 / p99 ms | p99 ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        e, g = r["envoy"], r["edgegw"]
+        out.append(
+            f"| {name} | {e.rps:,.0f} | {g.rps:,.0f} | {g.rps / e.rps:.2f}x "
+            f"| {e.p50_ms:.2f} / {e.p99_ms:.2f} | {g.p50_ms:.2f} / {g.p99_ms:.2f} "
+            f"| {g.p99_ms / e.p99_ms:.2f}x |"
+        )
+    return "\n".join(out)
+
+
+def write_docs(text: str) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    begin, end = "<!-- bench:proxy:begin -->", "<!-- bench:proxy:end -->"
+    current = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
+    if begin not in current:
+        current += f"\n{begin}\n{end}\n"
+    head, rest = current.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def main(argv: list[str]) -> int:
+    chosen = [s for s in scenarios() if not argv or s.name in argv]
+    if not chosen:
+        print(f"unknown scenario; choose from {[s.name for s in scenarios()]}")
+        return 2
+    rows: list[tuple[str, dict[str, Result]]] = []
+    with nginx_backend() as backend_port:
+        for scenario in chosen:
+            print(f"== {scenario.name}: {scenario.description}", flush=True)
+            r = measure(scenario, backend_port)
+            for name, res in r.items():
+                print(f"   {name:7s} {res}", flush=True)
+            print(f"   ratio edgegw/Envoy req/s {r['edgegw'].rps / r['envoy'].rps:.2f}", flush=True)
+            rows.append((scenario.name, r))
+    text = table(rows)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    info = f"{DURATION:.0f} s per run, {CONNECTIONS} connections, wrk -t1; {time.ctime()}"
+    print("\n" + text + "\n\n" + info)
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    (results_dir / f"proxy-{stamp}.json").write_text(
+        json.dumps(
+            {
+                "when": stamp,
+                "duration_s": DURATION,
+                "connections": CONNECTIONS,
+                "scenarios": {n: {k: v.__dict__ for k, v in r.items()} for n, r in rows},
+            },
+            indent=2,
+        )
+    )
+    write_docs(f"{text}\n\n_{info}_")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,5 @@
+"""edgegw: an edge API gateway that runs proxy-wasm filters."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

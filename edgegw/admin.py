@@ -1,0 +1,164 @@
+"""The admin listener: an aiohttp.web application served from the supervisor process.
+
+Built-in routes: ``/healthz``, ``/readyz``, ``/metrics`` (open) and ``/admin/config``
+(token-protected when ``admin.token`` is set). Other modules add routes with an
+*extension*: a function ``(app: web.Application) -> None`` that calls
+``app.router.add_*``; list it in ``EXTENSIONS`` or pass it to ``create_admin_app``.
+Handlers read the live state through ``app[STATE]`` (an ``AdminState``), which a reload
+may update in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from edgegw.model import Address, GatewayConfig
+
+Extension = Callable[[web.Application], None]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class AdminState:
+    """What admin handlers read; mutable so a reload can swap ``config``."""
+
+    config: GatewayConfig
+    runtime_dir: Path
+
+
+STATE = web.AppKey("edgegw_admin_state", AdminState)
+
+#: Paths under these prefixes need ``Authorization: Bearer <admin.token>`` when a token is set.
+PROTECTED_PREFIXES: tuple[str, ...] = ("/admin/",)
+
+#: Extensions applied by every ``create_admin_app`` call (other modules append here).
+EXTENSIONS: list[Extension] = []
+
+_READY_TIMEOUT = 0.5
+
+
+def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
+    """An RFC 9457 problem+json response."""
+    doc: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    doc.update(extra)
+    return web.Response(
+        status=status, text=json.dumps(doc), content_type="application/problem+json"
+    )
+
+
+def _bearer_ok(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant-time compare so the token cannot be guessed byte by byte from timings.
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[STATE].config.admin.token
+    if token and request.path.startswith(PROTECTED_PREFIXES) and not _bearer_ok(request, token):
+        resp = problem(401, "Unauthorized", "a valid 'Authorization: Bearer <token>' is required")
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="edgegw-admin"'
+        return resp
+    return await handler(request)
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def probe_host(address: Address) -> str:
+    """Where to connect to reach a listener bound to ``address`` (wildcards -> loopback)."""
+    if address.host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if address.host == "::":
+        return "::1"
+    return address.host
+
+
+async def port_open(address: Address) -> bool:
+    """True when a TCP connection to ``address`` succeeds (bounded by a short timeout)."""
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT):
+            _reader, writer = await asyncio.open_connection(probe_host(address), address.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return True
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    listen = request.app[STATE].config.listen
+    if await port_open(listen):
+        return web.json_response({"status": "ready", "listen": str(listen)})
+    return web.json_response(
+        {"status": "not ready", "listen": str(listen), "detail": "data plane port not accepting"},
+        status=503,
+    )
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """Prometheus exposition of every worker (multiprocess mode) or this process."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+    )
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    # The multiprocess collector reads every worker's mmap files: file I/O, so off the loop.
+    body, content_type = await asyncio.to_thread(render_metrics)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def _admin_config(request: web.Request) -> web.Response:
+    from edgegw.config import redacted
+
+    return web.json_response(redacted(request.app[STATE].config))
+
+
+def _core_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/admin/config", _admin_config)
+
+
+def create_admin_app(
+    config: GatewayConfig,
+    runtime_dir: Path,
+    extensions: Iterable[Extension] = (),
+) -> web.Application:
+    """The admin application for ``config``; ``extensions`` add routes after the core ones."""
+    app = web.Application(middlewares=[_auth_middleware])
+    app[STATE] = AdminState(config=config, runtime_dir=runtime_dir)
+    _core_routes(app)
+    for extend in (*EXTENSIONS, *extensions):
+        extend(app)
+    return app

@@ -1,0 +1,196 @@
+"""The ``edgegw`` command line.
+
+Each subcommand is one ``_cmd_<name>(sub)`` function that adds its parser and sets
+``func`` (``(args) -> exit code``); list it in ``COMMANDS`` to add a subcommand.
+Heavy modules are imported inside the handlers so ``edgegw --version`` stays fast and
+``serve`` can export PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
+
+Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgegw import __version__
+
+if TYPE_CHECKING:
+    from edgegw.model import GatewayConfig
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load_or_report(path: Path) -> GatewayConfig | None:
+    """Load and validate ``path``; on failure print every problem (``FILE: problem``)."""
+    from edgegw.config import load_config
+    from edgegw.errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        lines = [str(p) for p in exc.problems] or [str(exc)]
+        for line in lines:
+            _err(f"{path}: {line}")
+    except OSError as exc:
+        _err(f"{path}: cannot read: {exc.strerror or exc}")
+    return None
+
+
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path("gateway.yaml"),
+        help="path of gateway.yaml (default: ./gateway.yaml)",
+    )
+
+
+# --- check -------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    print("OK")
+    return EXIT_OK
+
+
+def _cmd_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("check", help="validate gateway.yaml and exit")
+    _add_config_arg(p)
+    p.set_defaults(func=_check)
+
+
+# --- serve -------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    overrides: dict[str, object] = {}
+    if args.server is not None:
+        overrides["server"] = args.server
+    if args.workers is not None:
+        if args.workers < 1:
+            _err("edgegw serve: --workers must be at least 1")
+            return EXIT_CONFIG
+        overrides["workers"] = args.workers
+    config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+
+    from edgegw.server import serve
+
+    return serve(config, args.config)
+
+
+def _cmd_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the gateway")
+    _add_config_arg(p)
+    p.add_argument("--server", choices=["granian", "hypercorn"], help="override `server:`")
+    p.add_argument("--workers", type=int, help="override `workers:`")
+    p.set_defaults(func=_serve)
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edgegw.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(args.host, args.base_port))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        _err(f"edgegw demo: cannot listen: {exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _cmd_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edgegw.demo import DEFAULT_BASE_PORT
+
+    p = sub.add_parser("demo", help="run the demo microservices of gateway.yaml.example")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--base-port",
+        type=int,
+        default=DEFAULT_BASE_PORT,
+        help=f"users on this port, then orders, recommendations, shop-v1, shop-v2 "
+        f"(default {DEFAULT_BASE_PORT})",
+    )
+    p.set_defaults(func=_demo)
+
+
+# --- filters -----------------------------------------------------------------------------
+
+
+def _filters_build(args: argparse.Namespace) -> int:
+    try:
+        from edgegw.filterbuild import build_all
+    except ImportError as exc:
+        _err(f"edgegw filters build: the filter builder is not available ({exc})")
+        return EXIT_FAILURE
+    from edgegw.errors import FilterBuildError
+
+    try:
+        build_all(args.src, args.out, force=args.force, only=args.only or None)
+    except FilterBuildError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _cmd_filters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("filters", help="work with the bundled wasm filters")
+    fsub = p.add_subparsers(dest="filters_command", required=True, metavar="COMMAND")
+    b = fsub.add_parser("build", help="compile filters/*/ to filters/dist/*.wasm with Zig")
+    b.add_argument("--src", type=Path, default=Path("filters"))
+    b.add_argument("--out", type=Path, default=Path("filters/dist"))
+    b.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    b.add_argument("only", nargs="*", help="filter names (default: all)")
+    b.set_defaults(func=_filters_build)
+
+
+# --- wiring ------------------------------------------------------------------------------
+
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _cmd_check,
+    _cmd_serve,
+    _cmd_demo,
+    _cmd_filters,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgegw", description="edge API gateway")
+    parser.add_argument("--version", action="version", version=f"edgegw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgegw`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

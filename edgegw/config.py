@@ -1,0 +1,336 @@
+"""gateway.yaml (version 1) → a validated, immutable ``GatewayConfig``.
+
+Every problem is collected (``yamlnodes.Reader``) and raised together as one
+``ConfigError``; each names its YAML path and line. The contract is DESIGN.md section 3;
+docs/configuration.md is the user reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from edgegw.errors import ConfigError
+from edgegw.model import (
+    Address,
+    AdminConfig,
+    Backend,
+    FilterSpec,
+    GatewayConfig,
+    GeoIPConfig,
+    Limits,
+    OnErrorPolicy,
+    ServerKind,
+    ServerLimits,
+    StoreConfig,
+    StoreOnError,
+    frozen_map,
+)
+from edgegw.routes_config import read_routes
+from edgegw.yamlnodes import (
+    Node,
+    Reader,
+    as_bool,
+    as_duration,
+    as_int,
+    as_size,
+    as_str,
+    one_of,
+    parse_tree,
+    plain,
+)
+
+TOP_KEYS = (
+    "version",
+    "listen",
+    "server",
+    "workers",
+    "admin",
+    "store",
+    "backends",
+    "filters",
+    "routes",
+    "limits",
+    "trusted_proxies",
+    "background",
+    "geoip",
+    "access_log",
+)
+_SERVERS = one_of("granian", "hypercorn")
+_STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate ``path``. Raises ConfigError (all problems) or OSError."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    return parse_config(text, source=path, env=env)
+
+
+def parse_config(
+    text: str, source: Path | None = None, env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate YAML text; relative ``wasm`` paths resolve against ``source``'s folder."""
+    root, problems = parse_tree(text, env)
+    reader = Reader()
+    reader.problems.extend(problems)
+    config = None
+    if not problems or root.value is not None:
+        base = source.resolve().parent if source is not None else Path.cwd()
+        config = _read_gateway(reader, root, base, source)
+    if reader.problems or config is None:
+        raise ConfigError(
+            sorted(reader.problems, key=lambda p: (p.line or 0, p.path)),
+            str(source) if source else "",
+        )
+    return config
+
+
+def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> GatewayConfig | None:
+    top = r.mapping(root, TOP_KEYS, required=("version",))
+    if top is None:
+        return None
+    version = r.convert(top.get("version"), as_int, 1)
+    if "version" in top and version != 1:
+        r.problem(top["version"], f"unsupported version {version} (this edgegw reads version 1)")
+    backends = _read_backends(r, top.get("backends"))
+    filters = _read_filters(r, top.get("filters"), base)
+    background = _read_names(r, top.get("background"), filters, "filter")
+    for name in background:
+        if name in filters:
+            filters[name] = dataclasses.replace(filters[name], background=True)
+    routes = read_routes(r, top.get("routes"), backends, filters)
+    admin = _read_admin(r, top.get("admin"))
+    listen = r.convert(top.get("listen"), parse_address, Address("127.0.0.1", 8080))
+    if admin.listen is not None and admin.listen == listen:
+        r.problem(top["admin"], f"admin listens on the same address as the gateway ({listen})")
+    geoip = None
+    if "geoip" in top and (g := r.mapping(top["geoip"], ("database",), ("database",))):
+        database = r.convert(g.get("database"), as_str, "")
+        geoip = GeoIPConfig(database=(base / database) if database else Path())
+    return GatewayConfig(
+        version=1,
+        listen=listen,
+        server=cast(
+            ServerKind, r.convert(top.get("server"), one_of("granian", "hypercorn"), "granian")
+        ),
+        workers=r.convert(top.get("workers"), lambda v: as_int(v, 1), 1),
+        admin=admin,
+        store=_read_store(r, top.get("store")),
+        backends=frozen_map(backends),
+        filters=frozen_map(filters),
+        routes=routes,
+        limits=_read_limits(r, top.get("limits")),
+        trusted_proxies=tuple(r.convert(n, _cidr, "") for n in _seq(r, top.get("trusted_proxies"))),
+        background=background,
+        geoip=geoip,
+        access_log=r.convert(top.get("access_log"), as_bool, True),
+        source=source,
+    )
+
+
+def _seq(r: Reader, node: Node | None) -> list[Node]:
+    return (r.sequence(node) or []) if node is not None else []
+
+
+def _read_names(
+    r: Reader, node: Node | None, known: Mapping[str, Any], what: str
+) -> tuple[str, ...]:
+    names = []
+    for item in _seq(r, node):
+        name = r.convert(item, as_str, "")
+        if name and name not in known:
+            r.problem(item, f"unknown {what} '{name}'")
+        names.append(name)
+    return tuple(names)
+
+
+def parse_address(value: Any) -> Address:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces)."""
+    text = str(value) if isinstance(value, (str, int)) else ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid address {value!r} (expected host:port)")
+    host = host.strip("[]") or "0.0.0.0"
+    return Address(host, int(port))
+
+
+def _cidr(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(as_str(value), strict=False))
+    except ValueError as exc:
+        raise ValueError(f"invalid CIDR {value!r}: {exc}") from None
+
+
+def _read_admin(r: Reader, node: Node | None) -> AdminConfig:
+    if node is None or (m := r.mapping(node, ("listen", "token"))) is None:
+        return AdminConfig(listen=None)
+    listen = r.convert(m.get("listen"), parse_address, None) if "listen" in m else None
+    token = r.convert(m.get("token"), as_str, "") or None
+    return AdminConfig(listen=listen, token=token)
+
+
+def _read_store(r: Reader, node: Node | None) -> StoreConfig:
+    keys = ("url", "prefix", "on_error", "timeout", "flags")
+    if node is None or (m := r.mapping(node, keys)) is None:
+        return StoreConfig()
+    url = r.convert(m.get("url"), as_str, "memory://")
+    scheme = urlsplit(url).scheme
+    if scheme not in ("memory", "redis", "rediss", "unix", "redis+sentinel"):
+        r.problem(m["url"], f"unsupported store URL scheme '{scheme}' (memory:// or redis://)")
+    flags: dict[str, Any] = {}
+    if "flags" in m and (f := r.mapping(m["flags"])) is not None:
+        flags = {name: plain(value) for name, value in f.items()}
+    on_error = r.convert(
+        m.get("on_error"), one_of("fail_open", "fail_closed", "local"), "fail_open"
+    )
+    return StoreConfig(
+        url=url,
+        prefix=r.convert(m.get("prefix"), as_str, "edgegw"),
+        on_error=cast(StoreOnError, on_error),
+        timeout=r.convert(m.get("timeout"), as_duration, 0.25),
+        flags=frozen_map(flags),
+    )
+
+
+def _read_backends(r: Reader, node: Node | None) -> dict[str, Backend]:
+    out: dict[str, Backend] = {}
+    keys = ("url", "timeout", "connect_timeout", "max_connections", "preserve_host")
+    for name, child in ((r.mapping(node) or {}) if node is not None else {}).items():
+        if not _NAME.match(name):
+            r.problem(child, f"invalid backend name '{name}'")
+        if isinstance(child.value, str):  # shorthand: `users: http://127.0.0.1:9001`
+            child = Node({"url": child}, child.line, child.path)
+        m = r.mapping(child, keys, required=("url",))
+        if m is None:
+            continue
+        out[name] = Backend(
+            name=name,
+            url=r.convert(m.get("url"), _backend_url, ""),
+            timeout=r.convert(m.get("timeout"), as_duration, 30.0),
+            connect_timeout=r.convert(m.get("connect_timeout"), as_duration, 5.0),
+            max_connections=r.convert(m.get("max_connections"), lambda v: as_int(v, 1), 256),
+            preserve_host=r.convert(m.get("preserve_host"), as_bool, False),
+        )
+    return out
+
+
+def _backend_url(value: Any) -> str:
+    url = urlsplit(as_str(value))
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"invalid backend URL {value!r} (expected http://host:port)")
+    if url.query or url.fragment:
+        raise ValueError(f"backend URL {value!r} must not have a query or fragment")
+    try:
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"invalid port in backend URL {value!r}") from None
+    return url.geturl().rstrip("/")
+
+
+def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterSpec]:
+    out: dict[str, FilterSpec] = {}
+    keys = ("wasm", "config", "vm_config", "on_error", "limits", "root_id")
+    for name, child in ((r.mapping(node) or {}) if node is not None else {}).items():
+        if not _NAME.match(name):
+            r.problem(child, f"invalid filter name '{name}'")
+        m = r.mapping(child, keys, required=("wasm",))
+        if m is None:
+            continue
+        wasm = base / r.convert(m.get("wasm"), as_str, "")
+        if "wasm" in m and not wasm.is_file():
+            r.problem(m["wasm"], f"wasm file not found: {wasm}")
+        on_error = r.convert(
+            m.get("on_error"), one_of("fail_closed", "fail_open", "reload"), "fail_closed"
+        )
+        out[name] = FilterSpec(
+            name=name,
+            wasm=wasm,
+            config=_config_bytes(m.get("config")),
+            vm_config=_config_bytes(m.get("vm_config")),
+            on_error=cast(OnErrorPolicy, on_error),
+            limits=_read_filter_limits(r, m.get("limits")),
+            root_id=r.convert(m.get("root_id"), as_str, ""),
+        )
+    return out
+
+
+def _config_bytes(node: Node | None) -> bytes:
+    # A string is handed over as is (Envoy's StringValue); anything else as JSON.
+    if node is None or node.value is None:
+        return b""
+    if isinstance(node.value, str):
+        return node.value.encode()
+    return json.dumps(plain(node), separators=(",", ":")).encode()
+
+
+def _read_filter_limits(r: Reader, node: Node | None) -> Limits:
+    if node is None or (m := r.mapping(node, ("memory", "cpu"))) is None:
+        return Limits()
+    default = Limits()
+    return Limits(
+        memory=r.convert(m.get("memory"), as_size, default.memory),
+        cpu=r.convert(m.get("cpu"), as_duration, default.cpu),
+    )
+
+
+def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
+    if node is None or (m := r.mapping(node, ("max_request_body", "max_header_bytes"))) is None:
+        return ServerLimits()
+    default = ServerLimits()
+    return ServerLimits(
+        max_request_body=r.convert(m.get("max_request_body"), as_size, default.max_request_body),
+        max_header_bytes=r.convert(m.get("max_header_bytes"), as_size, default.max_header_bytes),
+    )
+
+
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|private|credential", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redacted(config: GatewayConfig) -> dict[str, Any]:
+    """The effective config as JSON-able data with secrets replaced by ``***``: the admin
+    token, a store URL's password, and filter-config values under secret-looking keys."""
+    doc: dict[str, Any] = _jsonable(config)
+    if config.admin.token:
+        doc["admin"]["token"] = REDACTED
+    url = urlsplit(config.store.url)
+    if url.password:
+        netloc = url.netloc.replace(f":{url.password}@", f":{REDACTED}@")
+        doc["store"]["url"] = url._replace(netloc=netloc).geturl()
+    for name, spec in config.filters.items():
+        for key in ("config", "vm_config"):
+            raw = getattr(spec, key)
+            try:
+                value: Any = json.loads(raw) if raw else None
+            except ValueError:
+                value = raw.decode(errors="replace")
+            doc["filters"][name][key] = _scrub(value)
+    return doc
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if _SECRET_KEY.search(k) else _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (Path, bytes)):
+        return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return value

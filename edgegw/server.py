@@ -1,0 +1,262 @@
+"""Running the gateway: runtime dir, the admin thread, and granian or hypercorn workers.
+
+The supervisor process (this module) owns the admin listener; the data plane is
+``config.workers`` worker processes of granian (default) or hypercorn, each loading the
+ASGI app through the factory ``edgegw.app:create_app_from_env``. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import logging.config
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgegw.model import GatewayConfig
+
+log = logging.getLogger("edgegw.server")
+
+APP_FACTORY = "edgegw.app:create_app_from_env"
+ENV_APP_FACTORY = "EDGEGW_APP_FACTORY"  # override of APP_FACTORY, for debugging only
+ENV_CONFIG = "EDGEGW_CONFIG"
+ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
+ENV_PROM_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Worker-side logging: edgegw.* (including the app's ``edgegw.access`` log) to stdout.
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "access": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stdout",
+        },
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "access",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "loggers": {
+        "edgegw": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "edgegw.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+@dataclass
+class Runtime:
+    """The directory supervisor and workers share (metrics, per-worker status)."""
+
+    path: Path
+    owned: bool  # created by us: removed entirely at exit
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.path / "prometheus"
+
+    def close(self) -> None:
+        if self.owned:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            shutil.rmtree(self.prometheus_dir, ignore_errors=True)
+
+
+def prepare_runtime(config_path: Path) -> Runtime:
+    """Create the runtime dir and export the environment workers need.
+
+    Must run before anything imports prometheus_client: its value class is chosen from
+    PROMETHEUS_MULTIPROC_DIR at import time.
+    """
+    given = os.environ.get(ENV_RUNTIME_DIR)
+    if given:
+        runtime = Runtime(Path(given), owned=False)
+        runtime.path.mkdir(parents=True, exist_ok=True)
+    else:
+        runtime = Runtime(Path(tempfile.mkdtemp(prefix="edgegw-")), owned=True)
+    # Stale files from an earlier run would be summed into /metrics: start clean.
+    shutil.rmtree(runtime.prometheus_dir, ignore_errors=True)
+    runtime.prometheus_dir.mkdir()
+    os.environ[ENV_RUNTIME_DIR] = str(runtime.path)
+    os.environ[ENV_PROM_DIR] = str(runtime.prometheus_dir)
+    os.environ[ENV_CONFIG] = str(config_path.resolve())
+    return runtime
+
+
+@dataclass
+class AdminThread:
+    """The admin aiohttp app on its own event loop in a daemon thread."""
+
+    config: GatewayConfig
+    runtime_dir: Path
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+    _started: threading.Event = field(default_factory=threading.Event)
+    _error: BaseException | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind the admin port; raises OSError if it cannot."""
+        self._thread = threading.Thread(target=self._run, name="edgegw-admin", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise OSError("admin listener did not start")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to start() or logged; thread must not die silently
+            if not self._started.is_set():
+                self._error = exc
+                self._started.set()
+            else:
+                log.exception("admin listener failed")
+
+    async def _main(self) -> None:
+        from aiohttp import web
+
+        from edgegw.admin import create_admin_app
+
+        listen = self.config.admin.listen
+        assert listen is not None
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(create_admin_app(self.config, self.runtime_dir), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, listen.host, listen.port).start()
+            log.info("admin listening on http://%s", listen)
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # loop already closed between the check and the call
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _granian_log_config() -> dict[str, Any]:
+    # granian replaces its whole default dictConfig with ours (dict.update of top-level
+    # keys), so merge: its own loggers keep their handlers, ours are added.
+    from granian.log import LOGGING_CONFIG as GRANIAN_LOGGING
+
+    merged: dict[str, Any] = copy.deepcopy(GRANIAN_LOGGING)
+    for key in ("formatters", "handlers", "loggers"):
+        section: dict[str, Any] = merged[key]
+        section.update(copy.deepcopy(LOG_CONFIG[key]))
+    return merged
+
+
+def _run_granian(config: GatewayConfig) -> int:
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    loop = Loops.uvloop if _has_uvloop() else Loops.asyncio
+    server = Server(
+        _app_factory(),
+        address=config.listen.host,
+        port=config.listen.port,
+        interface=Interfaces.ASGI,
+        workers=config.workers,
+        loop=loop,
+        http=HTTPModes.http1,
+        # hyper's read buffer bounds the request head; it must be at least 8 KiB.
+        http1_settings=HTTP1Settings(max_buffer_size=max(8192, config.limits.max_header_bytes)),
+        websockets=False,
+        factory=True,
+        log_level=LogLevels.info,
+        log_dictconfig=_granian_log_config(),
+        # The app writes its own access log (logger edgegw.access, stdout) with route and
+        # upstream details granian cannot know; granian's would duplicate it.
+        log_access=False,
+    )
+    try:
+        server.serve()
+    except SystemExit as exc:  # granian exits 1 when a worker died unexpectedly
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def _run_hypercorn(config: GatewayConfig) -> int:
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    hc = Config()
+    hc.application_path = _app_factory() + "()"  # hypercorn evaluates it: calls the factory
+    hc.bind = [str(config.listen)]
+    hc.workers = config.workers
+    hc.worker_class = "uvloop" if _has_uvloop() else "asyncio"
+    hc.accesslog = None  # see _run_granian: the app logs access itself
+    hc.errorlog = "-"
+    hc.logconfig_dict = LOG_CONFIG
+    hc.h11_max_incomplete_size = config.limits.max_header_bytes
+    hc.graceful_timeout = 10.0
+    return run(hc)
+
+
+def _app_factory() -> str:
+    return os.environ.get(ENV_APP_FACTORY) or APP_FACTORY
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def serve(config: GatewayConfig, config_path: Path) -> int:
+    """Run the gateway until SIGTERM/SIGINT; returns the process exit code.
+
+    ``config`` must already be validated (the CLI does it) and may carry command-line
+    overrides (server, workers); workers re-read ``config_path`` themselves.
+    """
+    logging.config.dictConfig(LOG_CONFIG)
+    runtime = prepare_runtime(config_path)
+    admin: AdminThread | None = None
+    try:
+        if config.admin.listen is not None:
+            admin = AdminThread(config, runtime.path)
+            try:
+                admin.start()
+            except OSError as exc:
+                print(
+                    f"edgegw: cannot start admin listener on {config.admin.listen}: {exc}",
+                    file=sys.stderr,
+                )
+                return 1
+        # Workers start with a fresh interpreter (spawn, as hypercorn does) so they never
+        # inherit the supervisor's admin thread, its event loop or its locks mid-use.
+        multiprocessing.set_start_method("spawn", force=True)
+        if config.server == "hypercorn":
+            return _run_hypercorn(config)
+        return _run_granian(config)
+    finally:
+        if admin is not None:
+            admin.stop()
+        runtime.close()

@@ -1,0 +1,314 @@
+"""gateway.yaml parsing: every error class with its path and line, substitution, units."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgegw.config import load_config, parse_config, redacted
+from edgegw.errors import ConfigError, ConfigProblem
+from edgegw.model import Address
+from tests.conftest import REPO
+
+BASE = """\
+version: 1
+backends:
+  users: {url: "http://127.0.0.1:9001"}
+routes:
+  - name: users
+    match: {prefix: /users}
+    backend: users
+"""
+
+
+@pytest.fixture
+def wasm_dir(tmp_path: Path) -> Path:
+    """A folder holding a gateway.yaml's neighbour ``f.wasm``."""
+    (tmp_path / "f.wasm").write_bytes(b"\0asm\1\0\0\0")
+    return tmp_path.resolve()
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), env=env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(REPO / "gateway.yaml.example", env={})
+    assert config.listen == Address("127.0.0.1", 8080)
+    assert [r.name for r in config.routes] == [
+        "users",
+        "orders",
+        "recommendations",
+        "shop",
+        "profile",
+    ]
+    assert config.admin.token is None  # ${EDGEGW_ADMIN_TOKEN:-} with the variable unset
+    profile = config.routes[-1]
+    assert profile.aggregate is not None
+    assert profile.aggregate.backends[1].required is False
+    assert profile.aggregate.backends[1].timeout == pytest.approx(0.3)
+
+
+def test_defaults() -> None:
+    config = parse_config(BASE, env={})
+    assert config.server == "granian" and config.workers == 1
+    assert config.store.url == "memory://" and config.store.on_error == "fail_open"
+    assert config.backends["users"].timeout == 30.0
+    assert config.admin.listen is None
+    assert config.routes[0].match.prefix == "/users"
+
+
+def test_units(wasm_dir: Path) -> None:
+    config = parse_config(
+        """
+        version: 1
+        backends:
+          a: {url: "http://h:1/", timeout: 500ms, connect_timeout: 2s}
+          b: {url: "http://h:2", timeout: 1.5m}
+          c: "http://h:3"
+        filters:
+          f: {wasm: f.wasm, limits: {memory: 32MiB, cpu: 10ms}}
+        limits: {max_request_body: 10MB, max_header_bytes: 16KiB}
+        routes: []
+        """.replace("\n        ", "\n"),
+        source=wasm_dir / "gateway.yaml",
+        env={},
+    )
+    assert config.backends["a"].timeout == pytest.approx(0.5)
+    assert config.backends["a"].url == "http://h:1"
+    assert config.backends["a"].connect_timeout == 2.0
+    assert config.backends["b"].timeout == pytest.approx(90.0)
+    assert config.backends["c"].url == "http://h:3"
+    assert config.filters["f"].limits.memory == 32 * 1024 * 1024
+    assert config.filters["f"].limits.cpu == pytest.approx(0.01)
+    assert config.limits.max_request_body == 10_000_000
+    assert config.limits.max_header_bytes == 16 * 1024
+
+
+def test_env_substitution() -> None:
+    env = {"PORT": "8181", "TOKEN": "s3cret", "EMPTY": ""}
+    config = parse_config(
+        """
+version: 1
+listen: "127.0.0.1:${PORT}"
+workers: ${WORKERS:-3}
+admin: {listen: "127.0.0.1:9901", token: "${TOKEN}"}
+store: {url: "${STORE_URL:-memory://}", prefix: "${EMPTY:-fallback}"}
+backends:
+  users: {url: "http://127.0.0.1:${PORT}"}
+routes:
+  - {name: r, match: {prefix: "/price$$"}, backend: users}
+""",
+        env=env,
+    )
+    assert config.listen == Address("127.0.0.1", 8181)
+    assert config.workers == 3  # a plain ${..} scalar is typed after substitution
+    assert config.admin.token == "s3cret"
+    assert config.store.url == "memory://"
+    assert config.store.prefix == "fallback"  # ${VAR:-default} also covers an empty value
+    assert config.routes[0].match.prefix == "/price$"
+
+
+def test_unset_variable_names_path_and_line() -> None:
+    assert problems(BASE + "admin: {listen: ':9901', token: '${ADMIN_TOKEN}'}\n") == [
+        "admin.token: environment variable ADMIN_TOKEN is not set (line 8)"
+    ]
+
+
+def test_all_problems_reported_at_once_with_lines() -> None:
+    found = problems(
+        """\
+version: 1
+backends:
+  users: {url: "http://127.0.0.1:9001", timeot: 2s}
+routes:
+  - name: users
+    match: {prefix: /users}
+    backend: users
+  - name: orders
+    match: {prefix: /orders}
+    backend: ordrs
+"""
+    )
+    assert found == [
+        "backends.users.timeot: unknown key 'timeot' (did you mean 'timeout'?) (line 3)",
+        "routes[1].backend: unknown backend 'ordrs' (line 10)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        (
+            "version: 1\nlisten: nope\n",
+            "listen: invalid address 'nope' (expected host:port) (line 2)",
+        ),
+        ("version: 1\nworkers: 0\n", "workers: must be at least 1, got 0 (line 2)"),
+        (
+            "version: 1\nserver: gunicorn\n",
+            "server: expected one of granian, hypercorn, got 'gunicorn' (line 2)",
+        ),
+        ("version: 2\n", "version: unsupported version 2 (this edgegw reads version 1) (line 1)"),
+        ("listen: ':1'\n", "version: missing required key 'version' (line 1)"),
+        ("version: 1\nbogus: 1\n", "bogus: unknown key 'bogus' (line 2)"),
+        (
+            "version: 1\nbackends: {a: {url: 'ftp://x'}}\n",
+            "backends.a.url: invalid backend URL 'ftp://x' (expected http://host:port) (line 2)",
+        ),
+        (
+            "version: 1\nbackends: {a: {url: 'http://x', timeout: soon}}\n",
+            "backends.a.timeout: invalid duration 'soon' (examples: 2s, 500ms, 1m) (line 2)",
+        ),
+        (
+            "version: 1\nbackends: {a: {url: 'http://x', timeout: -1}}\n",
+            "backends.a.timeout: duration must be positive, got -1 (line 2)",
+        ),
+        (
+            "version: 1\nbackends: {a: {timeout: 1s}}\n",
+            "backends.a.url: missing required key 'url' (line 2)",
+        ),
+        (
+            "version: 1\nlimits: {max_request_body: huge}\n",
+            "limits.max_request_body: invalid size 'huge' (examples: 32MiB, 512KiB, 10MB) (line 2)",
+        ),
+        (
+            "version: 1\nstore: {url: 'mongo://x'}\n",
+            "store.url: unsupported store URL scheme 'mongo' (memory:// or redis://) (line 2)",
+        ),
+        (
+            "version: 1\nstore: {on_error: explode}\n",
+            "store.on_error: expected one of fail_open, fail_closed, local, got 'explode' (line 2)",
+        ),
+        (
+            "version: 1\ntrusted_proxies: [10.0.0.0/33]\n",
+            "trusted_proxies[0]: invalid CIDR '10.0.0.0/33': '10.0.0.0/33' does not appear to be an IPv4 or IPv6 network (line 2)",
+        ),
+        (
+            "version: 1\nfilters: {f: {wasm: missing.wasm}}\n",
+            "filters.f.wasm: wasm file not found: {tmp}/missing.wasm (line 2)",
+        ),
+        (
+            "version: 1\nfilters: {f: {wasm: f.wasm, on_error: shrug}}\n",
+            "filters.f.on_error: expected one of fail_closed, fail_open, reload, got 'shrug' (line 2)",
+        ),
+        ("version: 1\nbackground: [nope]\n", "background[0]: unknown filter 'nope' (line 2)"),
+        ("version: 1\nroutes: {a: 1}\n", "routes: expected a list, got a mapping (line 2)"),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: x}, backend: a}\n",
+            "routes[0].match.prefix: must start with '/', got 'x' (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /, path: /x}, backend: a}\n",
+            "routes[0].match: match needs exactly one of prefix, path (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {path: '/x/{id}/{id}'}, backend: a}\n",
+            "routes[0].match.path: duplicate path parameter '{id}' (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {path: '/x/{1d}'}, backend: a}\n",
+            "routes[0].match.path: invalid path parameter '{1d}' (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /}}\n",
+            "routes[0]: a route needs exactly one of backend, split, aggregate (found: none) (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /}, backend: a, filters: [jwt]}\n",
+            "routes[0].filters[0]: unknown filter 'jwt' (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /}, split: {header: v, backends: {A: b}, default: a}}\n",
+            "routes[0].split.backends.A: unknown backend 'b' (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {path: '/p/{id}'}, aggregate: {backends: [{backend: a, path: '/u/{uid}'}]}}\n",
+            "routes[0].aggregate.backends[0].path: unknown template parameter '{uid}' (line 4)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /}, backend: a}\n  - {name: r, match: {prefix: /}, backend: a}\n",
+            "routes[1].name: duplicate route name 'r' (line 5)",
+        ),
+        (
+            "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /, methods: ['GE T']}, backend: a}\n",
+            "routes[0].match.methods[0]: invalid method 'GE T' (line 4)",
+        ),
+        (
+            "version: 1\nbackends:\n  a: 'http://x'\n  a: 'http://y'\n",
+            "backends.a: duplicate key (line 4)",
+        ),
+    ],
+)
+def test_error_classes(snippet: str, expected: str, wasm_dir: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(snippet, source=wasm_dir / "gateway.yaml", env={})
+    assert expected.replace("{tmp}", str(wasm_dir)) in [str(p) for p in info.value.problems]
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("version: 1\nroutes:\n  - name: [unclosed\n", env={})
+    (problem,) = info.value.problems
+    assert problem.message.startswith("invalid YAML")
+    assert problem.line == 4
+
+
+def test_error_names_source_file(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("version: 1\nworkers: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.problems == [ConfigProblem("workers", "expected an integer, got a string", 2)]
+    assert str(path) in str(info.value)
+
+
+def test_filter_config_json_or_raw_string(wasm_dir: Path) -> None:
+    config = parse_config(
+        """
+version: 1
+filters:
+  j: {wasm: f.wasm, config: {issuer: "${ISS}", n: 1}, vm_config: raw-text}
+  k: {wasm: f.wasm}
+background: [k]
+""",
+        source=wasm_dir / "gateway.yaml",
+        env={"ISS": "https://id.example"},
+    )
+    assert config.filters["j"].config == b'{"issuer":"https://id.example","n":1}'
+    assert config.filters["j"].vm_config == b"raw-text"
+    assert config.filters["j"].wasm == (wasm_dir / "f.wasm").resolve()
+    assert config.filters["k"].background is True
+    assert config.background == ("k",)
+
+
+def test_config_is_immutable() -> None:
+    config = parse_config(BASE, env={})
+    with pytest.raises(AttributeError):
+        config.workers = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.backends["x"] = config.backends["users"]  # type: ignore[index]
+
+
+def test_redacted_hides_secrets(wasm_dir: Path) -> None:
+    config = parse_config(
+        """
+version: 1
+admin: {listen: "127.0.0.1:9901", token: t0ken}
+store: {url: "redis://:hunter2@127.0.0.1:6379/0"}
+filters:
+  jwt: {wasm: f.wasm, config: {providers: [{issuer: me, secret: k3y}], client_secret: x}}
+""",
+        source=wasm_dir / "gateway.yaml",
+        env={},
+    )
+    doc = redacted(config)
+    text = json.dumps(doc)
+    for secret in ("t0ken", "hunter2", "k3y"):
+        assert secret not in text
+    assert doc["store"]["url"] == "redis://:***@127.0.0.1:6379/0"
+    assert doc["filters"]["jwt"]["config"]["providers"][0] == {"issuer": "me", "secret": "***"}
