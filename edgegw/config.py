@@ -97,6 +97,8 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
     top = r.mapping(root, TOP_KEYS, required=("version",))
     if top is None:
         return None
+    # `admin:` or `routes:` with nothing after them mean "none", as if absent.
+    top = {k: v for k, v in top.items() if v.value is not None or k == "version"}
     version = r.convert(top.get("version"), as_int, 1)
     if "version" in top and version != 1:
         r.problem(top["version"], f"unsupported version {version} (this edgegw reads version 1)")

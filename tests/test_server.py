@@ -73,9 +73,9 @@ def test_smoke(
         assert r.json()["status"] == 502
 
     assert len(backend.requests) == 2
-    admin = httpx.Client(base_url=gw.admin_url, timeout=10)
-    assert admin.get("/healthz").json() == {"status": "ok"}
-    assert admin.get("/readyz").status_code == 200
+    with httpx.Client(base_url=gw.admin_url, timeout=10) as admin:
+        assert admin.get("/healthz").json() == {"status": "ok"}
+        assert admin.get("/readyz").status_code == 200
     assert requests_total(gw.admin_url) >= 2
 
     assert gw.stop(signal.SIGTERM) == 0, gw.output()

@@ -1,0 +1,115 @@
+"""Header rules of a proxy: hop-by-hop stripping and X-Forwarded-* (RFC 9110 §7.6)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from edgegw.types import Headers
+
+# RFC 9110 §7.6.1 plus the de-facto ones (Keep-Alive, Proxy-Connection). These describe
+# one connection and must never be forwarded, in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+XFF = b"x-forwarded-for"
+XFP = b"x-forwarded-proto"
+XFH = b"x-forwarded-host"
+_FORWARDED = frozenset({XFF, XFP, XFH})
+
+
+def strip_hop_by_hop(headers: Headers, extra: Iterable[bytes] = ()) -> Headers:
+    """Headers without hop-by-hop ones and without those the Connection header names;
+    ``extra`` names more to drop. Repeats (Set-Cookie) and order are kept."""
+    drop: set[bytes] | frozenset[bytes] = HOP_BY_HOP
+    for name, value in headers:
+        if name == b"connection":
+            drop = set(drop) if isinstance(drop, frozenset) else drop
+            drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    if extra:
+        drop = set(drop) | set(extra)
+    return [(n, v) for n, v in headers if n not in drop]
+
+
+class TrustedProxies:
+    """Decides whether a peer's X-Forwarded-* headers are believed."""
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, address: str) -> bool:
+        if not self._networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:  # a unix socket path or an unknown peer
+            return False
+        return any(ip in net for net in self._networks)
+
+    def client_address(self, peer: str, headers: Headers) -> str:
+        """The original client: walk X-Forwarded-For from the right while the hop is a
+        trusted proxy (the first untrusted hop is the client)."""
+        if not self.trusts(peer):
+            return peer
+        hops = [
+            h.strip().decode("latin-1")
+            for n, v in headers
+            if n == XFF
+            for h in v.split(b",")
+            if h.strip()
+        ]
+        client = peer
+        for hop in reversed(hops):
+            client = hop
+            if not self.trusts(hop):
+                break
+        return client
+
+
+def forward_request_headers(
+    headers: Headers,
+    *,
+    peer: str,
+    scheme: str,
+    host: bytes,
+    trusted: TrustedProxies,
+) -> Headers:
+    """Request headers for the backend: hop-by-hop removed, X-Forwarded-For appended
+    with the peer, -Proto/-Host set. Client-sent X-Forwarded-* are kept (and extended)
+    only when the peer is a trusted proxy; otherwise they are replaced."""
+    out = strip_hop_by_hop(headers)
+    if trusted.trusts(peer):
+        prior = b", ".join(v for n, v in out if n == XFF)
+        proto = next((v for n, v in out if n == XFP), scheme.encode())
+        fhost = next((v for n, v in out if n == XFH), host)
+        out = [(n, v) for n, v in out if n not in _FORWARDED]
+        xff = prior + b", " + peer.encode() if prior else peer.encode()
+    else:
+        out = [(n, v) for n, v in out if n not in _FORWARDED]
+        xff, proto, fhost = peer.encode(), scheme.encode(), host
+    out.append((XFF, xff))
+    out.append((XFP, proto))
+    if fhost:
+        out.append((XFH, fhost))
+    return out
+
+
+def get(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of ``name`` (lower-case), or None."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None

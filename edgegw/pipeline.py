@@ -1,0 +1,342 @@
+"""One request through the gateway: route → request filters → backend / split / aggregate
+→ response filters → client, streaming bodies both ways.
+
+Status values drive the flow (``LocalReply`` ends a request); exceptions only for
+failures, translated to problem+json answers here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from edgegw import metrics
+from edgegw.aggregate import Values, run_aggregate
+from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
+from edgegw.errors import UpstreamError
+from edgegw.headers import TrustedProxies, forward_request_headers, get, strip_hop_by_hop
+from edgegw.model import GatewayConfig, Route
+from edgegw.problem import problem
+from edgegw.routing import Router
+from edgegw.types import Headers, Receive, Scope, Send
+from edgegw.upstream import AiohttpUpstream
+
+_REQUEST_ID = b"x-request-id"
+_NO_BODY_STATUS = frozenset({204, 304})
+_connection_ids = iter(range(1, 1 << 62))
+
+
+class _Abort(Exception):
+    """Stops the request body mid-stream (too large, client gone, a filter's reply);
+    what to answer is in ``_Counters.abort``: aiohttp wraps exceptions of a body."""
+
+
+@dataclass(slots=True)
+class _Counters:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    status: int = 0
+    aborted: bool = False
+    abort_reply: LocalReply | None = None
+
+    def abort(self, reply: LocalReply | None) -> _Abort:
+        self.aborted, self.abort_reply = True, reply
+        return _Abort()
+
+
+class Pipeline:
+    """Serves requests for one config; immutable once built (a reload builds another)."""
+
+    def __init__(
+        self, config: GatewayConfig, upstream: AiohttpUpstream, chains: FilterChains | None
+    ) -> None:
+        self.config = config
+        self.router = Router(config.routes)
+        self.upstream = upstream
+        self.chains = chains
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        self.max_body = config.limits.max_request_body
+        self.access_log = config.access_log and metrics.access_log.isEnabledFor(20)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        headers: Headers = [(n, v) for n, v in scope["headers"]]
+        authority = (get(headers, b"host") or b"").decode("latin-1")
+        counters = _Counters()
+        found = self.router.match(method, path, authority)
+        if found is None:
+            await _send_reply(send, problem(404, f"no route for {method} {path}", path), counters)
+            self._finish("", method, path, counters, start, None, scope, headers)
+            return
+        route, params = found
+        peer = (scope.get("client") or ("", 0))[0]
+        client = self.trusted.client_address(peer, headers) if self.trusted else peer
+        if get(headers, _REQUEST_ID) is None:
+            headers.append((_REQUEST_ID, os.urandom(16).hex().encode()))
+        raw_path = scope.get("raw_path") or path.encode()
+        query = scope.get("query_string") or b""
+        full_path = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
+        ex = Exchange(
+            route=route,
+            method=method,
+            path=full_path,
+            scheme=scope.get("scheme", "http"),
+            authority=authority,
+            request_headers=headers,
+            client=(client, (scope.get("client") or ("", 0))[1]),
+            server=tuple(scope.get("server") or ("", 0)),
+            connection_id=next(_connection_ids),
+            start_ns=time.time_ns(),
+        )
+        filters = self.chains.start(ex) if self.chains is not None and route.filters else None
+        try:
+            await self._run(ex, params, filters, receive, send, counters)
+        finally:
+            if filters is not None:
+                filters.done(ex)
+            self._finish(route.name, method, ex.path, counters, start, ex.backend, scope, headers)
+
+    async def _run(
+        self,
+        ex: Exchange,
+        params: dict[str, str],
+        filters: StreamFilters | None,
+        receive: Receive,
+        send: Send,
+        counters: _Counters,
+    ) -> None:
+        headers = ex.request_headers
+        length = get(headers, b"content-length")
+        has_body = length not in (None, b"0") or get(headers, b"transfer-encoding") is not None
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _send_reply(send, self._too_large(), counters)
+            return
+        if filters is not None:
+            reply = await filters.request_headers(ex, not has_body)
+            if reply is not None:
+                await _send_reply(send, reply, counters)
+                return
+        route = ex.route
+        if route.aggregate is not None:
+            await self._aggregate(ex, params, filters, send, counters)
+            return
+        backend = self._backend(route, ex.request_headers)
+        ex.backend = backend
+        body = self._body(ex, filters, receive, counters) if has_body else None
+        upstream_headers = forward_request_headers(
+            ex.request_headers,
+            peer=ex.client[0],
+            scheme=ex.scheme,
+            host=ex.authority.encode("latin-1"),
+            trusted=self.trusted,
+        )
+        if not self.config.backends[backend].preserve_host:
+            upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
+        path = ex.path
+        if route.strip_prefix and route.match.prefix:
+            path = path[len(route.match.prefix.rstrip("/")) :]
+            path = path if path.startswith("/") else "/" + path
+        sent_at = time.perf_counter()
+        try:
+            resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
+        except (UpstreamError, _Abort) as exc:
+            if counters.aborted:
+                if counters.abort_reply is not None:
+                    await _send_reply(send, counters.abort_reply, counters)
+                return
+            assert isinstance(exc, UpstreamError)
+            await _send_reply(send, _upstream_problem(exc, ex.path), counters)
+            return
+        metrics.observe_upstream(backend, time.perf_counter() - sent_at)
+        try:
+            chunks = resp.chunks()
+            await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
+        finally:
+            resp.release()
+
+    def _backend(self, route: Route, headers: Headers) -> str:
+        if route.backend is not None:
+            return route.backend
+        split = route.split
+        assert split is not None
+        variant = get(headers, split.header.encode())
+        if variant is not None:
+            chosen = split.backends.get(variant.decode("latin-1").strip())
+            if chosen is not None:
+                return chosen
+        return split.default
+
+    async def _body(
+        self,
+        ex: Exchange,
+        filters: StreamFilters | None,
+        receive: Receive,
+        counters: _Counters,
+    ) -> AsyncIterator[bytes]:
+        wants = filters is not None and filters.wants_request_body
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise counters.abort(None)
+            chunk: bytes = message.get("body", b"")
+            more: bool = message.get("more_body", False)
+            counters.bytes_in += len(chunk)
+            if counters.bytes_in > self.max_body:
+                raise counters.abort(self._too_large())
+            if wants:
+                assert filters is not None
+                out = await filters.request_body(ex, chunk, not more)
+                if isinstance(out, LocalReply):
+                    raise counters.abort(out)
+                chunk = out
+            if chunk:
+                yield chunk
+            if not more:
+                return
+
+    async def _respond(
+        self,
+        ex: Exchange,
+        status: int,
+        headers: Headers,
+        body: AsyncIterator[bytes],
+        filters: StreamFilters | None,
+        send: Send,
+        counters: _Counters,
+    ) -> None:
+        ex.status = status
+        ex.response_headers = strip_hop_by_hop(headers)
+        no_body = status in _NO_BODY_STATUS or ex.method == "HEAD"
+        if filters is not None:
+            reply = await filters.response_headers(ex, no_body)
+            if reply is not None:
+                await _send_reply(send, reply, counters)
+                return
+            if filters.wants_response_body and not no_body:
+                await self._respond_filtered(ex, body, filters, send, counters)
+                return
+        counters.status = ex.status
+        await send(
+            {"type": "http.response.start", "status": ex.status, "headers": ex.response_headers}
+        )
+        async for chunk in body:
+            counters.bytes_out += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _respond_filtered(
+        self,
+        ex: Exchange,
+        body: AsyncIterator[bytes],
+        filters: StreamFilters,
+        send: Send,
+        counters: _Counters,
+    ) -> None:
+        # Headers wait for the first bytes the filters release: a filter buffering the whole
+        # body may still change them. A body released only at the end gets an exact
+        # Content-Length; otherwise the length is unknown and the server chunks it.
+        started = False
+        pending: bytes | None = None
+        async for chunk in _with_eos(body):
+            data, eos = chunk
+            out = await filters.response_body(ex, data, eos)
+            if isinstance(out, LocalReply):
+                if not started:
+                    await _send_reply(send, out, counters)
+                return  # too late for a reply once headers went out: end the body
+            if not started and (out or eos):
+                resp_headers = [(n, v) for n, v in ex.response_headers if n != b"content-length"]
+                if eos:
+                    resp_headers.append((b"content-length", str(len(out)).encode()))
+                counters.status = ex.status
+                start = {"type": "http.response.start", "status": ex.status}
+                await send({**start, "headers": resp_headers})
+                started = True
+            if out:
+                counters.bytes_out += len(out)
+                await send({"type": "http.response.body", "body": out, "more_body": not eos})
+                pending = None if eos else b""
+            elif eos:
+                pending = b""
+        if pending is not None or not started:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _aggregate(
+        self,
+        ex: Exchange,
+        params: dict[str, str],
+        filters: StreamFilters | None,
+        send: Send,
+        counters: _Counters,
+    ) -> None:
+        agg = ex.route.aggregate
+        assert agg is not None
+        _path, _, qs = ex.path.partition("?")
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(qs, keep_blank_values=True):
+            query.setdefault(key, value)
+        values = Values(params, query, ex.request_headers)
+        merged = await run_aggregate(agg, values, self.upstream.call)
+        if filters is None:
+            await _send_reply(send, merged, counters)
+            return
+
+        async def once() -> AsyncIterator[bytes]:
+            yield merged.body
+
+        await self._respond(ex, merged.status, merged.headers, once(), filters, send, counters)
+
+    def _too_large(self) -> LocalReply:
+        return problem(413, f"request body over {self.max_body} bytes")
+
+    def _finish(
+        self,
+        route: str,
+        method: str,
+        path: str,
+        counters: _Counters,
+        start: float,
+        backend: str | None,
+        scope: Scope,
+        headers: Headers,
+    ) -> None:
+        seconds = time.perf_counter() - start
+        metrics.observe_request(route, counters.status, seconds)
+        if self.access_log:
+            metrics.log_access(
+                route=route,
+                method=method,
+                path=path,
+                status=counters.status,
+                seconds=seconds,
+                backend=backend,
+                bytes_in=counters.bytes_in,
+                bytes_out=counters.bytes_out,
+                client=(scope.get("client") or ("", 0))[0],
+                request_id=(get(headers, _REQUEST_ID) or b"").decode("latin-1"),
+            )
+
+
+async def _with_eos(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
+    """Chunks paired with end-of-stream, the last one being ``(b"", True)``."""
+    async for chunk in body:
+        yield chunk, False
+    yield b"", True
+
+
+def _upstream_problem(exc: UpstreamError, path: str) -> LocalReply:
+    return problem(exc.status, str(exc), path, backend=exc.backend)
+
+
+async def _send_reply(send: Send, reply: LocalReply, counters: _Counters) -> None:
+    counters.status = reply.status
+    counters.bytes_out += len(reply.body)
+    headers = [(n, v) for n, v in reply.headers if n != b"content-length"]
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body, "more_body": False})
