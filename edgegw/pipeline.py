@@ -7,6 +7,7 @@ failures, translated to problem+json answers here.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -59,7 +60,7 @@ class Pipeline:
         self.chains = chains
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.max_body = config.limits.max_request_body
-        self.access_log = config.access_log and metrics.access_log.isEnabledFor(20)
+        self.access_log = config.access_log
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -95,7 +96,7 @@ class Pipeline:
         )
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         try:
-            await self._run(ex, params, filters, receive, send, counters)
+            await self._run(ex, peer, params, filters, receive, send, counters)
         finally:
             if filters is not None:
                 filters.done(ex)
@@ -104,6 +105,7 @@ class Pipeline:
     async def _run(
         self,
         ex: Exchange,
+        peer: str,
         params: dict[str, str],
         filters: StreamFilters | None,
         receive: Receive,
@@ -130,7 +132,7 @@ class Pipeline:
         body = self._body(ex, filters, receive, counters) if has_body else None
         upstream_headers = forward_request_headers(
             ex.request_headers,
-            peer=ex.client[0],
+            peer=peer,
             scheme=ex.scheme,
             host=ex.authority.encode("latin-1"),
             trusted=self.trusted,
@@ -307,7 +309,7 @@ class Pipeline:
     ) -> None:
         seconds = time.perf_counter() - start
         metrics.observe_request(route, counters.status, seconds)
-        if self.access_log:
+        if self.access_log and metrics.access_log.isEnabledFor(logging.INFO):
             metrics.log_access(
                 route=route,
                 method=method,

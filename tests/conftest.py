@@ -80,7 +80,7 @@ class LoopThread:
 class LoopbackBackend:
     """An aiohttp.web echo server on 127.0.0.1 (port 0).
 
-    Answers ``{"method", "path", "query", "headers": [[name, value], ...], "body"}`` as JSON
+    Answers ``{"method", "path", "raw_path", "query", "headers": [[name, value], ...], "body"}`` as JSON
     with ``status``, after ``delay`` seconds. Tweak the attributes between requests to make it
     slow or failing; ``fail_connection=True`` drops connections without answering.
     ``requests`` records what arrived (same JSON shape).
@@ -105,6 +105,7 @@ class LoopbackBackend:
             "backend": self.name,
             "method": request.method,
             "path": request.path,
+            "raw_path": request.raw_path,  # path and query exactly as received
             "query": request.query_string,
             "headers": [[k.lower(), v] for k, v in request.headers.items()],
             "body": body.decode("utf-8", "replace"),

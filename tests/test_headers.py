@@ -1,0 +1,68 @@
+"""Hop-by-hop stripping and X-Forwarded-* with and without trusted proxies."""
+
+from __future__ import annotations
+
+from edgegw.headers import TrustedProxies, forward_request_headers, strip_hop_by_hop
+
+
+def test_strip_hop_by_hop_and_connection_tokens() -> None:
+    headers = [
+        (b"connection", b"keep-alive, X-Secret"),
+        (b"keep-alive", b"timeout=5"),
+        (b"x-secret", b"1"),
+        (b"transfer-encoding", b"chunked"),
+        (b"te", b"trailers"),
+        (b"upgrade", b"h2c"),
+        (b"proxy-authorization", b"Basic x"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"x-keep", b"yes"),
+    ]
+    assert strip_hop_by_hop(headers) == [
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"x-keep", b"yes"),
+    ]
+
+
+def test_untrusted_peer_cannot_spoof_forwarded_headers() -> None:
+    out = forward_request_headers(
+        [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-host", b"evil"), (b"a", b"1")],
+        peer="10.1.2.3",
+        scheme="http",
+        host=b"gw.example.com",
+        trusted=TrustedProxies(["192.168.0.0/16"]),
+    )
+    assert out == [
+        (b"a", b"1"),
+        (b"x-forwarded-for", b"10.1.2.3"),
+        (b"x-forwarded-proto", b"http"),
+        (b"x-forwarded-host", b"gw.example.com"),
+    ]
+
+
+def test_trusted_peer_chain_is_appended() -> None:
+    out = forward_request_headers(
+        [
+            (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2"),
+            (b"x-forwarded-for", b"3.3.3.3"),
+            (b"x-forwarded-proto", b"https"),
+        ],
+        peer="192.168.1.1",
+        scheme="http",
+        host=b"gw",
+        trusted=TrustedProxies(["192.168.0.0/16"]),
+    )
+    assert out == [
+        (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2, 3.3.3.3, 192.168.1.1"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"gw"),
+    ]
+
+
+def test_client_address_walks_trusted_hops_from_the_right() -> None:
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    xff = [(b"x-forwarded-for", b"203.0.113.9, 198.51.100.1, 10.0.0.2")]
+    assert trusted.client_address("10.0.0.1", xff) == "198.51.100.1"
+    assert trusted.client_address("8.8.8.8", xff) == "8.8.8.8"  # untrusted peer: itself
+    assert TrustedProxies([]).client_address("10.0.0.1", xff) == "10.0.0.1"

@@ -1,0 +1,232 @@
+"""The request pipeline in-process (httpx.ASGITransport) against real loopback backends."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from edgegw.app import GatewayApp
+from edgegw.config import parse_config
+from tests.conftest import LoopbackBackend, free_port
+
+MakeBackend = Callable[..., LoopbackBackend]
+
+
+def gateway(backends: dict[str, str], routes: str, **extra: str) -> GatewayApp:
+    lines = ["version: 1", "backends:"]
+    for name, url in backends.items():
+        lines.append(f"  {name}: {{url: '{url}', timeout: 1s, connect_timeout: 1s}}")
+    lines += [f"{key}: {value}" for key, value in extra.items()]
+    return GatewayApp(parse_config("\n".join(lines) + "\nroutes:\n" + routes, env={}))
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[Callable[[GatewayApp], httpx.AsyncClient]]:
+    apps: list[tuple[GatewayApp, httpx.AsyncClient]] = []
+
+    def make(app: GatewayApp) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
+        client = httpx.AsyncClient(transport=transport, base_url="http://gw.test")
+        apps.append((app, client))
+        return client
+
+    yield make
+    for app, client in apps:
+        await client.aclose()
+        await app.aclose()
+
+
+def received_headers(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in doc["headers"]]
+
+
+async def test_proxies_method_path_query_body(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory(name="api")
+    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
+    r = await client.post("/a%2Fb/c?x=1&y=%20", content=b"payload")
+    assert r.status_code == 200
+    doc = r.json()
+    assert (doc["method"], doc["body"]) == ("POST", "payload")
+    assert doc["raw_path"] == "/a%2Fb/c?x=1&y=%20"  # percent-encoding passes unchanged
+
+
+async def test_404_problem(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory()
+    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /api}, backend: api}\n"))
+    r = await client.get("/nope")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "no route for GET /nope",
+        "instance": "/nope",
+    }
+    assert api.requests == []
+
+
+async def test_502_and_504_name_the_backend(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    slow = backend_factory(name="slow", delay=3)
+    app = gateway(
+        {"dead": f"http://127.0.0.1:{free_port()}", "slow": slow.url},
+        "  - {match: {prefix: /dead}, backend: dead}\n"
+        "  - {match: {prefix: /slow}, backend: slow}\n",
+    )
+    client = client_for(app)
+    r = await client.get("/dead/x")
+    assert r.status_code == 502
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["backend"] == "dead" and "dead" in r.json()["detail"]
+    r = await client.get("/slow/x")
+    assert r.status_code == 504
+    assert r.json()["backend"] == "slow" and r.json()["status"] == 504
+
+
+async def test_413_by_content_length_and_by_streamed_size(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory()
+    app = gateway(
+        {"api": api.url},
+        "  - {match: {prefix: /}, backend: api}\n",
+        limits="{max_request_body: 1KiB}",
+    )
+    client = client_for(app)
+    r = await client.post("/up", content=b"x" * 2000)
+    assert r.status_code == 413
+    assert r.json()["status"] == 413 and "1024" in r.json()["detail"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while streaming
+        for _ in range(4):
+            yield b"y" * 400
+
+    r = await client.post("/up", content=chunks())
+    assert r.status_code == 413
+    r = await client.post("/up", content=b"z" * 1024)  # exactly the limit passes
+    assert r.status_code == 200
+    assert api.requests[-1]["body"] == "z" * 1024
+
+
+async def test_hop_by_hop_stripped_both_ways_and_set_cookie_repeats(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory(
+        extra_headers=[
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Connection", "x-resp-hop"),
+            ("X-Resp-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+        ]
+    )
+    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
+    r = await client.get(
+        "/h",
+        headers={"Connection": "x-req-hop", "X-Req-Hop": "1", "TE": "trailers", "X-Keep": "k"},
+    )
+    assert r.status_code == 200
+    sent = dict(received_headers(r.json()))
+    assert "x-req-hop" not in sent and "te" not in sent
+    assert sent["x-keep"] == "k"
+    assert r.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    assert "x-resp-hop" not in r.headers and "keep-alive" not in r.headers
+
+
+async def test_forwarded_headers_untrusted_and_trusted(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory()
+    spoof = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil"}
+    routes = "  - {match: {prefix: /}, backend: api}\n"
+    client = client_for(gateway({"api": api.url}, routes))
+    sent = dict(received_headers((await client.get("/f", headers=spoof)).json()))
+    assert sent["x-forwarded-for"] == "203.0.113.7"
+    assert sent["x-forwarded-host"] == "gw.test"
+    assert sent["x-forwarded-proto"] == "http"
+    assert sent["host"] == api.url.removeprefix("http://")  # the backend's, not the client's
+
+    trusting = client_for(gateway({"api": api.url}, routes, trusted_proxies="[203.0.113.0/24]"))
+    sent = dict(received_headers((await trusting.get("/f", headers=spoof)).json()))
+    assert sent["x-forwarded-for"] == "6.6.6.6, 203.0.113.7"
+    assert sent["x-forwarded-host"] == "evil"
+
+
+async def test_split_by_variant_header(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    v1, v2 = backend_factory(name="v1"), backend_factory(name="v2")
+    client = client_for(
+        gateway(
+            {"v1": v1.url, "v2": v2.url},
+            "  - match: {prefix: /shop}\n"
+            "    split: {header: x-edgegw-variant, backends: {A: v1, B: v2}, default: v1}\n",
+        )
+    )
+    assert (await client.get("/shop", headers={"x-edgegw-variant": "B"})).json()["backend"] == "v2"
+    assert (await client.get("/shop", headers={"x-edgegw-variant": "A"})).json()["backend"] == "v1"
+    assert (await client.get("/shop", headers={"x-edgegw-variant": "Z"})).json()["backend"] == "v1"
+    assert (await client.get("/shop")).json()["backend"] == "v1"
+
+
+async def test_strip_prefix_and_request_id(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory()
+    client = client_for(
+        gateway(
+            {"api": api.url}, "  - {match: {prefix: /api/}, backend: api, strip_prefix: true}\n"
+        )
+    )
+    doc = (await client.get("/api/users/1?q=2")).json()
+    assert (doc["path"], doc["query"]) == ("/users/1", "q=2")
+    assert len(dict(received_headers(doc))["x-request-id"]) == 32
+    doc = (await client.get("/api", headers={"x-request-id": "abc"})).json()
+    assert doc["path"] == "/"
+    assert dict(received_headers(doc))["x-request-id"] == "abc"
+
+
+async def test_metrics_and_access_log(
+    backend_factory: MakeBackend,
+    client_for: Callable[[GatewayApp], httpx.AsyncClient],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = backend_factory()
+    client = client_for(
+        gateway({"api": api.url}, "  - {name: m, match: {prefix: /}, backend: api}\n")
+    )
+    labels = {"route": "m", "status": "200"}
+    before = REGISTRY.get_sample_value("edgegw_requests_total", labels) or 0.0
+    upstream_before = (
+        REGISTRY.get_sample_value("edgegw_upstream_duration_seconds_count", {"backend": "api"})
+        or 0.0
+    )
+    with caplog.at_level(logging.INFO, logger="edgegw.access"):
+        assert (await client.get("/m?x=1")).status_code == 200
+    assert REGISTRY.get_sample_value("edgegw_requests_total", labels) == before + 1
+    assert (
+        REGISTRY.get_sample_value("edgegw_upstream_duration_seconds_count", {"backend": "api"})
+        == upstream_before + 1
+    )
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgegw.access"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line["route"], line["status"], line["backend"], line["path"]) == (
+        "m",
+        200,
+        "api",
+        "/m?x=1",
+    )
+    assert line["bytes_out"] > 0 and line["duration_ms"] > 0 and line["method"] == "GET"
