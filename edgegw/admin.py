@@ -44,6 +44,7 @@ PROTECTED_PREFIXES: tuple[str, ...] = ("/admin/",)
 EXTENSIONS: list[Extension] = []
 
 _READY_TIMEOUT = 0.5
+_RELOAD_WAIT = 30.0  # seconds POST /admin/reload waits for every worker
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
@@ -143,11 +144,44 @@ async def _admin_config(request: web.Request) -> web.Response:
     return web.json_response(redacted(request.app[STATE].config))
 
 
+async def _admin_status(request: web.Request) -> web.Response:
+    from edgegw.reload import worker_statuses
+
+    state = request.app[STATE]
+    workers = await asyncio.to_thread(worker_statuses, state.runtime_dir)
+    return web.json_response({"workers": workers, "expected_workers": state.config.workers})
+
+
+async def _admin_reload(request: web.Request) -> web.Response:
+    """Ask every worker to reload and wait (bounded) for their answers."""
+    from edgegw.reload import request_reload, worker_statuses
+
+    state = request.app[STATE]
+    token = await asyncio.to_thread(request_reload, state.runtime_dir)
+    deadline = asyncio.get_running_loop().time() + _RELOAD_WAIT
+    while True:
+        workers = await asyncio.to_thread(worker_statuses, state.runtime_dir)
+        done = [w for w in workers if w.get("request_seen") == token]
+        # A reload is judged on the workers' last attempt, which is this one when seen.
+        if len(done) >= state.config.workers or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    failed = [w for w in done if w.get("last_result") == "error"]
+    if len(done) < state.config.workers:
+        return problem(504, "Reload Pending", "not every worker answered in time", workers=done)
+    if failed:
+        detail = failed[0].get("last_error", "")
+        return problem(422, "Reload Rejected", detail, workers=workers)
+    return web.json_response({"status": "reloaded", "workers": workers})
+
+
 def _core_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/admin/config", _admin_config)
+    app.router.add_get("/admin/status", _admin_status)
+    app.router.add_post("/admin/reload", _admin_reload)
 
 
 def create_admin_app(

@@ -1,35 +1,58 @@
-"""The ASGI application: lifespan (pools, filters, store) and dispatch to the pipeline.
+"""The ASGI application: lifespan (pools, filters) and dispatch to the current pipeline.
 
 ``create_app_from_env`` is the factory granian and hypercorn workers load (see
-edgegw/server.py); ``create_app`` builds an app from a config object.
+edgegw/server.py); ``create_app`` builds an app from a config object. A reload builds a
+complete new ``Pipeline`` and swaps it in; requests keep the pipeline they started on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from edgegw.chain import FilterChains
+from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
 from edgegw.model import GatewayConfig
 from edgegw.pipeline import Pipeline
+from edgegw.reload import Reloader
 from edgegw.types import Receive, Scope, Send
 from edgegw.upstream import AiohttpUpstream
 
 log = logging.getLogger("edgegw.app")
 
 ENV_CONFIG = "EDGEGW_CONFIG"
+ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
+#: Builds the filter chains of a config: ``(config, http_call) -> chains``.
+ChainsFactory = Callable[[GatewayConfig, HttpCall], Awaitable[FilterChains | None]]
+DRAIN_TIMEOUT = 60.0  # seconds an old pipeline may keep serving in-flight requests
 
 
 class GatewayApp:
-    """ASGI entry point. ``pipeline`` is replaced as a whole on reload; a request keeps
-    the pipeline it started with."""
+    """ASGI entry point holding the current ``Pipeline``."""
 
-    def __init__(self, config: GatewayConfig, chains: FilterChains | None = None) -> None:
-        self.config = config
-        self.upstream = AiohttpUpstream(config.backends)
-        self.pipeline = Pipeline(config, self.upstream, chains)
+    def __init__(
+        self,
+        config: GatewayConfig,
+        chains: FilterChains | None = None,
+        *,
+        chains_factory: ChainsFactory | None = None,
+        extra_calls: dict[str, HttpCall] | None = None,
+        watch: bool = False,
+    ) -> None:
+        self.chains_factory = chains_factory
+        self.watch = watch  # reload when gateway.yaml or a .wasm file changes
+        self.reloader: Reloader | None = None
+        self.extra_calls = extra_calls or {}
+        self.pipeline = Pipeline(config, AiohttpUpstream(config.backends, self.extra_calls), chains)
+        self._started = False
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.pipeline.config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -54,19 +77,58 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def build(self, config: GatewayConfig) -> Pipeline:
+        """A complete pipeline for ``config`` (pools, filter VMs); raises if it cannot."""
+        upstream = AiohttpUpstream(config.backends, self.extra_calls)
+        chains = None
+        if self.chains_factory is not None:
+            try:
+                chains = await self.chains_factory(config, upstream.call)
+            except BaseException:
+                await upstream.aclose()
+                raise
+        return Pipeline(config, upstream, chains)
+
     async def startup(self) -> None:
-        """Open what needs the event loop (pools open lazily on first use)."""
+        """Load the filters of the initial config (needs the event loop)."""
+        if self._started:
+            return
+        self._started = True
+        if self.chains_factory is not None and self.pipeline.chains is None:
+            self.swap(await self.build(self.config))
+        if self.watch and self.config.source is not None:
+            runtime = os.environ.get(ENV_RUNTIME_DIR)
+            self.reloader = Reloader(self, self.config.source, Path(runtime) if runtime else None)
+            self.reloader.start()
+
+    def swap(self, new: Pipeline) -> None:
+        """Serve new requests from ``new``; the old pipeline drains, then closes."""
+        old, self.pipeline = self.pipeline, new
+        task = asyncio.ensure_future(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Pipeline) -> None:
+        if not await old.drain(DRAIN_TIMEOUT):
+            log.warning("closing a runtime with %d requests still running", old.inflight)
+        try:
+            await old.aclose()
+        except Exception:  # a filter failing in on_done must not break the swap
+            log.exception("closing the previous runtime failed")
 
     async def aclose(self) -> None:
-        await self.upstream.aclose()
-        if self.pipeline.chains is not None:
-            await self.pipeline.chains.aclose()
+        if self.reloader is not None:
+            await self.reloader.aclose()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.pipeline.aclose()
 
 
-def create_app(config: GatewayConfig, chains: FilterChains | None = None) -> GatewayApp:
-    return GatewayApp(config, chains)
+def create_app(config: GatewayConfig, *, watch: bool = False) -> GatewayApp:
+    """The gateway for ``config``: filters load at startup (ASGI lifespan)."""
+    return GatewayApp(config, watch=watch)
 
 
 def create_app_from_env() -> GatewayApp:
     """The worker-side factory: the config path comes from ``EDGEGW_CONFIG``."""
-    return create_app(load_config(Path(os.environ[ENV_CONFIG])))
+    return create_app(load_config(Path(os.environ[ENV_CONFIG])), watch=True)

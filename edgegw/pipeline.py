@@ -7,6 +7,7 @@ failures, translated to problem+json answers here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -61,6 +62,25 @@ class Pipeline:
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.max_body = config.limits.max_request_body
         self.access_log = config.access_log
+        self.inflight = 0  # requests started on this pipeline and not finished
+        self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no request uses this pipeline; False if ``timeout`` passed first."""
+        self._drained = asyncio.Event()
+        if self.inflight == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Release pools and filter VMs; call once no request uses this pipeline."""
+        await self.upstream.aclose()
+        if self.chains is not None:
+            await self.chains.aclose()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -95,9 +115,13 @@ class Pipeline:
             start_ns=time.time_ns(),
         )
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
+        self.inflight += 1
         try:
             await self._run(ex, peer, params, filters, receive, send, counters)
         finally:
+            self.inflight -= 1
+            if self._drained is not None and self.inflight == 0:
+                self._drained.set()
             if filters is not None:
                 filters.done(ex)
             self._finish(route.name, method, ex.path, counters, start, ex.backend, scope, headers)

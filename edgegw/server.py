@@ -14,9 +14,11 @@ import logging.config
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,14 +171,20 @@ def _granian_log_config() -> dict[str, Any]:
     return merged
 
 
-def _run_granian(config: GatewayConfig) -> int:
+def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
+    class EdgegwServer(Server):  # type: ignore[misc, valid-type]
+        # granian answers SIGHUP by respawning its workers; edgegw reloads in place
+        # instead (validated, atomic, no dropped connection): see edgegw/reload.py.
+        def signal_handler_reload(self, *args: Any, **kwargs: Any) -> None:
+            _sighup(runtime)
+
     loop = Loops.uvloop if _has_uvloop() else Loops.asyncio
-    server = Server(
+    server = EdgegwServer(
         _app_factory(),
         address=config.listen.host,
         port=config.listen.port,
@@ -201,9 +209,22 @@ def _run_granian(config: GatewayConfig) -> int:
     return 0
 
 
-def _run_hypercorn(config: GatewayConfig) -> int:
+def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
+    import hypercorn.run
     from hypercorn.config import Config
     from hypercorn.run import run
+
+    # hypercorn answers SIGHUP by restarting its workers, which would drop a config that
+    # fails to load together with the workers. Its run() installs handlers through the
+    # `signal` module it imported: hand it one whose SIGHUP registration is ours.
+    def install(sig: int, handler: Any) -> Any:
+        if sig == signal.SIGHUP:
+            handler = lambda _sig, _frame: _sighup(runtime)  # noqa: E731
+        return signal.signal(sig, handler)
+
+    shim = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if k.isupper()})
+    shim.signal = install
+    hypercorn.run.signal = shim  # type: ignore[assignment]
 
     hc = Config()
     hc.application_path = _app_factory() + "()"  # hypercorn evaluates it: calls the factory
@@ -216,6 +237,13 @@ def _run_hypercorn(config: GatewayConfig) -> int:
     hc.h11_max_incomplete_size = config.limits.max_header_bytes
     hc.graceful_timeout = 10.0
     return run(hc)
+
+
+def _sighup(runtime: Runtime) -> None:
+    from edgegw.reload import request_reload
+
+    log.info("SIGHUP: asking workers to reload")
+    request_reload(runtime.path)
 
 
 def _app_factory() -> str:
@@ -254,8 +282,8 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
         # inherit the supervisor's admin thread, its event loop or its locks mid-use.
         multiprocessing.set_start_method("spawn", force=True)
         if config.server == "hypercorn":
-            return _run_hypercorn(config)
-        return _run_granian(config)
+            return _run_hypercorn(config, runtime)
+        return _run_granian(config, runtime)
     finally:
         if admin is not None:
             admin.stop()

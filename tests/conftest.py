@@ -80,9 +80,10 @@ class LoopThread:
 class LoopbackBackend:
     """An aiohttp.web echo server on 127.0.0.1 (port 0).
 
-    Answers ``{"method", "path", "raw_path", "query", "headers": [[name, value], ...], "body"}`` as JSON
-    with ``status``, after ``delay`` seconds. Tweak the attributes between requests to make it
-    slow or failing; ``fail_connection=True`` drops connections without answering.
+    Answers ``{"method", "path", "raw_path", "query", "headers": [[name, value], ...],
+    "body"}`` as JSON with ``status``, after ``delay`` seconds. Tweak the attributes
+    between requests to make it slow or failing; ``fail_connection=True`` drops
+    connections without answering.
     ``requests`` records what arrived (same JSON shape).
     """
 

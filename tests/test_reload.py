@@ -1,0 +1,153 @@
+"""Hot reload of gateway.yaml in a real gateway under bounded load: nothing fails."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import GatewayProcess, LoopbackBackend, free_port
+
+RunGateway = Callable[..., GatewayProcess]
+
+
+def config(a: LoopbackBackend, b: LoopbackBackend, target: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "listen": f"127.0.0.1:{free_port()}",
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
+        "access_log": False,
+        "backends": {"a": a.url, "b": b.url},
+        "routes": [{"name": "r", "match": {"prefix": "/"}, "backend": target}],
+    }
+
+
+def write(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(doc))
+    tmp.replace(path)  # as editors do: a new file replaces the old one
+
+
+def status(gw: GatewayProcess) -> dict[str, Any]:
+    doc: dict[str, Any] = httpx.get(gw.admin_url + "/admin/status", timeout=5).json()
+    return doc
+
+
+def wait_generation(gw: GatewayProcess, generation: int, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = status(gw)["workers"]
+        if workers and all(w["generation"] >= generation for w in workers):
+            return workers[0]  # type: ignore[no-any-return]
+        time.sleep(0.02)
+    pytest.fail(f"no worker reached generation {generation}: {status(gw)}\n{gw.output()}")
+
+
+class Load:
+    """A few client threads sending requests until stopped; records every answer."""
+
+    def __init__(self, url: str, threads: int = 3) -> None:
+        self.url = url
+        self.answers: list[tuple[int, str]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.is_set() and len(self.answers) < 20000:
+                try:
+                    r = client.get("/x")
+                    self.answers.append((r.status_code, r.json().get("backend", "?")))
+                except (httpx.HTTPError, ValueError) as exc:
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def test_route_edits_under_load_drop_nothing(
+    run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend], tmp_path: Path
+) -> None:
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    gw = run_gateway(doc)
+    path = gw.config_path
+    generation = wait_generation(gw, 1)["generation"]
+    with Load(gw.url) as load:
+        for i in range(20):
+            target = "b" if i % 2 == 0 else "a"
+            write(path, {**doc, "routes": [{**doc["routes"][0], "backend": target}]})
+            generation += 1
+            wait_generation(gw, generation)
+            seen = len(load.answers)
+            deadline = time.monotonic() + 10
+            while len(load.answers) == seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert load.answers[-1][1] == target  # the new route serves
+    assert load.errors == []
+    assert load.answers and all(status == 200 for status, _ in load.answers)
+    assert {backend for _, backend in load.answers} == {"a", "b"}
+
+
+def test_broken_yaml_is_rejected_and_old_config_keeps_serving(
+    run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
+) -> None:
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    gw = run_gateway(doc)
+    wait_generation(gw, 1)
+    gw.config_path.write_text(
+        yaml.safe_dump({**doc, "routes": [{**doc["routes"][0], "backend": "nope"}]})
+    )
+    r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
+    assert r.status_code == 422, r.text
+    assert "unknown backend 'nope'" in r.json()["detail"]
+    worker = status(gw)["workers"][0]
+    assert worker["generation"] == 1 and worker["last_result"] == "error"
+    assert httpx.get(gw.url + "/x", timeout=5).json()["backend"] == "a"
+
+    write(gw.config_path, {**doc, "routes": [{**doc["routes"][0], "backend": "b"}]})
+    wait_generation(gw, 2)
+    assert httpx.get(gw.url + "/x", timeout=5).json()["backend"] == "b"
+
+
+@pytest.mark.parametrize("server", ["granian", "hypercorn"])
+def test_sighup_and_admin_reload(
+    server: str, run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
+) -> None:
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = {**config(a, b, "a"), "server": server}
+    gw = run_gateway(doc)
+    wait_generation(gw, 1)
+    # An in-place write (no rename) is seen as well.
+    edited = {**doc, "routes": [{**doc["routes"][0], "backend": "b"}]}
+    gw.config_path.write_text(yaml.safe_dump(edited))
+    wait_generation(gw, 2)
+    assert httpx.get(gw.url + "/x", timeout=5).json()["backend"] == "b"
+    before = status(gw)["workers"][0]["request_seen"]
+    gw.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while status(gw)["workers"][0]["request_seen"] == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = status(gw)["workers"][0]
+    assert worker["request_seen"] != before, gw.output()  # the worker acted on SIGHUP
+    assert gw.proc.poll() is None, gw.output()  # SIGHUP reloads, it never stops the gateway
+    r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
+    assert r.status_code == 200, r.text
+    assert r.json()["workers"][0]["last_result"] == "unchanged"
+    assert httpx.get(gw.url + "/x", timeout=5).json()["backend"] == "b"
