@@ -224,7 +224,7 @@ def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
 
     shim = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if k.isupper()})
     shim.signal = install
-    hypercorn.run.signal = shim  # type: ignore[assignment]
+    hypercorn.run.signal = shim  # type: ignore[assignment, attr-defined]
 
     hc = Config()
     hc.application_path = _app_factory() + "()"  # hypercorn evaluates it: calls the factory
