@@ -124,9 +124,18 @@ class GatewayApp:
         await self.pipeline.aclose()
 
 
+async def wasm_chains(config: GatewayConfig, http_call: HttpCall) -> FilterChains | None:
+    """The proxy-wasm filters of ``config`` (None when no route uses any)."""
+    if not any(route.filters for route in config.routes) and not config.background:
+        return None
+    from edgegw.wasm import WasmRuntime
+
+    return await WasmRuntime.create(config, http_call)
+
+
 def create_app(config: GatewayConfig, *, watch: bool = False) -> GatewayApp:
     """The gateway for ``config``: filters load at startup (ASGI lifespan)."""
-    return GatewayApp(config, watch=watch)
+    return GatewayApp(config, chains_factory=wasm_chains, watch=watch)
 
 
 def create_app_from_env() -> GatewayApp:

@@ -61,9 +61,26 @@ def _add_config_arg(parser: argparse.ArgumentParser) -> None:
 # --- check -------------------------------------------------------------------------------
 
 
+def check_filters(config: GatewayConfig, path: Path) -> bool:
+    """Load every filter as `serve` would (compile, link, start, configure); print why a
+    filter cannot load. True when all load."""
+    from edgegw.errors import FilterLoadError
+    from edgegw.wasm import check_filter
+
+    ok = True
+    clusters = frozenset(config.backends)
+    for spec in config.filters.values():
+        try:
+            check_filter(spec, clusters)
+        except FilterLoadError as exc:
+            _err(f"{path}: filters.{spec.name}: {exc.reason}")
+            ok = False
+    return ok
+
+
 def _check(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
-    if config is None:
+    if config is None or not check_filters(config, args.config):
         return EXIT_CONFIG
     print("OK")
     return EXIT_OK
@@ -80,7 +97,7 @@ def _cmd_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
-    if config is None:
+    if config is None or not check_filters(config, args.config):
         return EXIT_CONFIG
     overrides: dict[str, object] = {}
     if args.server is not None:

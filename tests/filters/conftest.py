@@ -111,22 +111,24 @@ def gateway_factory(
         # edgegw: the same filters, configs and routes in a gateway.yaml.
         run_gateway = request.getfixturevalue("run_gateway")
         upstreams = {"backend": backend_port, **(clusters or {})}
-        gw = run_gateway(
-            {
-                "backends": {n: {"url": f"http://127.0.0.1:{p}"} for n, p in upstreams.items()},
-                "filters": {n: {"wasm": str(filter_wasm[n]), "config": c} for n, c in filters},
-                "routes": [
-                    {
-                        "name": name,
-                        "match": {"prefix": prefix},
-                        "filters": [n for n, _c in filters],
-                        "backend": "backend",
-                    }
-                    for name, prefix in (routes or [("default", "/")])
-                ],
-                "access_log": False,
-            }
-        )
+        doc = {
+            "backends": {n: {"url": f"http://127.0.0.1:{p}"} for n, p in upstreams.items()},
+            "filters": {n: {"wasm": str(filter_wasm[n]), "config": c} for n, c in filters},
+            "routes": [
+                {
+                    "name": name,
+                    "match": {"prefix": prefix},
+                    "filters": [n for n, _c in filters],
+                    "backend": "backend",
+                }
+                for name, prefix in (routes or [("default", "/")])
+            ],
+            "access_log": False,
+        }
+        try:
+            gw = run_gateway(doc)
+        except pytest.fail.Exception as exc:  # refused to start, as Envoy would: same signal
+            raise RuntimeError(f"edgegw did not start: {exc}") from None
         return RunningGateway(gw.url, "edgegw", gw.output)
 
     return start

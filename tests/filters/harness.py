@@ -254,7 +254,7 @@ def start_envoy(
     return EnvoyProc(proc, f"http://127.0.0.1:{port}", admin, log_path)
 
 
-HOSTS = ["envoy"]
+HOSTS = ["envoy", "edgegw"]
 
 
 @dataclass

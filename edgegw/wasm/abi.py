@@ -1,0 +1,101 @@
+"""proxy-wasm ABI v0.2.1 constants and the header-map wire format.
+
+Numbers are from proxy-wasm/spec abi-versions/v0.2.1/README.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+from edgegw.types import Headers
+
+ABI_MARKERS = ("proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0")
+
+
+class Status(IntEnum):
+    OK = 0
+    NOT_FOUND = 1
+    BAD_ARGUMENT = 2
+    SERIALIZATION_FAILURE = 3
+    PARSE_FAILURE = 4
+    INVALID_MEMORY_ACCESS = 6
+    EMPTY = 7
+    CAS_MISMATCH = 8
+    INTERNAL_FAILURE = 10
+    UNIMPLEMENTED = 12
+
+
+class Action(IntEnum):
+    CONTINUE = 0
+    PAUSE = 1  # StopIteration; for bodies also StopIterationAndBuffer
+
+
+class MapType(IntEnum):
+    REQUEST_HEADERS = 0
+    REQUEST_TRAILERS = 1
+    RESPONSE_HEADERS = 2
+    RESPONSE_TRAILERS = 3
+    GRPC_RECEIVE_INITIAL_METADATA = 4
+    GRPC_RECEIVE_TRAILING_METADATA = 5
+    HTTP_CALL_RESPONSE_HEADERS = 6
+    HTTP_CALL_RESPONSE_TRAILERS = 7
+
+
+class BufferType(IntEnum):
+    HTTP_REQUEST_BODY = 0
+    HTTP_RESPONSE_BODY = 1
+    DOWNSTREAM_DATA = 2
+    UPSTREAM_DATA = 3
+    HTTP_CALL_RESPONSE_BODY = 4
+    GRPC_RECEIVE_BUFFER = 5
+    VM_CONFIGURATION = 6
+    PLUGIN_CONFIGURATION = 7
+
+
+class StreamType(IntEnum):
+    REQUEST = 0
+    RESPONSE = 1
+    DOWNSTREAM = 2
+    UPSTREAM = 3
+
+
+class MetricType(IntEnum):
+    COUNTER = 0
+    GAUGE = 1
+    HISTOGRAM = 2
+
+
+class LogLevel(IntEnum):
+    TRACE = 0
+    DEBUG = 1
+    INFO = 2
+    WARN = 3
+    ERROR = 4
+    CRITICAL = 5
+
+
+def encode_pairs(pairs: Headers) -> bytes:
+    """count, (key_len, value_len)*, then each key and value NUL-terminated (u32 LE)."""
+    sizes = b"".join(struct.pack("<II", len(k), len(v)) for k, v in pairs)
+    data = b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
+    return struct.pack("<I", len(pairs)) + sizes + data
+
+
+def decode_pairs(data: bytes) -> Headers | None:
+    """The inverse of ``encode_pairs``; None when ``data`` is malformed."""
+    if len(data) < 4:
+        return [] if not data else None
+    (count,) = struct.unpack_from("<I", data)
+    pos = 4 + 8 * count
+    if pos > len(data):
+        return None
+    out: Headers = []
+    for i in range(count):
+        klen, vlen = struct.unpack_from("<II", data, 4 + 8 * i)
+        end = pos + klen + 1 + vlen + 1
+        if end > len(data):
+            return None
+        out.append((data[pos : pos + klen], data[pos + klen + 1 : pos + klen + 1 + vlen]))
+        pos = end
+    return out

@@ -1,0 +1,85 @@
+"""The process-wide wasmtime Engine, its epoch ticker thread, and the compiled-module cache.
+
+One Engine per worker process: epoch interruption counts per engine, and compiled code is
+shared by every VM of the process. The ticker is a thread, not an asyncio task, because
+the event loop is blocked while wasm runs (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import wasmtime
+
+TICK_SECONDS = 0.001  # one epoch per millisecond: limits.cpu is counted in ticks
+
+_lock = threading.Lock()
+_engine: wasmtime.Engine | None = None
+_ticker: threading.Thread | None = None
+WASMTIME_VERSION = version("wasmtime")
+
+
+def engine() -> wasmtime.Engine:
+    """The shared Engine (epoch interruption on), starting the ticker on first use."""
+    global _engine, _ticker
+    with _lock:
+        if _engine is None:
+            config = wasmtime.Config()
+            config.epoch_interruption = True
+            _engine = wasmtime.Engine(config)
+        if _ticker is None or not _ticker.is_alive():
+            _ticker = threading.Thread(target=_tick, args=(_engine,), daemon=True)
+            _ticker.name = "edgegw-epoch"
+            _ticker.start()
+        return _engine
+
+
+def _tick(eng: wasmtime.Engine) -> None:
+    while True:
+        time.sleep(TICK_SECONDS)
+        eng.increment_epoch()
+
+
+def cpu_ticks(seconds: float) -> int:
+    return max(1, round(seconds / TICK_SECONDS))
+
+
+def cache_dir() -> Path:
+    """``EDGEGW_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgegw`` (``~/.cache/edgegw``)."""
+    given = os.environ.get("EDGEGW_CACHE_DIR")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgegw"
+
+
+def load_module(path: Path) -> tuple[wasmtime.Module, str]:
+    """Compile ``path`` (or reuse its compiled form from the disk cache); returns the
+    module and the sha256 of the .wasm. Blocking: call it in a thread on the serving path.
+
+    The cache key is the module's sha256 and the wasmtime version, so a new build or a new
+    wasmtime never reuses stale code. Raises OSError or wasmtime.WasmtimeError.
+    """
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    eng = engine()
+    cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"
+    if cached.is_file():
+        try:
+            return wasmtime.Module.deserialize_file(eng, str(cached)), digest
+        except wasmtime.WasmtimeError:
+            cached.unlink(missing_ok=True)  # corrupt or foreign: compile again
+    module = wasmtime.Module(eng, data)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(module.serialize())
+        tmp.replace(cached)
+    except OSError:
+        pass  # a read-only cache only costs compile time
+    return module, digest

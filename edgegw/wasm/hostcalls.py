@@ -1,0 +1,464 @@
+"""The ``env.proxy_*`` functions a filter imports (proxy-wasm ABI v0.2.1), as a mixin of
+``Plugin``. Each takes the raw i32/i64 arguments and returns a ``Status``; bad guest
+pointers give INVALID_MEMORY_ACCESS, never an exception into the worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgegw.chain import CallResponse, LocalReply
+from edgegw.model import FilterSpec
+from edgegw.types import Headers
+from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs, encode_pairs
+from edgegw.wasm.fastcall import Memory
+from edgegw.wasm.properties import get_property
+from edgegw.wasm.shared import METRICS, QUEUES, SHARED_DATA
+from edgegw.wasm.state import StreamState
+
+OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
+_LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: 50}
+_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
+
+
+def guarded(fn: Callable[..., int]) -> Callable[..., int]:
+    """Out-of-bounds guest pointers become INVALID_MEMORY_ACCESS."""
+
+    def wrapper(*args: Any) -> int:
+        try:
+            return fn(*args)
+        except IndexError:
+            return Status.INVALID_MEMORY_ACCESS
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+class Hostcalls:
+    """What the hostcalls need from the VM that mixes them in (``Plugin``)."""
+
+    name: str
+    spec: FilterSpec
+    vm_id: bytes
+    root_context: int
+    plugin_properties: dict[str, bytes]
+    log: logging.Logger
+    memory: Memory
+    clusters: frozenset[str]
+    current: StreamState | None
+    streams: dict[int, StreamState]
+    call_response: CallResponse | None
+
+    def allocate(self, size: int) -> int:
+        raise NotImplementedError
+
+    def set_tick_period(self, period_ms: int) -> None:
+        raise NotImplementedError
+
+    def queue_ready(self, queue_id: int) -> None:
+        raise NotImplementedError
+
+    def dispatch_call(
+        self,
+        cluster: str,
+        method: str,
+        path: str,
+        authority: str,
+        headers: Headers,
+        body: bytes,
+        timeout: float,
+    ) -> int:
+        raise NotImplementedError
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
+        addr = 0
+        if data:
+            addr = self.allocate(len(data))
+            if not addr:
+                return Status.INVALID_MEMORY_ACCESS
+            self.memory.write(addr, data)
+        self.memory.write_u32(ptr_ptr, addr)
+        self.memory.write_u32(size_ptr, len(data))
+        return OK
+
+    def _map(self, map_type: int) -> Headers | None:
+        state = self.current
+        if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS:
+            response = self.call_response
+            if response is None:
+                return None
+            return [(b":status", str(response.status).encode()), *response.headers]
+        if map_type == MapType.HTTP_CALL_RESPONSE_TRAILERS:
+            return [] if self.call_response is not None else None
+        if state is None:
+            return None
+        if map_type == MapType.REQUEST_HEADERS:
+            return state.open_request_map()
+        if map_type == MapType.RESPONSE_HEADERS:
+            return state.open_response_map() if state.ex.status else None
+        if map_type == MapType.REQUEST_TRAILERS:
+            return state.request_trailers
+        if map_type == MapType.RESPONSE_TRAILERS:
+            return state.response_trailers
+        return None
+
+    def _buffer(self, buffer_type: int) -> bytearray | bytes | None:
+        if buffer_type == BufferType.PLUGIN_CONFIGURATION:
+            return self.spec.config
+        if buffer_type == BufferType.VM_CONFIGURATION:
+            return self.spec.vm_config
+        if buffer_type == BufferType.HTTP_CALL_RESPONSE_BODY:
+            return self.call_response.body if self.call_response is not None else None
+        state = self.current
+        if state is None:
+            return None
+        if buffer_type == BufferType.HTTP_REQUEST_BODY:
+            return state.request_body
+        if buffer_type == BufferType.HTTP_RESPONSE_BODY:
+            return state.response_body
+        return None
+
+    # --- logging, time, lifecycle ------------------------------------------------------
+
+    @guarded
+    def proxy_log(self, level: int, ptr: int, size: int) -> int:
+        self.log.log(
+            _LEVELS.get(level, logging.INFO),
+            "%s",
+            self.memory.read(ptr, size).decode(errors="replace"),
+        )
+        return OK
+
+    @guarded
+    def proxy_get_log_level(self, ptr: int) -> int:
+        effective = self.log.getEffectiveLevel()
+        level = next((k for k, v in sorted(_LEVELS.items()) if v >= effective), LogLevel.CRITICAL)
+        self.memory.write_u32(ptr, level)
+        return OK
+
+    @guarded
+    def proxy_get_current_time_nanoseconds(self, ptr: int) -> int:
+        self.memory.write_u64(ptr, time.time_ns())
+        return OK
+
+    def proxy_set_tick_period_milliseconds(self, period: int) -> int:
+        self.set_tick_period(period)
+        return OK
+
+    def proxy_done(self) -> int:
+        return OK
+
+    def proxy_set_effective_context(self, context_id: int) -> int:
+        if context_id == self.root_context:
+            self.current = None
+            return OK
+        state = self.streams.get(context_id)
+        if state is None:
+            return BAD_ARGUMENT
+        self.current = state
+        return OK
+
+    # --- buffers -----------------------------------------------------------------------
+
+    @guarded
+    def proxy_get_buffer_bytes(
+        self, buffer_type: int, start: int, max_size: int, ptr_ptr: int, size_ptr: int
+    ) -> int:
+        buffer = self._buffer(buffer_type)
+        if buffer is None:
+            return NOT_FOUND
+        if start > len(buffer):
+            return BAD_ARGUMENT
+        return self._return_bytes(bytes(buffer[start : start + max_size]), ptr_ptr, size_ptr)
+
+    @guarded
+    def proxy_get_buffer_status(self, buffer_type: int, len_ptr: int, flags_ptr: int) -> int:
+        buffer = self._buffer(buffer_type)
+        if buffer is None:
+            return NOT_FOUND
+        self.memory.write_u32(len_ptr, len(buffer))
+        self.memory.write_u32(flags_ptr, 0)
+        return OK
+
+    @guarded
+    def proxy_set_buffer_bytes(
+        self, buffer_type: int, start: int, size: int, ptr: int, data_size: int
+    ) -> int:
+        buffer = self._buffer(buffer_type)
+        if not isinstance(buffer, bytearray):
+            return NOT_FOUND if buffer is None else BAD_ARGUMENT
+        data = self.memory.read(ptr, data_size)
+        # Envoy: start=0,size=0 prepends; start>=len appends; else replaces [start, start+size).
+        if start > len(buffer):
+            start = len(buffer)
+        buffer[start : start + size] = data
+        return OK
+
+    # --- header maps -------------------------------------------------------------------
+
+    @guarded
+    def proxy_get_header_map_pairs(self, map_type: int, ptr_ptr: int, size_ptr: int) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return NOT_FOUND
+        return self._return_bytes(encode_pairs(pairs), ptr_ptr, size_ptr)
+
+    @guarded
+    def proxy_set_header_map_pairs(self, map_type: int, ptr: int, size: int) -> int:
+        pairs = self._map(map_type)
+        new = decode_pairs(self.memory.read(ptr, size))
+        if pairs is None or new is None:
+            return NOT_FOUND if pairs is None else BAD_ARGUMENT
+        pairs[:] = [(k.lower(), v) for k, v in new]
+        return OK
+
+    @guarded
+    def proxy_get_header_map_size(self, map_type: int, size_ptr: int) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return NOT_FOUND
+        self.memory.write_u32(size_ptr, len(pairs))
+        return OK
+
+    @guarded
+    def proxy_get_header_map_value(
+        self, map_type: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
+    ) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return NOT_FOUND
+        key = self.memory.read(key_ptr, key_size).lower()
+        values = [v for k, v in pairs if k == key]
+        if not values:
+            return NOT_FOUND
+        # Envoy joins repeated headers with ","; Set-Cookie-like repeats stay readable via pairs.
+        return self._return_bytes(b",".join(values), ptr_ptr, size_ptr)
+
+    @guarded
+    def proxy_add_header_map_value(
+        self, map_type: int, key_ptr: int, key_size: int, val_ptr: int, val_size: int
+    ) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return NOT_FOUND
+        key = self.memory.read(key_ptr, key_size).lower()
+        pairs.append((key, self.memory.read(val_ptr, val_size)))
+        return OK
+
+    @guarded
+    def proxy_replace_header_map_value(
+        self, map_type: int, key_ptr: int, key_size: int, val_ptr: int, val_size: int
+    ) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return NOT_FOUND
+        key = self.memory.read(key_ptr, key_size).lower()
+        value = self.memory.read(val_ptr, val_size)
+        index = next((i for i, (k, _v) in enumerate(pairs) if k == key), None)
+        pairs[:] = [(k, v) for k, v in pairs if k != key]
+        pairs.insert(len(pairs) if index is None else index, (key, value))
+        return OK
+
+    @guarded
+    def proxy_remove_header_map_value(self, map_type: int, key_ptr: int, key_size: int) -> int:
+        pairs = self._map(map_type)
+        if pairs is None:
+            return NOT_FOUND
+        key = self.memory.read(key_ptr, key_size).lower()
+        pairs[:] = [(k, v) for k, v in pairs if k != key]
+        return OK
+
+    # --- properties --------------------------------------------------------------------
+
+    @guarded
+    def proxy_get_property(self, path_ptr: int, path_size: int, ptr_ptr: int, size_ptr: int) -> int:
+        path = self.memory.read(path_ptr, path_size)
+        ex = self.current.ex if self.current is not None else None
+        value = get_property(path, ex, self.plugin_properties)
+        if value is None:
+            return NOT_FOUND
+        return self._return_bytes(value, ptr_ptr, size_ptr)
+
+    @guarded
+    def proxy_set_property(self, path_ptr: int, path_size: int, val_ptr: int, val_size: int) -> int:
+        if self.current is None:
+            return NOT_FOUND
+        path = self.memory.read(path_ptr, path_size).rstrip(b"\0").replace(b"\0", b".")
+        self.current.ex.properties[path.decode("latin-1")] = self.memory.read(val_ptr, val_size)
+        return OK
+
+    # --- local responses and stream control --------------------------------------------
+
+    @guarded
+    def proxy_send_local_response(
+        self,
+        status: int,
+        _details_ptr: int,
+        _details_size: int,
+        body_ptr: int,
+        body_size: int,
+        headers_ptr: int,
+        headers_size: int,
+        _grpc_status: int,
+    ) -> int:
+        state = self.current
+        if state is None:
+            return NOT_FOUND
+        headers = decode_pairs(self.memory.read(headers_ptr, headers_size)) or []
+        body = self.memory.read(body_ptr, body_size)
+        clean = [(k.lower(), v) for k, v in headers if k[:1] != b":" and k.lower() not in _HOP]
+        if body and not any(k == b"content-type" for k, _v in clean):
+            clean.append((b"content-type", b"text/plain"))
+        state.local_reply = LocalReply(status, clean, body)
+        state.wake()
+        return OK
+
+    def proxy_continue_stream(self, _stream_type: int = 0) -> int:
+        if self.current is None:
+            return NOT_FOUND
+        self.current.wake()
+        return OK
+
+    def proxy_continue_request(self) -> int:
+        return self.proxy_continue_stream(0)
+
+    def proxy_continue_response(self) -> int:
+        return self.proxy_continue_stream(1)
+
+    def proxy_close_stream(self, _stream_type: int = 0) -> int:
+        if self.current is None:
+            return NOT_FOUND
+        if self.current.local_reply is None:
+            self.current.local_reply = LocalReply(
+                502, [(b"content-type", b"text/plain")], b"closed by filter"
+            )
+        self.current.wake()
+        return OK
+
+    def proxy_clear_route_cache(self) -> int:
+        return OK
+
+    # --- shared data and queues --------------------------------------------------------
+
+    @guarded
+    def proxy_get_shared_data(
+        self, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int, cas_ptr: int
+    ) -> int:
+        found = SHARED_DATA.get(self.memory.read(key_ptr, key_size))
+        if found is None:
+            return NOT_FOUND
+        status = self._return_bytes(found[0], ptr_ptr, size_ptr)
+        self.memory.write_u32(cas_ptr, found[1])
+        return status
+
+    @guarded
+    def proxy_set_shared_data(
+        self, key_ptr: int, key_size: int, val_ptr: int, val_size: int, cas: int
+    ) -> int:
+        key = self.memory.read(key_ptr, key_size)
+        return SHARED_DATA.set(key, self.memory.read(val_ptr, val_size), cas)
+
+    @guarded
+    def proxy_register_shared_queue(self, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self.memory.read(name_ptr, name_size)
+        qid = QUEUES.register(self.vm_id, name, self.queue_ready)
+        self.memory.write_u32(id_ptr, qid)
+        return OK
+
+    @guarded
+    def proxy_resolve_shared_queue(
+        self, vm_ptr: int, vm_size: int, name_ptr: int, name_size: int, id_ptr: int
+    ) -> int:
+        qid = QUEUES.resolve(
+            self.memory.read(vm_ptr, vm_size), self.memory.read(name_ptr, name_size)
+        )
+        if qid is None:
+            return NOT_FOUND
+        self.memory.write_u32(id_ptr, qid)
+        return OK
+
+    @guarded
+    def proxy_enqueue_shared_queue(self, qid: int, ptr: int, size: int) -> int:
+        return QUEUES.enqueue(qid, self.memory.read(ptr, size))
+
+    @guarded
+    def proxy_dequeue_shared_queue(self, qid: int, ptr_ptr: int, size_ptr: int) -> int:
+        item = QUEUES.dequeue(qid)
+        if isinstance(item, Status):
+            return item
+        return self._return_bytes(item, ptr_ptr, size_ptr)
+
+    # --- metrics -----------------------------------------------------------------------
+
+    @guarded
+    def proxy_define_metric(self, kind: int, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self.memory.read(name_ptr, name_size).decode(errors="replace")
+        mid = METRICS.define(self.name, kind, name)
+        if mid is None:
+            return BAD_ARGUMENT
+        self.memory.write_u32(id_ptr, mid)
+        return OK
+
+    def proxy_increment_metric(self, mid: int, offset: int) -> int:
+        return METRICS.increment(mid, offset)
+
+    def proxy_record_metric(self, mid: int, value: int) -> int:
+        return METRICS.record(mid, value)
+
+    @guarded
+    def proxy_get_metric(self, mid: int, ptr: int) -> int:
+        value = METRICS.get(mid)
+        if value is None:
+            return NOT_FOUND
+        self.memory.write_u64(ptr, value)
+        return OK
+
+    # --- http calls ----------------------------------------------------------------------
+
+    @guarded
+    def proxy_http_call(
+        self,
+        upstream_ptr: int,
+        upstream_size: int,
+        headers_ptr: int,
+        headers_size: int,
+        body_ptr: int,
+        body_size: int,
+        _trailers_ptr: int,
+        _trailers_size: int,
+        timeout_ms: int,
+        token_ptr: int,
+    ) -> int:
+        cluster = self.memory.read(upstream_ptr, upstream_size).decode("latin-1")
+        headers = decode_pairs(self.memory.read(headers_ptr, headers_size))
+        if headers is None or cluster not in self.clusters:
+            return BAD_ARGUMENT
+        pseudo = {k: v for k, v in headers if k[:1] == b":"}
+        # Envoy requires these three (proxy-wasm spec: proxy_http_call).
+        if not all(pseudo.get(k) for k in (b":method", b":path", b":authority")):
+            return BAD_ARGUMENT
+        token = self.dispatch_call(
+            cluster,
+            pseudo[b":method"].decode("latin-1"),
+            pseudo[b":path"].decode("latin-1"),
+            pseudo[b":authority"].decode("latin-1"),
+            [(k.lower(), v) for k, v in headers if k[:1] != b":"],
+            self.memory.read(body_ptr, body_size),
+            (timeout_ms or 5000) / 1000,
+        )
+        self.memory.write_u32(token_ptr, token)
+        return OK
+
+    def proxy_call_foreign_function(self, *_args: int) -> int:
+        return NOT_FOUND
+
+    def unimplemented(self, *_args: int) -> int:
+        """gRPC calls and anything else edgegw does not offer."""
+        return Status.UNIMPLEMENTED
+
+    def noop(self, *_args: int) -> int:
+        return OK

@@ -1,0 +1,302 @@
+"""One filter VM: a wasmtime Store + Instance serving every request of a worker through
+context ids (as Envoy does per worker thread), with its root context.
+
+Loading and linking use wasmtime-py's public API; every call into the guest and every
+hostcall goes through ``fastcall``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import wasmtime
+
+from edgegw.chain import CallResponse, HttpCall
+from edgegw.errors import FilterLoadError, WasmError
+from edgegw.model import FilterSpec
+from edgegw.wasm import engine as engines
+from edgegw.wasm.abi import ABI_MARKERS
+from edgegw.wasm.fastcall import Memory, RawFunc, define_host_func, set_deadline
+from edgegw.wasm.hostcalls import Hostcalls
+from edgegw.wasm.state import StreamState
+
+_WASI = ("wasi_snapshot_preview1", "wasi_unstable")
+_NOOP_IMPORTS = ("emscripten_notify_memory_growth", "proxy_done")
+_GRPC = frozenset(f"proxy_grpc_{op}" for op in ("call", "stream", "send", "cancel", "close"))
+ROOT_CONTEXT = 1
+
+
+class Plugin(Hostcalls):
+    """A loaded filter. ``call`` runs a guest callback under the CPU deadline."""
+
+    def __init__(
+        self,
+        spec: FilterSpec,
+        module: wasmtime.Module,
+        sha256: str,
+        http_call: HttpCall,
+        clusters: frozenset[str],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.sha256 = sha256
+        self.vm_id = spec.name.encode()
+        self.root_id = (spec.root_id or spec.name).encode()
+        self.root_context = ROOT_CONTEXT
+        self.plugin_properties = {
+            "plugin_name": spec.name.encode(),
+            "plugin_root_id": self.root_id,
+            "plugin_vm_id": self.vm_id,
+        }
+        self.log = logging.getLogger(f"edgegw.filter.{spec.name}")
+        self.http_call = http_call
+        self.clusters = clusters
+        self.ticks = engines.cpu_ticks(spec.limits.cpu)
+        self.streams: dict[int, StreamState] = {}
+        self.current: StreamState | None = None
+        self.call_response: CallResponse | None = None
+        self._next_context = ROOT_CONTEXT + 1
+        self._next_token = 1
+        self._calls: dict[int, int] = {}  # token -> context id that dispatched it
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_period = 0.0
+        self.closed = False
+        self._callbacks: list[object] = []  # ctypes callbacks must outlive the instance
+        self.store = wasmtime.Store(engines.engine())
+        self.store.set_limits(memory_size=spec.limits.memory)
+        self._instantiate(module)
+
+    # --- loading ---------------------------------------------------------------------
+
+    def _instantiate(self, module: wasmtime.Module) -> None:
+        exports = {e.name for e in module.exports}
+        if not any(marker in exports for marker in ABI_MARKERS):
+            raise FilterLoadError(self.name, "not a proxy-wasm module (no ABI 0.2.x marker export)")
+        linker = wasmtime.Linker(engines.engine())
+        linker.allow_shadowing = True
+        if any(imp.module in _WASI for imp in module.imports):
+            wasi = wasmtime.WasiConfig()
+            wasi.inherit_stdout()  # filter output goes to the gateway's log
+            wasi.inherit_stderr()
+            self.store.set_wasi(wasi)
+            linker.define_wasi()
+        for imp in module.imports:
+            if imp.module in _WASI:
+                continue
+            ty = imp.type
+            name = imp.name or ""
+            if imp.module != "env" or not isinstance(ty, wasmtime.FuncType):
+                raise FilterLoadError(self.name, f"unknown import {imp.module}.{name}")
+            if name in _NOOP_IMPORTS:
+                impl = self.noop
+            elif name in _GRPC or (name.startswith("proxy_") and not hasattr(self, name)):
+                impl = self.unimplemented
+            elif name.startswith("proxy_"):
+                impl = getattr(self, name)
+            else:
+                raise FilterLoadError(self.name, f"unknown import env.{name}")
+            self._callbacks.append(define_host_func(linker, "env", name, ty, impl))
+        set_deadline(self.store, engines.cpu_ticks(10.0))  # start functions may take a while
+        try:
+            instance = linker.instantiate(self.store, module)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise FilterLoadError(self.name, f"cannot instantiate: {exc}") from exc
+        found = instance.exports(self.store)
+        memory = found.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            raise FilterLoadError(self.name, "module exports no memory")
+        self.memory = Memory(self.store, memory)
+        self.funcs: dict[str, RawFunc] = {}
+        for name in exports:
+            item = found.get(name)
+            if isinstance(item, wasmtime.Func):
+                self.funcs[name] = RawFunc(self.store, item, name)
+        alloc = self.funcs.get("proxy_on_memory_allocate") or self.funcs.get("malloc")
+        if alloc is None:
+            raise FilterLoadError(
+                self.name, "no allocator export (proxy_on_memory_allocate/malloc)"
+            )
+        self._alloc = alloc
+        try:
+            for start in ("_initialize", "_start", "main"):
+                if start in self.funcs and start != "main":
+                    self.call(start)
+                    break
+            self.call("proxy_on_context_create", ROOT_CONTEXT, 0)
+            if not self.call("proxy_on_vm_start", ROOT_CONTEXT, len(self.spec.vm_config)):
+                raise FilterLoadError(self.name, "proxy_on_vm_start returned false")
+            if not self.call("proxy_on_configure", ROOT_CONTEXT, len(self.spec.config)):
+                raise FilterLoadError(self.name, "proxy_on_configure rejected the configuration")
+        except WasmError as exc:
+            raise FilterLoadError(self.name, f"failed during start: {exc}") from exc
+
+    # --- calling into the guest --------------------------------------------------------
+
+    def call(self, name: str, *args: int) -> int:
+        """Run export ``name`` (0 if the module does not export it) under the deadline.
+        Raises WasmTrap / WasmDeadline."""
+        func = self.funcs.get(name)
+        if func is None:
+            return 0
+        set_deadline(self.store, self.ticks)
+        return func(*args)
+
+    def allocate(self, size: int) -> int:
+        return self._alloc(size)
+
+    def new_context(self, state: StreamState) -> int:
+        context = self._next_context
+        self._next_context += 1
+        self.streams[context] = state
+        self.current = state
+        self.call("proxy_on_context_create", context, ROOT_CONTEXT)
+        return context
+
+    def enter(self, context: int) -> None:
+        self.current = self.streams.get(context)
+
+    def release(self, context: int) -> None:
+        self.streams.pop(context, None)
+        if self.current is not None and self.current.done:
+            self.current = None
+
+    # --- asynchronous work: http calls, ticks, queues -----------------------------------
+
+    def dispatch_call(
+        self,
+        cluster: str,
+        method: str,
+        path: str,
+        authority: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> int:
+        token = self._next_token
+        self._next_token += 1
+        context = next((c for c, s in self.streams.items() if s is self.current), ROOT_CONTEXT)
+        self._calls[token] = context
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # `edgegw check` starts VMs without a loop: nothing to call
+            return token
+        coro = self.http_call(cluster, method, path, authority, headers, body, timeout)
+        task = loop.create_task(self._deliver(token, coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return token
+
+    async def _deliver(self, token: int, coro: object) -> None:
+        response: CallResponse = await coro  # type: ignore[misc]
+        context = self._calls.pop(token, ROOT_CONTEXT)
+        if self.closed:
+            return
+        state = self.streams.get(context)
+        self.current = state
+        self.call_response = response
+        ok = response.status != 0
+        try:
+            self.call(
+                "proxy_on_http_call_response",
+                ROOT_CONTEXT,
+                token,
+                len(response.headers) + 1 if ok else 0,
+                len(response.body) if ok else 0,
+                0,
+            )
+        except WasmError as exc:
+            self.log.error("on_http_call_response failed: %s", exc)
+            if state is not None and state.local_reply is None:
+                from edgegw.problem import problem
+
+                state.local_reply = problem(503, f"filter '{self.name}' failed", filter=self.name)
+                state.wake()
+        finally:
+            self.call_response = None
+
+    def set_tick_period(self, period_ms: int) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self._tick_period = period_ms / 1000
+        self.start_ticks()
+
+    def start_ticks(self) -> None:
+        """Schedule the next tick; without a running loop (a VM started by a thread or by
+        `edgegw check`) the runtime calls this again once the loop runs."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._tick_period and self._tick is None and not self.closed:
+            self._tick = loop.call_later(self._tick_period, self._on_tick)
+
+    def _on_tick(self) -> None:
+        if self.closed:
+            return
+        self.current = None
+        try:
+            self.call("proxy_on_tick", ROOT_CONTEXT)
+        except WasmError as exc:
+            self.log.error("on_tick failed: %s", exc)
+        self._tick = None
+        self.start_ticks()
+
+    def queue_ready(self, queue_id: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def ready() -> None:  # later, never inside the enqueueing filter's callback
+            if self.closed:
+                return
+            self.current = None
+            try:
+                self.call("proxy_on_queue_ready", ROOT_CONTEXT, queue_id)
+            except WasmError as exc:
+                self.log.error("on_queue_ready failed: %s", exc)
+
+        loop.call_soon(ready)
+
+    def close(self) -> None:
+        """Root context's on_done / on_delete; then the VM serves nothing more."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._tick is not None:
+            self._tick.cancel()
+        for task in self._tasks:
+            task.cancel()
+        self.current = None
+        try:
+            self.call("proxy_on_done", ROOT_CONTEXT)
+            self.call("proxy_on_delete", ROOT_CONTEXT)
+        except WasmError as exc:
+            self.log.warning("root context shutdown failed: %s", exc)
+
+
+def compile_filter(spec: FilterSpec) -> tuple[wasmtime.Module, str]:
+    """Compile ``spec.wasm`` (or take it from the disk cache); blocking, so call it in a
+    thread while serving. Raises FilterLoadError naming the filter and the reason."""
+    try:
+        return engines.load_module(Path(spec.wasm))
+    except OSError as exc:
+        raise FilterLoadError(spec.name, f"cannot read {spec.wasm}: {exc.strerror}") from exc
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+        raise FilterLoadError(spec.name, f"not a valid wasm module: {first}") from exc
+
+
+async def _no_calls(*_args: object) -> CallResponse:
+    return CallResponse(0, error="no upstreams while checking")
+
+
+def check_filter(spec: FilterSpec, clusters: frozenset[str] = frozenset()) -> None:
+    """What `edgegw check` does per filter: compile, link, instantiate, vm_start and
+    configure, then shut the VM down. Raises FilterLoadError."""
+    module, digest = compile_filter(spec)
+    Plugin(spec, module, digest, _no_calls, clusters).close()

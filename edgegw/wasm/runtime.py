@@ -1,0 +1,81 @@
+"""The filters of one config in one worker: a ``Plugin`` per filter, and per request a
+``Chain`` running a route's filters in Envoy's order (request phases in config order,
+response phases in reverse). Implements ``edgegw.chain.FilterChains``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from edgegw.chain import Exchange, HttpCall
+from edgegw.errors import EdgegwError
+from edgegw.model import GatewayConfig, Route
+from edgegw.wasm.plugin import Plugin, compile_filter
+from edgegw.wasm.stream import Chain
+
+log = logging.getLogger("edgegw.wasm")
+
+STORE_CLUSTER = "edgegw.store"
+
+
+class WasmRuntime:
+    """Every filter of ``config`` loaded once; ``start`` gives a request its chain."""
+
+    def __init__(self, config: GatewayConfig, plugins: dict[str, Plugin], http_call: HttpCall):
+        self.config = config
+        self.plugins = plugins
+        self.http_call = http_call
+        self._chains: dict[str, tuple[Plugin, ...]] = {}
+        for plugin in plugins.values():
+            plugin.start_ticks()  # ticks asked for during on_configure
+
+    @classmethod
+    async def create(
+        cls,
+        config: GatewayConfig,
+        http_call: HttpCall,
+        extra_clusters: frozenset[str] = frozenset(),
+    ) -> WasmRuntime:
+        """Compile every used filter off the event loop, then start each VM on it."""
+        clusters = frozenset(config.backends) | extra_clusters | {STORE_CLUSTER}
+        used = {name for route in config.routes for name in route.filters}
+        used |= set(config.background)
+        plugins: dict[str, Plugin] = {}
+        try:
+            for name in sorted(used):
+                spec = config.filters[name]
+                module, digest = await asyncio.to_thread(compile_filter, spec)
+                plugins[name] = Plugin(spec, module, digest, http_call, clusters)
+        except BaseException:
+            for plugin in plugins.values():
+                plugin.close()
+            raise
+        return cls(config, plugins, http_call)
+
+    def start(self, ex: Exchange) -> Chain | None:
+        route = ex.route
+        plugins = self._chains.get(route.name)
+        if plugins is None:
+            plugins = self._chains[route.name] = self._route_plugins(route)
+        return Chain(plugins, ex, self.reload_plugin) if plugins else None
+
+    def _route_plugins(self, route: Route) -> tuple[Plugin, ...]:
+        return tuple(self.plugins[name] for name in route.filters if name in self.plugins)
+
+    def reload_plugin(self, plugin: Plugin) -> None:
+        """``on_error: reload``: a fresh VM of the same module for the next requests."""
+        try:
+            module, digest = compile_filter(plugin.spec)
+            fresh = Plugin(plugin.spec, module, digest, self.http_call, plugin.clusters)
+        except EdgegwError as exc:  # keep the old VM rather than none
+            log.error("filter '%s': reload after failure failed: %s", plugin.name, exc)
+            return
+        self.plugins[plugin.name] = fresh
+        self._chains.clear()
+        plugin.close()
+        log.warning("filter '%s': replaced by a fresh VM after a failure", plugin.name)
+
+    async def aclose(self) -> None:
+        for plugin in self.plugins.values():
+            plugin.close()

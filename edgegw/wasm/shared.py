@@ -1,0 +1,153 @@
+"""State filters share inside one worker process: shared data (with CAS), shared queues
+and filter-defined metrics. Process-wide on purpose: it outlives VM reloads, as in Envoy."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from edgegw.wasm.abi import MetricType, Status
+
+
+class SharedData:
+    """key → (value, cas). A set with a non-zero cas that is not the current one fails
+    with CAS_MISMATCH (spec: proxy_set_shared_data)."""
+
+    def __init__(self) -> None:
+        self._items: dict[bytes, tuple[bytes, int]] = {}
+        self._cas = 0
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        return self._items.get(key)
+
+    def set(self, key: bytes, value: bytes, cas: int) -> Status:
+        current = self._items.get(key)
+        if cas and (current is None or current[1] != cas):
+            return Status.CAS_MISMATCH
+        self._cas += 1
+        self._items[key] = (value, self._cas)
+        return Status.OK
+
+
+@dataclass
+class _Queue:
+    vm_id: bytes
+    name: bytes
+    items: deque[bytes] = field(default_factory=deque)
+    notify: Callable[[int], None] | None = None  # the registering root's on_queue_ready
+
+
+class SharedQueues:
+    def __init__(self) -> None:
+        self._queues: dict[int, _Queue] = {}
+        self._by_name: dict[tuple[bytes, bytes], int] = {}
+
+    def register(self, vm_id: bytes, name: bytes, notify: Callable[[int], None]) -> int:
+        qid = self._by_name.get((vm_id, name))
+        if qid is None:
+            qid = len(self._queues) + 1
+            self._by_name[(vm_id, name)] = qid
+            self._queues[qid] = _Queue(vm_id, name)
+        self._queues[qid].notify = notify
+        return qid
+
+    def resolve(self, vm_id: bytes, name: bytes) -> int | None:
+        qid = self._by_name.get((vm_id, name))
+        if qid is None and not vm_id:  # no vm_id given: any VM's queue of that name
+            qid = next((q for (_v, n), q in self._by_name.items() if n == name), None)
+        return qid
+
+    def enqueue(self, qid: int, value: bytes) -> Status:
+        queue = self._queues.get(qid)
+        if queue is None:
+            return Status.NOT_FOUND
+        queue.items.append(value)
+        if queue.notify is not None:
+            queue.notify(qid)
+        return Status.OK
+
+    def dequeue(self, qid: int) -> bytes | Status:
+        queue = self._queues.get(qid)
+        if queue is None:
+            return Status.NOT_FOUND
+        return queue.items.popleft() if queue.items else Status.EMPTY
+
+
+_SANITIZE = re.compile(r"[^a-zA-Z0-9_:]")
+_COUNTERS = Counter("edgegw_filter_counter", "Counters defined by filters", ["filter", "name"])
+_GAUGES = Gauge(
+    "edgegw_filter_gauge",
+    "Gauges defined by filters",
+    ["filter", "name"],
+    multiprocess_mode="livesum",
+)
+_HISTOGRAMS = Histogram(
+    "edgegw_filter_histogram", "Histograms defined by filters", ["filter", "name"]
+)
+
+
+@dataclass
+class _Metric:
+    kind: MetricType
+    value: int
+    child: object
+
+
+class Metrics:
+    """proxy_define_metric & co. Values are kept here too (proxy_get_metric) and exported
+    as ``edgegw_filter_{counter,gauge,histogram}{filter,name}`` on /metrics."""
+
+    def __init__(self) -> None:
+        self._metrics: list[_Metric] = []
+        self._ids: dict[tuple[str, int, str], int] = {}
+
+    def define(self, filter_name: str, kind: int, name: str) -> int | None:
+        if kind not in (0, 1, 2):
+            return None
+        key = (filter_name, kind, name)
+        if key in self._ids:
+            return self._ids[key]
+        family = (_COUNTERS, _GAUGES, _HISTOGRAMS)[kind]
+        child = family.labels(filter_name, _SANITIZE.sub("_", name))
+        self._metrics.append(_Metric(MetricType(kind), 0, child))
+        self._ids[key] = len(self._metrics)
+        return len(self._metrics)
+
+    def _get(self, mid: int) -> _Metric | None:
+        return self._metrics[mid - 1] if 0 < mid <= len(self._metrics) else None
+
+    def increment(self, mid: int, offset: int) -> Status:
+        metric = self._get(mid)
+        if metric is None or metric.kind == MetricType.HISTOGRAM:
+            return Status.NOT_FOUND if metric is None else Status.BAD_ARGUMENT
+        if metric.kind == MetricType.COUNTER and offset < 0:
+            return Status.BAD_ARGUMENT
+        metric.value += offset
+        metric.child.inc(offset)  # type: ignore[attr-defined]
+        return Status.OK
+
+    def record(self, mid: int, value: int) -> Status:
+        metric = self._get(mid)
+        if metric is None:
+            return Status.NOT_FOUND
+        if metric.kind == MetricType.HISTOGRAM:
+            metric.child.observe(value)  # type: ignore[attr-defined]
+        elif metric.kind == MetricType.GAUGE:
+            metric.child.set(value)  # type: ignore[attr-defined]
+        else:
+            metric.child.inc(max(0, value - metric.value))  # type: ignore[attr-defined]
+        metric.value = value
+        return Status.OK
+
+    def get(self, mid: int) -> int | None:
+        metric = self._get(mid)
+        return None if metric is None else metric.value
+
+
+SHARED_DATA = SharedData()
+QUEUES = SharedQueues()
+METRICS = Metrics()

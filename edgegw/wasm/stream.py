@@ -1,0 +1,196 @@
+"""One request through a route's proxy-wasm filters (``edgegw.chain.StreamFilters``).
+
+Order as Envoy shows it: every filter's context is created when the stream starts;
+request phases run in config order, response phases in reverse; a filter returning
+Pause stops the iteration until it continues (e.g. after its http_call) or replies.
+A failing filter follows its ``on_error`` policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from edgegw.chain import Exchange, LocalReply
+from edgegw.errors import WasmError
+from edgegw.problem import problem
+from edgegw.wasm.abi import Action
+from edgegw.wasm.plugin import Plugin
+from edgegw.wasm.state import StreamState
+
+log = logging.getLogger("edgegw.wasm")
+
+PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
+
+
+class Chain:
+    """The filters of one request; built by ``WasmRuntime.start``."""
+
+    def __init__(
+        self, plugins: tuple[Plugin, ...], ex: Exchange, reload: Callable[[Plugin], None]
+    ) -> None:
+        self.state = StreamState(ex)
+        self.plugins = plugins
+        self.reload = reload
+        self.contexts: list[int] = []
+        self.skipped: set[int] = set()  # filters skipped for this request (fail_open)
+        self.wants_request_body = True
+        self.wants_response_body = any("proxy_on_response_body" in p.funcs for p in plugins)
+        self._request_at = 0  # filter index where request body iteration resumes
+        self._response_at: int | None = None
+        for index, plugin in enumerate(plugins):
+            try:
+                self.contexts.append(plugin.new_context(self.state))
+            except WasmError as exc:
+                self.contexts.append(0)
+                self._failed(index, exc)
+
+    # --- driving one callback --------------------------------------------------------
+
+    async def _run(self, index: int, callback: str, *args: int) -> LocalReply | None:
+        """Call filter ``index``; wait while it pauses. None: go on to the next filter."""
+        if index in self.skipped:
+            return None
+        plugin, context = self.plugins[index], self.contexts[index]
+        state = self.state
+        plugin.current = state
+        try:
+            action = plugin.call(callback, context, *args)
+        except WasmError as exc:
+            return self._failed(index, exc)
+        if state.local_reply is None and action == Action.PAUSE:
+            if not await self._wait():
+                return problem(504, f"filter '{plugin.name}' paused and never resumed")
+        return state.local_reply
+
+    async def _wait(self) -> bool:
+        state = self.state
+        state.resume = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(state.resume, PAUSE_TIMEOUT)
+        except TimeoutError:
+            return False
+        finally:
+            state.resume = None
+        return True
+
+    def _failed(self, index: int, exc: WasmError) -> LocalReply | None:
+        plugin = self.plugins[index]
+        policy = plugin.spec.on_error
+        log.error("filter '%s' failed (%s): %s", plugin.name, policy, exc)
+        self.skipped.add(index)
+        if policy == "fail_open":
+            return None
+        if policy == "reload":
+            self.reload(plugin)
+        reply = problem(503, f"filter '{plugin.name}' failed", filter=plugin.name)
+        self.state.local_reply = reply
+        return reply
+
+    # --- StreamFilters ---------------------------------------------------------------
+
+    async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
+        state = self.state
+        count = len(state.open_request_map())
+        try:
+            for index in range(len(self.plugins)):
+                reply = await self._run(index, "proxy_on_request_headers", count, end_of_stream)
+                if reply is not None:
+                    return reply
+                count = len(state.open_request_map())
+        finally:
+            state.close_request_map()
+        return None
+
+    async def request_body(
+        self, ex: Exchange, chunk: bytes, end_of_stream: bool
+    ) -> bytes | LocalReply:
+        state = self.state
+        state.request_body += chunk
+        for index in range(self._request_at, len(self.plugins)):
+            plugin, context = self.plugins[index], self.contexts[index]
+            if index in self.skipped or "proxy_on_request_body" not in plugin.funcs:
+                continue
+            plugin.current = state
+            try:
+                size = len(state.request_body)
+                action = plugin.call("proxy_on_request_body", context, size, end_of_stream)
+            except WasmError as exc:
+                reply = self._failed(index, exc)
+                if reply is not None:
+                    return reply
+                continue
+            if state.local_reply is not None:
+                return state.local_reply
+            if action == Action.PAUSE:
+                if not end_of_stream:  # StopIterationAndBuffer: keep it, ask again later
+                    self._request_at = index
+                    return b""
+                if not await self._wait():
+                    return problem(504, f"filter '{plugin.name}' paused and never resumed")
+                if state.local_reply is not None:
+                    return state.local_reply
+        self._request_at = 0
+        out = bytes(state.request_body)
+        state.request_body.clear()
+        return out
+
+    async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
+        state = self.state
+        count = len(state.open_response_map())
+        try:
+            for index in reversed(range(len(self.plugins))):
+                reply = await self._run(index, "proxy_on_response_headers", count, end_of_stream)
+                if reply is not None:
+                    return reply
+                count = len(state.open_response_map())
+        finally:
+            state.close_response_map()
+        return None
+
+    async def response_body(
+        self, ex: Exchange, chunk: bytes, end_of_stream: bool
+    ) -> bytes | LocalReply:
+        state = self.state
+        state.response_body += chunk
+        start = len(self.plugins) - 1 if self._response_at is None else self._response_at
+        for index in range(start, -1, -1):
+            plugin, context = self.plugins[index], self.contexts[index]
+            if index in self.skipped or "proxy_on_response_body" not in plugin.funcs:
+                continue
+            plugin.current = state
+            try:
+                size = len(state.response_body)
+                action = plugin.call("proxy_on_response_body", context, size, end_of_stream)
+            except WasmError as exc:
+                reply = self._failed(index, exc)
+                if reply is not None:
+                    return reply
+                continue
+            if state.local_reply is not None:
+                return state.local_reply
+            if action == Action.PAUSE and not end_of_stream:
+                self._response_at = index
+                return b""
+        self._response_at = None
+        out = bytes(state.response_body)
+        state.response_body.clear()
+        return out
+
+    def done(self, ex: Exchange) -> None:
+        self.state.done = True
+        self.state.wake()
+        for index, plugin in enumerate(self.plugins):
+            context = self.contexts[index]
+            if not context or plugin.closed:
+                continue
+            plugin.current = self.state
+            try:
+                plugin.call("proxy_on_log", context)
+                plugin.call("proxy_on_done", context)
+                plugin.call("proxy_on_delete", context)
+            except WasmError as exc:
+                log.error("filter '%s' failed at the end of a request: %s", plugin.name, exc)
+            finally:
+                plugin.release(context)
