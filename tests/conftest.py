@@ -302,3 +302,29 @@ def run_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     yield start
     for gw in running:
         gw.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# 5. test filters (tests/wasm/*.zig, raw proxy-wasm ABI) and in-process gateways
+# ---------------------------------------------------------------------------------------
+
+TEST_WASM = REPO / "tests" / "wasm"
+
+
+@pytest.fixture(scope="session")
+def test_wasm(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``test_wasm("faulty")`` -> tests/wasm/faulty.zig compiled with the pinned Zig."""
+    out = tmp_path_factory.mktemp("wasm")
+    built: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name not in built:
+            target = out / f"{name}.wasm"
+            cmd = [sys.executable, "-m", "ziglang", "build-exe", str(TEST_WASM / f"{name}.zig")]
+            cmd += ["-target", "wasm32-freestanding", "-fno-entry", "-rdynamic"]
+            cmd += ["-O", "ReleaseSmall", f"-femit-bin={target}", "--cache-dir", str(out / "zc")]
+            subprocess.run(cmd, check=True, capture_output=True)
+            built[name] = target
+        return built[name]
+
+    return build

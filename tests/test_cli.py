@@ -120,3 +120,16 @@ async def test_demo_services_answer() -> None:
                 assert resp.status == 400
     finally:
         await demo.stop()
+
+
+def test_check_refuses_a_filter_that_cannot_load(tmp_path: Path) -> None:
+    (tmp_path / "junk.wasm").write_bytes(b"not wasm at all")
+    (tmp_path / "gateway.yaml").write_text("version: 1\nfilters:\n  junk: {wasm: junk.wasm}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgegw", "check", "-c", str(tmp_path / "gateway.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == EXIT_CONFIG
+    assert "filters.junk: not a valid wasm module" in proc.stderr

@@ -71,7 +71,9 @@ def load_module(path: Path) -> tuple[wasmtime.Module, str]:
     cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"
     if cached.is_file():
         try:
-            return wasmtime.Module.deserialize_file(eng, str(cached)), digest
+            # From bytes, not deserialize_file: a mapped file truncated under us would
+            # kill the process with SIGBUS.
+            return wasmtime.Module.deserialize(eng, cached.read_bytes()), digest
         except wasmtime.WasmtimeError:
             cached.unlink(missing_ok=True)  # corrupt or foreign: compile again
     module = wasmtime.Module(eng, data)

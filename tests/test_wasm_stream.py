@@ -1,0 +1,101 @@
+"""Filters that trap, loop, bomb memory or pass bad pointers: each follows its on_error
+policy and never takes the worker or other filters down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgegw.app import GatewayApp, wasm_chains
+from edgegw.config import parse_config
+from tests.conftest import LoopbackBackend
+
+MakeBackend = Callable[..., LoopbackBackend]
+Client = Callable[..., AsyncIterator[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def gateway(
+    backend_factory: MakeBackend, test_wasm: Callable[[str], Path]
+) -> AsyncIterator[Callable[..., object]]:
+    apps: list[tuple[GatewayApp, httpx.AsyncClient]] = []
+    backend = backend_factory()
+    faulty = test_wasm("faulty")
+
+    async def make(on_error: str, limits: str = "{cpu: 20ms, memory: 2MiB}") -> httpx.AsyncClient:
+        text = f"""
+version: 1
+backends: {{api: "{backend.url}"}}
+filters:
+  faulty: {{wasm: {faulty}, on_error: {on_error}, limits: {limits}}}
+  other: {{wasm: {faulty}}}
+routes:
+  - {{name: f, match: {{prefix: /f}}, filters: [faulty], backend: api}}
+  - {{name: o, match: {{prefix: /o}}, filters: [other], backend: api}}
+"""
+        app = GatewayApp(parse_config(text, env={}), chains_factory=wasm_chains)
+        await app.startup()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+        apps.append((app, client))
+        return client
+
+    yield make
+    for app, client in apps:
+        await client.aclose()
+        await app.aclose()
+
+
+async def test_trap_fail_closed_then_recovers(gateway: Callable[..., object]) -> None:
+    client = await gateway("fail_closed")  # type: ignore[misc]
+    r = await client.get("/f", headers={"x-fault": "trap"})
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["filter"] == "faulty"
+    r = await client.get("/f")
+    assert (r.status_code, r.headers["x-faulty"]) == (200, "ok")
+    r = await client.get("/o")  # another filter of the same module is unaffected
+    assert (r.status_code, r.headers["x-faulty"]) == (200, "ok")
+
+
+async def test_trap_fail_open_skips_the_filter(gateway: Callable[..., object]) -> None:
+    client = await gateway("fail_open")  # type: ignore[misc]
+    r = await client.get("/f", headers={"x-fault": "trap"})
+    assert r.status_code == 200  # the backend answered
+    assert "x-faulty" not in r.headers  # the failed filter did not run for this request
+    assert (await client.get("/f")).headers["x-faulty"] == "ok"
+
+
+async def test_trap_reload_gives_a_fresh_vm(gateway: Callable[..., object]) -> None:
+    client = await gateway("reload")  # type: ignore[misc]
+    app = client._transport.app  # type: ignore[attr-defined]
+    before = app.pipeline.chains.plugins["faulty"]
+    r = await client.get("/f", headers={"x-fault": "trap"})
+    assert r.status_code == 503
+    after = app.pipeline.chains.plugins["faulty"]
+    assert after is not before and before.closed
+    assert (await client.get("/f")).headers["x-faulty"] == "ok"
+
+
+async def test_infinite_loop_hits_cpu_deadline(gateway: Callable[..., object]) -> None:
+    client = await gateway("fail_closed")  # type: ignore[misc]
+    r = await client.get("/f", headers={"x-fault": "loop"})
+    assert r.status_code == 503
+    assert (await client.get("/f")).headers["x-faulty"] == "ok"
+
+
+async def test_memory_bomb_is_capped(gateway: Callable[..., object]) -> None:
+    client = await gateway("fail_closed")  # type: ignore[misc]
+    r = await client.get("/f", headers={"x-fault": "bomb"})
+    assert r.status_code == 200
+    pages = int(r.headers["x-pages"])
+    assert 0 < pages * 65536 <= 2 * 1024 * 1024  # limits.memory: 2MiB
+
+
+async def test_bad_pointer_gets_invalid_memory_access(gateway: Callable[..., object]) -> None:
+    client = await gateway("fail_closed")  # type: ignore[misc]
+    r = await client.get("/f", headers={"x-fault": "badptr"})
+    assert r.status_code == 200
+    assert r.headers["x-badptr-status"] == "6"  # INVALID_MEMORY_ACCESS

@@ -1,0 +1,100 @@
+// A filter that misbehaves on request: header `x-fault` selects how.
+//   trap   -> executes @trap() (wasm `unreachable`; Zig's `unreachable` is UB in release)
+//   loop   -> never returns (the host's CPU deadline must stop it)
+//   bomb   -> grows memory until the host refuses, reports the pages it got
+//   badptr -> hands the host an out-of-bounds pointer, reports the status it got
+// Without the header it adds `x-faulty: ok` to the response.
+const std = @import("std");
+
+extern "env" fn proxy_add_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize) u32;
+extern "env" fn proxy_get_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: *[*]u8, value_len: *usize) u32;
+
+var heap: [64 * 1024]u8 = undefined;
+var fba = std.heap.FixedBufferAllocator.init(&heap);
+var spin: u32 = 0;
+var fault: [16]u8 = undefined;
+var fault_len: usize = 0;
+
+export fn proxy_abi_version_0_2_1() void {}
+
+export fn proxy_on_memory_allocate(size: usize) ?[*]u8 {
+    const buf = fba.allocator().alloc(u8, size) catch blk: {
+        fba.reset();
+        break :blk fba.allocator().alloc(u8, size) catch return null;
+    };
+    return buf.ptr;
+}
+
+export fn proxy_on_context_create(context_id: u32, parent_id: u32) void {
+    _ = context_id;
+    _ = parent_id;
+}
+
+export fn proxy_on_vm_start(root_id: u32, size: u32) bool {
+    _ = root_id;
+    _ = size;
+    return true;
+}
+
+export fn proxy_on_configure(root_id: u32, size: u32) bool {
+    _ = root_id;
+    _ = size;
+    return true;
+}
+
+fn addResponse(name: []const u8, value: []const u8) void {
+    _ = proxy_add_header_map_value(2, name.ptr, name.len, value.ptr, value.len);
+}
+
+export fn proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: bool) u32 {
+    _ = context_id;
+    _ = headers;
+    _ = end_of_stream;
+    const key = "x-fault";
+    var ptr: [*]u8 = undefined;
+    var len: usize = 0;
+    fault_len = 0;
+    if (proxy_get_header_map_value(0, key, key.len, &ptr, &len) != 0) return 0;
+    fault_len = @min(len, fault.len);
+    @memcpy(fault[0..fault_len], ptr[0..fault_len]);
+    const which = fault[0..fault_len];
+    if (std.mem.eql(u8, which, "trap")) @trap();
+    if (std.mem.eql(u8, which, "loop")) {
+        const p: *volatile u32 = &spin;
+        while (true) p.* +%= 1;
+    }
+    return 0;
+}
+
+export fn proxy_on_response_headers(context_id: u32, headers: u32, end_of_stream: bool) u32 {
+    _ = context_id;
+    _ = headers;
+    _ = end_of_stream;
+    const which = fault[0..fault_len];
+    var text: [32]u8 = undefined;
+    if (std.mem.eql(u8, which, "bomb")) {
+        var pages: usize = @wasmMemorySize(0);
+        while (@wasmMemoryGrow(0, 16) != -1) pages += 16;
+        addResponse("x-pages", std.fmt.bufPrint(&text, "{d}", .{pages}) catch "?");
+    } else if (std.mem.eql(u8, which, "badptr")) {
+        const bad: [*]const u8 = @ptrFromInt(0xFFFFFF00);
+        const status = proxy_add_header_map_value(2, bad, 64, bad, 64);
+        addResponse("x-badptr-status", std.fmt.bufPrint(&text, "{d}", .{status}) catch "?");
+    } else {
+        addResponse("x-faulty", "ok");
+    }
+    return 0;
+}
+
+export fn proxy_on_done(context_id: u32) bool {
+    _ = context_id;
+    return true;
+}
+
+export fn proxy_on_log(context_id: u32) void {
+    _ = context_id;
+}
+
+export fn proxy_on_delete(context_id: u32) void {
+    _ = context_id;
+}
