@@ -8,6 +8,7 @@ complete new ``Pipeline`` and swaps it in; requests keep the pipeline they start
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ ENV_CONFIG = "EDGEGW_CONFIG"
 ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
 #: Builds the filter chains of a config: ``(config, http_call) -> chains``.
 ChainsFactory = Callable[[GatewayConfig, HttpCall], Awaitable[FilterChains | None]]
+GC_THRESHOLD = 20_000
 DRAIN_TIMEOUT = 60.0  # seconds an old pipeline may keep serving in-flight requests
 
 
@@ -96,6 +98,11 @@ class GatewayApp:
         self._started = True
         if self.chains_factory is not None and self.pipeline.chains is None:
             self.swap(await self.build(self.config))
+        # Requests allocate many short-lived objects; the default gen-0 threshold (700)
+        # runs a collection every few requests. Objects alive now (modules, config, VMs)
+        # are frozen out of future collections.
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 20, 20)
         if self.watch and self.config.source is not None:
             runtime = os.environ.get(ENV_RUNTIME_DIR)
             self.reloader = Reloader(self, self.config.source, Path(runtime) if runtime else None)

@@ -27,6 +27,7 @@ def test_module_cache_roundtrip_and_corruption(
     assert cached.read_bytes() != b"garbage"
 
 
-def test_cpu_ticks() -> None:
-    assert engine.cpu_ticks(0.01) == 10
-    assert engine.cpu_ticks(0.0001) == 1
+def test_cpu_ticks_round_to_the_tick_and_never_zero() -> None:
+    assert engine.cpu_ticks(engine.TICK_SECONDS * 4) == 4
+    assert engine.cpu_ticks(engine.TICK_SECONDS * 4.4) == 4
+    assert engine.cpu_ticks(0.0000001) == 1  # a tiny limit still lets a callback start

@@ -17,13 +17,37 @@ import wasmtime
 from wasmtime import _bindings as ffi
 
 from edgegw.errors import WasmDeadline, WasmTrap
+from edgegw.wasm.engine import EPOCH
 
 MASK32 = 0xFFFFFFFF
-_call_unchecked = ffi._wasmtime_func_call_unchecked
-_memory_data = ffi._wasmtime_memory_data
-_memory_size = ffi._wasmtime_memory_data_size
-_set_deadline = ffi._wasmtime_context_set_epoch_deadline
-_define_unchecked = ffi._wasmtime_linker_define_func_unchecked
+MASK64 = 0xFFFFFFFFFFFFFFFF
+_VAL_WORDS = ctypes.sizeof(ffi.wasmtime_val_raw_t) // 8  # a raw value is 16 bytes
+
+
+def _private(name: str, restype: Any, argtypes: list[Any]) -> Any:
+    # Our own function objects (CDLL[...] makes a new one each time), typed for speed:
+    # c_void_p results are plain ints, no ctypes.cast per call.
+    fn = ffi.dll[name]  # type: ignore[attr-defined]
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+_VP = ctypes.c_void_p
+_call_unchecked = _private(
+    "wasmtime_func_call_unchecked", _VP, [_VP, _VP, _VP, ctypes.c_size_t, _VP]
+)
+_memory_data = _private("wasmtime_memory_data", _VP, [_VP, _VP])
+_memory_size = _private("wasmtime_memory_data_size", ctypes.c_size_t, [_VP, _VP])
+_set_deadline = _private("wasmtime_context_set_epoch_deadline", None, [_VP, ctypes.c_uint64])
+#: (env, caller, args_and_results, count) -> trap pointer or 0
+_HOST_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, _VP, _VP, _VP, ctypes.c_size_t)
+_define_unchecked = _private(
+    "wasmtime_linker_define_func_unchecked",
+    _VP,
+    [_VP, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, _VP,
+     _HOST_CALLBACK, _VP, _VP],
+)  # fmt: skip
 _string_at = ctypes.string_at
 _memmove = ctypes.memmove
 
@@ -31,78 +55,106 @@ _memmove = ctypes.memmove
 CALLS = {"guest": 0, "host": 0}
 
 
-def _error_message(err: Any, trap: Any) -> str:
+def _error_message(err: int | None, trap: int | None) -> str:
     if err:
-        return str(wasmtime.WasmtimeError._from_ptr(err))
-    return wasmtime.Trap._from_ptr(trap).message
+        return str(
+            wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+        )
+    return wasmtime.Trap._from_ptr(ctypes.cast(trap or 0, ctypes.POINTER(ffi.wasm_trap_t))).message
 
 
 class RawFunc:
     """A guest export called with i32/i64 arguments; returns its first result (or 0)."""
 
-    __slots__ = ("_buf", "_ctx", "_func", "_kinds", "_n", "_nresults", "_trap", "_trapref", "name")
+    __slots__ = (
+        "_buf", "_ctx", "_deadline", "_func", "_keep", "_n", "_nresults", "_trap", "_words",
+        "name", "ticks",
+    )  # fmt: skip
 
-    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, name: str) -> None:
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        func: wasmtime.Func,
+        name: str,
+        ticks: int,
+        deadline: list[int],
+    ) -> None:
         ty = func.type(store)
-        self._kinds = tuple(str(p) for p in ty.params)
         self._nresults = len(ty.results)
         self._n = max(len(ty.params), self._nresults, 1)
         self._buf = (ffi.wasmtime_val_raw_t * self._n)()
-        self._ctx = store._context()
-        self._func = ctypes.byref(func._func)
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._trapref = ctypes.byref(self._trap)
+        # Arguments go in as 64-bit words (an i32 reads the low half): no union objects.
+        self._words = (ctypes.c_uint64 * (_VAL_WORDS * self._n)).from_buffer(self._buf)
+        self._ctx = ctypes.cast(store._context(), _VP).value
+        self._keep = func._func  # the struct _func points into must outlive us
+        self._func = ctypes.addressof(func._func)
+        self._trap = _VP()
         self.name = name
+        self.ticks = ticks  # CPU deadline of one call, in epoch ticks
+        # [epoch, ticks] of the store's current deadline, shared by its functions: while
+        # the epoch has not moved, the deadline set then still grants `ticks` in full.
+        self._deadline = deadline
 
     def __call__(self, *args: int) -> int:
-        buf = self._buf
+        words = self._words
         for i, value in enumerate(args):
-            if self._kinds[i] == "i64":
-                buf[i].i64 = value
-            else:
-                buf[i].i32 = value
+            words[i * _VAL_WORDS] = value & MASK64
         CALLS["guest"] += 1
-        err = _call_unchecked(self._ctx, self._func, buf, self._n, self._trapref)
-        if err or self._trap:
-            message = _error_message(err, self._trap)
-            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-            self._trapref = ctypes.byref(self._trap)
+        deadline = self._deadline
+        if deadline[0] != EPOCH[0] or deadline[1] != self.ticks:
+            _set_deadline(self._ctx, self.ticks)
+            deadline[0], deadline[1] = EPOCH[0], self.ticks
+        trap = self._trap
+        err = _call_unchecked(self._ctx, self._func, self._buf, self._n, ctypes.byref(trap))
+        if err or trap.value:
+            self._trap = _VP()
+            message = _error_message(err, trap.value)
             if "interrupt" in message:  # epoch deadline reached
                 raise WasmDeadline(f"{self.name}: CPU deadline exceeded")
             raise WasmTrap(f"{self.name}: {message.splitlines()[0] if message else 'trap'}")
-        return int(buf[0].i32) & MASK32 if self._nresults else 0
+        return words[0] & MASK32 if self._nresults else 0
 
 
-def set_deadline(store: wasmtime.Store, ticks: int) -> None:
-    """Allow the next guest call ``ticks`` epoch increments (epoch interruption)."""
-    _set_deadline(store._context(), ticks)
+def set_deadline(store: wasmtime.Store, ticks: int, deadline: list[int]) -> None:
+    """Allow the next guest calls ``ticks`` epoch increments (epoch interruption)."""
+    _set_deadline(ctypes.cast(store._context(), _VP).value, ticks)
+    deadline[0], deadline[1] = EPOCH[0], ticks
 
 
 class Memory:
-    """Bounds-checked access to a guest's linear memory (its base moves when it grows)."""
+    """Bounds-checked access to a guest's linear memory.
 
-    __slots__ = ("_ctx", "_mem")
+    Base and size are cached: memory only moves or grows while guest code runs, so the
+    host refreshes them when a hostcall starts and after it calls the guest allocator.
+    """
+
+    __slots__ = ("_base", "_ctx", "_keep", "_mem", "_size")
 
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
-        self._ctx = store._context()
-        self._mem = ctypes.byref(memory._memory)
+        self._ctx = ctypes.cast(store._context(), _VP).value
+        self._keep = memory._memory
+        self._mem = ctypes.addressof(memory._memory)
+        self._base = 0
+        self._size = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._base = _memory_data(self._ctx, self._mem) or 0
+        self._size = _memory_size(self._ctx, self._mem)
 
     def _span(self, ptr: int, size: int) -> int:
-        ptr &= MASK32
-        size &= MASK32
-        if ptr + size > _memory_size(self._ctx, self._mem):
+        if ptr + size > self._size:
             raise IndexError(f"guest memory access out of bounds: {ptr}+{size}")
-        base = ctypes.cast(_memory_data(self._ctx, self._mem), ctypes.c_void_p).value or 0
-        return base + ptr
+        return self._base + ptr
 
     def read(self, ptr: int, size: int) -> bytes:
         if size == 0:
             return b""
-        return _string_at(self._span(ptr, size), size & MASK32)
+        return _string_at(self._span(ptr & MASK32, size & MASK32), size & MASK32)
 
     def write(self, ptr: int, data: bytes) -> None:
         if data:
-            _memmove(self._span(ptr, len(data)), data, len(data))
+            _memmove(self._span(ptr & MASK32, len(data)), data, len(data))
 
     def read_u32(self, ptr: int) -> int:
         return int.from_bytes(self.read(ptr, 4), "little")
@@ -111,47 +163,56 @@ class Memory:
         self.write(ptr, (value & MASK32).to_bytes(4, "little"))
 
     def write_u64(self, ptr: int, value: int) -> None:
-        self.write(ptr, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"))
+        self.write(ptr, (value & MASK64).to_bytes(8, "little"))
 
 
 HostImpl = Callable[..., int]
-_CALLBACK = ffi.wasmtime_func_unchecked_callback_t
-_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # a NULL function pointer
 
 
 def define_host_func(
-    linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType, impl: HostImpl
+    linker: wasmtime.Linker,
+    module: str,
+    name: str,
+    ty: wasmtime.FuncType,
+    impl: HostImpl,
+    memory: Callable[[], Memory | None],
 ) -> Any:
     """Define ``module.name`` with a raw callback calling ``impl(*int_args) -> int``.
 
-    ``impl`` must not raise for bad guest input (it returns a status instead); an exception
-    anyway becomes a trap in the guest, never a crash of the worker. Returns the ctypes
-    callback, which the caller must keep alive as long as the linker and instances.
+    ``memory()`` gives the caller's memory, refreshed before ``impl`` runs. ``impl`` must
+    not raise for bad guest input (it returns a status instead); an exception anyway
+    becomes a trap in the guest, never a crash of the worker. Returns the ctypes callback,
+    which the caller must keep alive as long as the linker and instances.
     """
     kinds = tuple(str(p) for p in ty.params)
+    count = max(len(kinds), len(ty.results), 1)
+    words_type = ctypes.c_uint64 * (_VAL_WORDS * count)
     has_result = bool(ty.results)
+    masks = tuple(MASK64 if kind == "i64" else MASK32 for kind in kinds)
 
-    def callback(_env: Any, _caller: Any, args: Any, _n: int) -> int:
+    def callback(_env: Any, _caller: Any, args: int, _n: int) -> int:
         CALLS["host"] += 1
         try:
-            values = [
-                args[i].i64 if kind == "i64" else args[i].i32 & MASK32
-                for i, kind in enumerate(kinds)
-            ]
-            result = impl(*values)
+            words = words_type.from_address(args)
+            mem = memory()
+            if mem is not None:
+                mem.refresh()
+            result = impl(*[words[i * _VAL_WORDS] & m for i, m in enumerate(masks)])
             if has_result:
-                args[0].i32 = result
+                words[0] = result & MASK32
             return 0
-        except BaseException as exc:
+        except BaseException as exc:  # must never unwind through C
             message = f"host function {name} failed: {type(exc).__name__}: {exc}".encode()
             trap = ffi.wasmtime_trap_new(ctypes.create_string_buffer(message), len(message))
-            return ctypes.cast(trap, ctypes.c_void_p).value or 0
+            return ctypes.cast(trap, _VP).value or 0
 
-    raw = _CALLBACK(callback)
+    raw = _HOST_CALLBACK(callback)
     mod, nm = module.encode(), name.encode()
-    err = _define_unchecked(
-        linker.ptr(), mod, len(mod), nm, len(nm), ty.ptr(), raw, None, _NO_FINALIZER
-    )
+    linker_ptr = ctypes.cast(linker.ptr(), _VP).value
+    type_ptr = ctypes.cast(ty.ptr(), _VP).value
+    err = _define_unchecked(linker_ptr, mod, len(mod), nm, len(nm), type_ptr, raw, None, None)
     if err:
-        raise wasmtime.WasmtimeError._from_ptr(err)
+        raise wasmtime.WasmtimeError._from_ptr(
+            ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))
+        )
     return raw

@@ -65,6 +65,7 @@ class Plugin(Hostcalls):
         self._tick_period = 0.0
         self.closed = False
         self._callbacks: list[object] = []  # ctypes callbacks must outlive the instance
+        self._deadline = [-1, 0]  # see RawFunc
         self.store = wasmtime.Store(engines.engine())
         self.store.set_limits(memory_size=spec.limits.memory)
         self._instantiate(module)
@@ -98,8 +99,11 @@ class Plugin(Hostcalls):
                 impl = getattr(self, name)
             else:
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
-            self._callbacks.append(define_host_func(linker, "env", name, ty, impl))
-        set_deadline(self.store, engines.cpu_ticks(10.0))  # start functions may take a while
+            self._callbacks.append(
+                define_host_func(linker, "env", name, ty, impl, self._memory_or_none)
+            )
+        # instantiate runs the start function, which may take a while
+        set_deadline(self.store, engines.cpu_ticks(10.0), self._deadline)
         try:
             instance = linker.instantiate(self.store, module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
@@ -113,7 +117,7 @@ class Plugin(Hostcalls):
         for name in exports:
             item = found.get(name)
             if isinstance(item, wasmtime.Func):
-                self.funcs[name] = RawFunc(self.store, item, name)
+                self.funcs[name] = RawFunc(self.store, item, name, self.ticks, self._deadline)
         alloc = self.funcs.get("proxy_on_memory_allocate") or self.funcs.get("malloc")
         if alloc is None:
             raise FilterLoadError(
@@ -121,8 +125,9 @@ class Plugin(Hostcalls):
             )
         self._alloc = alloc
         try:
-            for start in ("_initialize", "_start", "main"):
-                if start in self.funcs and start != "main":
+            for start in ("_initialize", "_start"):
+                if start in self.funcs:
+                    self.funcs[start].ticks = engines.cpu_ticks(10.0)  # may take a while
                     self.call(start)
                     break
             self.call("proxy_on_context_create", ROOT_CONTEXT, 0)
@@ -141,11 +146,15 @@ class Plugin(Hostcalls):
         func = self.funcs.get(name)
         if func is None:
             return 0
-        set_deadline(self.store, self.ticks)
         return func(*args)
 
     def allocate(self, size: int) -> int:
-        return self._alloc(size)
+        address = self._alloc(size)
+        self.memory.refresh()  # the allocator may have grown (and moved) the memory
+        return address
+
+    def _memory_or_none(self) -> Memory | None:
+        return getattr(self, "memory", None)
 
     def new_context(self, state: StreamState) -> int:
         context = self._next_context
