@@ -193,6 +193,9 @@ def create_admin_app(
     app = web.Application(middlewares=[_auth_middleware])
     app[STATE] = AdminState(config=config, runtime_dir=runtime_dir)
     _core_routes(app)
+    from edgegw.store.admin import add_store_routes
+
+    add_store_routes(app, config.store, runtime_dir)
     for extend in (*EXTENSIONS, *extensions):
         extend(app)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -16,9 +17,12 @@ from pathlib import Path
 
 from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
+from edgegw.errors import StoreUnavailable
 from edgegw.model import GatewayConfig
 from edgegw.pipeline import Pipeline
 from edgegw.reload import Reloader
+from edgegw.store import FlagSnapshot, open_store
+from edgegw.store.api import StoreAPI
 from edgegw.types import Receive, Scope, Send
 from edgegw.upstream import AiohttpUpstream
 
@@ -29,6 +33,8 @@ ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
 #: Builds the filter chains of a config: ``(config, http_call) -> chains``.
 ChainsFactory = Callable[[GatewayConfig, HttpCall], Awaitable[FilterChains | None]]
 GC_THRESHOLD = 20_000
+STORE_CLUSTER = "edgegw.store"
+FLAGS_KEY = b"edgegw.flags"
 DRAIN_TIMEOUT = 60.0  # seconds an old pipeline may keep serving in-flight requests
 
 
@@ -47,7 +53,9 @@ class GatewayApp:
         self.chains_factory = chains_factory
         self.watch = watch  # reload when gateway.yaml or a .wasm file changes
         self.reloader: Reloader | None = None
-        self.extra_calls = extra_calls or {}
+        # The store lives as long as the app: a reload keeps it (and its counters).
+        self.store_api = StoreAPI(open_store(config.store), config.store)
+        self.extra_calls = {STORE_CLUSTER: self.store_api.call, **(extra_calls or {})}
         self.pipeline = Pipeline(config, AiohttpUpstream(config.backends, self.extra_calls), chains)
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
@@ -101,6 +109,12 @@ class GatewayApp:
         # Requests allocate many short-lived objects; the default gen-0 threshold (700)
         # runs a collection every few requests. Objects alive now (modules, config, VMs)
         # are frozen out of future collections.
+        store = self.store_api.store
+        try:
+            await store.seed_flags(dict(self.config.store.flags))
+        except StoreUnavailable as exc:
+            log.warning("cannot seed flags now: %s", exc)
+        store.subscribe(mirror_flags)
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, 20, 20)
         if self.watch and self.config.source is not None:
@@ -129,6 +143,15 @@ class GatewayApp:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.pipeline.aclose()
+        await self.store_api.aclose()
+
+
+def mirror_flags(snapshot: FlagSnapshot) -> None:
+    """Keep shared data ``edgegw.flags`` (read by filters/ab_flags) equal to the store's
+    flag table."""
+    from edgegw.wasm.shared import SHARED_DATA
+
+    SHARED_DATA.set(FLAGS_KEY, json.dumps(snapshot.as_json()).encode(), 0)
 
 
 async def wasm_chains(config: GatewayConfig, http_call: HttpCall) -> FilterChains | None:

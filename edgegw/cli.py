@@ -183,6 +183,61 @@ def _cmd_filters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     b.set_defaults(func=_filters_build)
 
 
+# --- flags -------------------------------------------------------------------------------
+
+
+def _flags(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import httpx
+
+    token = args.token or os.environ.get("EDGEGW_ADMIN_TOKEN") or ""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = args.admin.rstrip("/") + "/admin/flags"
+    try:
+        with httpx.Client(timeout=10, headers=headers) as client:
+            if args.flags_command == "list":
+                r = client.get(base)
+            elif args.flags_command == "get":
+                r = client.get(f"{base}/{args.name}")
+            elif args.flags_command == "rm":
+                r = client.delete(f"{base}/{args.name}")
+            else:
+                try:
+                    definition = json.loads(args.definition)
+                except ValueError as exc:
+                    _err(f"edgegw flags set: DEFINITION is not JSON: {exc}")
+                    return EXIT_CONFIG
+                r = client.put(f"{base}/{args.name}", json=definition)
+    except httpx.HTTPError as exc:
+        _err(f"edgegw flags: cannot reach the admin API at {args.admin}: {exc}")
+        return EXIT_FAILURE
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        _err(f"edgegw flags {args.flags_command}: {r.status_code}: {detail}")
+        return EXIT_CONFIG if r.status_code in (400, 404) else EXIT_FAILURE
+    print(json.dumps(r.json(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def _cmd_flags(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("flags", help="list and edit feature flags through the admin API")
+    p.add_argument("--admin", default="http://127.0.0.1:9901", help="admin base URL")
+    p.add_argument("--token", help="admin token (default: $EDGEGW_ADMIN_TOKEN)")
+    fsub = p.add_subparsers(dest="flags_command", required=True, metavar="COMMAND")
+    fsub.add_parser("list", help="every flag and the table version")
+    for name, text in (("get", "one flag"), ("rm", "delete a flag")):
+        fsub.add_parser(name, help=text).add_argument("name")
+    s = fsub.add_parser("set", help="create or replace a flag")
+    s.add_argument("name")
+    s.add_argument("definition", help='JSON, e.g. \'{"enabled": true, "rollout": 25}\' or true')
+    p.set_defaults(func=_flags)
+
+
 # --- wiring ------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
@@ -190,6 +245,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     _cmd_serve,
     _cmd_demo,
     _cmd_filters,
+    _cmd_flags,
 ]
 
 

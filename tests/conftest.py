@@ -166,32 +166,45 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL (redis://127.0.0.1:PORT/0) of a private redis-server for this test session."""
+def start_redis(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:``port`` keeping nothing on disk; waits until it
+    accepts connections (bounded). Fails (CI) or skips (elsewhere) if it cannot start."""
     exe = shutil.which("redis-server")
     if exe is None:
         _unavailable("redis-server not found on PATH (apt-get install redis-server)")
         raise AssertionError("unreachable")
-    workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    log = (workdir / "redis.log").open("wb")
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"redis-{port}.log"
     cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
            "--dir", str(workdir)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+    if not wait_port("127.0.0.1", port, time.monotonic() + 15) or proc.poll() is not None:
+        proc.kill()
+        proc.wait()
+        _unavailable(f"redis-server did not start on port {port}:\n{log.read_text()}")
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        if not wait_port("127.0.0.1", port, time.monotonic() + 15) or proc.poll() is not None:
-            output = (workdir / "redis.log").read_text(errors="replace")
-            _unavailable(f"redis-server did not start on port {port}:\n{output}")
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL (redis://127.0.0.1:PORT/0) of a private redis-server for this test session.
+    Tests share it: give each its own key prefix."""
+    port = free_port()
+    proc = start_redis(tmp_path_factory.mktemp("redis"), port)
+    try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_process(proc)
 
 
 # ---------------------------------------------------------------------------------------

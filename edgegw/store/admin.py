@@ -1,0 +1,83 @@
+"""Store routes of the admin listener: the filters' JSON API under ``/store`` (for
+filters running in Envoy) and flag editing under ``/admin/flags`` (token-protected)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aiohttp import web
+
+from edgegw.errors import StoreUnavailable
+from edgegw.model import StoreConfig
+from edgegw.store import open_store
+from edgegw.store.api import StoreAPI
+from edgegw.store.base import validate_flag
+
+API = web.AppKey("edgegw_store_api", StoreAPI)
+
+
+def _problem(status: int, detail: str) -> web.Response:
+    doc = {"type": "about:blank", "status": status, "detail": detail}
+    return web.json_response(doc, status=status, content_type="application/problem+json")
+
+
+async def _store_api(request: web.Request) -> web.Response:
+    api = request.app[API]
+    path = request.path.removeprefix("/store")
+    status, doc = await api.handle(request.method, path, await request.read())
+    return web.json_response(doc, status=status)
+
+
+async def _list_flags(request: web.Request) -> web.Response:
+    return web.json_response((await request.app[API].flags()).as_json())
+
+
+async def _get_flag(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    snapshot = await request.app[API].flags()
+    if name not in snapshot.flags:
+        return _problem(404, f"no flag '{name}'")
+    return web.json_response({"name": name, "definition": snapshot.flags[name],
+                              "version": snapshot.version})  # fmt: skip
+
+
+async def _put_flag(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        definition = validate_flag(name, json.loads(await request.read()))
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        return _problem(400, f"invalid flag '{name}': {exc}")
+    try:
+        version = await request.app[API].store.put_flag(name, definition)
+    except StoreUnavailable as exc:
+        return _problem(503, str(exc))
+    return web.json_response({"name": name, "definition": definition, "version": version})
+
+
+async def _delete_flag(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        version = await request.app[API].store.delete_flag(name)
+    except StoreUnavailable as exc:
+        return _problem(503, str(exc))
+    if version is None:
+        return _problem(404, f"no flag '{name}'")
+    return web.json_response({"name": name, "deleted": True, "version": version})
+
+
+def add_store_routes(app: web.Application, config: StoreConfig, runtime_dir: Path) -> None:
+    """Open a store for the admin process and add its routes; closed with the app."""
+    api = StoreAPI(open_store(config, runtime_dir), config)
+    app[API] = api
+
+    async def close(_app: web.Application) -> None:
+        await api.aclose()
+
+    app.on_cleanup.append(close)
+    app.router.add_post("/store/v1/ratelimit", _store_api)
+    app.router.add_get("/store/v1/flags", _store_api)
+    app.router.add_get("/admin/flags", _list_flags)
+    app.router.add_get("/admin/flags/{name}", _get_flag)
+    app.router.add_put("/admin/flags/{name}", _put_flag)
+    app.router.add_delete("/admin/flags/{name}", _delete_flag)

@@ -1,0 +1,96 @@
+"""The store's small JSON API, answered in-process for the ``edgegw.store`` cluster of
+filters' http_calls and on the admin port (``/store/v1/...``) for filters in Envoy.
+
+    POST /v1/ratelimit  {"key","rate","burst","period_ms","cost"}
+                        -> 200 {"allowed","remaining","reset_ms","retry_after_ms","limit"}
+    GET  /v1/flags      -> 200 {"version": N, "flags": {...}}
+
+When the store is unreachable, ``store.on_error`` decides: ``fail_open`` answers allowed,
+``fail_closed`` answers 503 (the filter's own ``on_store_error`` then applies), ``local``
+applies the limit with a per-process in-memory store. Flags keep the last snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from edgegw.chain import CallResponse
+from edgegw.errors import StoreUnavailable
+from edgegw.model import StoreConfig
+from edgegw.store.base import FlagSnapshot, Store, check_rate_request
+from edgegw.store.memory import MemoryStore
+from edgegw.types import Headers
+
+log = logging.getLogger("edgegw.store")
+STORE_UP = Gauge("edgegw_store_up", "1 when the store answers", multiprocess_mode="livemin")
+STORE_ERRORS = Counter("edgegw_store_errors", "Store operations that failed", ["op"])
+JSON: Headers = [(b"content-type", b"application/json")]
+
+
+class StoreAPI:
+    """The API over one ``Store`` with the configured failure policy."""
+
+    def __init__(self, store: Store, config: StoreConfig) -> None:
+        self.store = store
+        self.on_error = config.on_error
+        self._fallback = MemoryStore()  # on_error: local
+        self._last_flags = FlagSnapshot(0, {})
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        """``(status, JSON document)`` for a request to ``path`` (without /store)."""
+        path = path.partition("?")[0]
+        if path == "/v1/ratelimit" and method == "POST":
+            return await self._rate_limit(body)
+        if path == "/v1/flags" and method == "GET":
+            return 200, (await self.flags()).as_json()
+        return 404, {"title": "Not Found", "status": 404, "detail": f"no store API at {path}"}
+
+    async def _rate_limit(self, body: bytes) -> tuple[int, Any]:
+        try:
+            key, rate, burst, period_ms, cost = check_rate_request(json.loads(body or b"null"))
+        except ValueError as exc:
+            return 400, {"title": "Bad Request", "status": 400, "detail": str(exc)}
+        try:
+            decision = await self.store.rate_limit(key, rate, burst, period_ms, cost)
+            STORE_UP.set(1)
+        except StoreUnavailable as exc:
+            STORE_UP.set(0)
+            STORE_ERRORS.labels("ratelimit").inc()
+            log.warning("store unavailable (%s): on_error=%s", exc, self.on_error)
+            if self.on_error == "fail_closed":
+                return 503, {"title": "Service Unavailable", "status": 503, "detail": str(exc)}
+            if self.on_error == "local":
+                decision = await self._fallback.rate_limit(key, rate, burst, period_ms, cost)
+            else:
+                return 200, {"allowed": True, "remaining": burst, "reset_ms": 0,
+                             "retry_after_ms": 0, "limit": burst, "degraded": True}  # fmt: skip
+        return 200, decision.as_json()
+
+    async def flags(self) -> FlagSnapshot:
+        try:
+            self._last_flags = await self.store.get_flags()
+        except StoreUnavailable as exc:
+            STORE_ERRORS.labels("flags").inc()
+            log.warning("store unavailable (%s): serving the last flag snapshot", exc)
+        return self._last_flags
+
+    async def call(
+        self,
+        cluster: str,
+        method: str,
+        path: str,
+        authority: str,
+        headers: Headers,
+        body: bytes,
+        timeout: float,
+    ) -> CallResponse:
+        """``edgegw.chain.HttpCall`` for the in-process ``edgegw.store`` cluster."""
+        status, doc = await self.handle(method, path, body)
+        return CallResponse(status, list(JSON), json.dumps(doc).encode())
+
+    async def aclose(self) -> None:
+        await self.store.aclose()

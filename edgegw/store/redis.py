@@ -1,0 +1,196 @@
+"""``redis://`` (and ``rediss://``, ``unix://``): the store shared by gateway replicas.
+
+Rate limiting is one Lua script per call, using Redis' own clock, so replicas agree and
+counts are exact. Flags are a hash plus a version counter, changed by one script that
+also publishes the new version; every process subscribes and re-reads. redis-py errors
+stop here: callers see ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from edgegw.errors import StoreUnavailable
+from edgegw.model import StoreConfig
+from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, validate_flag
+
+log = logging.getLogger("edgegw.store")
+RESYNC_SECONDS = 5.0  # re-read flags even without a message (a missed one, a restart)
+
+# KEYS[1] bucket; ARGV rate, burst, period_ms, cost. Same arithmetic as store/base.py gcra.
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local period_ms, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
+local t_us = math.max(1, math.floor(period_ms * 1000 / math.max(1, rate)))
+local tau = t_us * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local base = math.max(tat, now)
+local new_tat = base + t_us * cost
+local allow_at = math.max(0, new_tat - tau)
+if allow_at > now then
+  return {0, 0, math.ceil((base - now) / 1000), math.ceil((allow_at - now) / 1000), burst}
+end
+local ahead = new_tat - now
+if cost > 0 then
+  local ttl = math.max(1, math.ceil(ahead / 1000))
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl)
+end
+local remaining = 0
+if tau > ahead then remaining = math.floor((tau - ahead) / t_us) end
+return {1, remaining, math.ceil(ahead / 1000), 0, burst}
+"""
+
+# KEYS[1] hash, KEYS[2] version; ARGV op ('set'|'del'|'seed'), name, json, channel.
+FLAG_LUA = """
+if ARGV[1] == 'del' then
+  if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
+elseif ARGV[1] == 'seed' then
+  if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then
+    return tonumber(redis.call('GET', KEYS[2]) or '0')
+  end
+else
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+end
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[4], v)
+return v
+"""
+
+
+class RedisStore:
+    def __init__(self, config: StoreConfig) -> None:
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            config.url,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=config.timeout,
+            health_check_interval=10,
+            retry_on_timeout=False,
+        )
+        p = config.prefix
+        self._bucket = f"{p}:rl:"
+        self._hash, self._version, self._channel = (
+            f"{p}:flags",
+            f"{p}:flags:version",
+            f"{p}:flags:changed",
+        )
+        self._scripts: dict[str, str] = {}
+        self._listeners: list[FlagListener] = []
+        self._snapshot = FlagSnapshot(0, {})
+        self._task: asyncio.Task[None] | None = None
+        self.up = True
+
+    async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            sha = self._scripts.get(script)
+            if sha is None:
+                sha = self._scripts[script] = await self._client.script_load(script)
+            try:
+                result = await self._client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:  # Redis restarted and lost its script cache
+                sha = self._scripts[script] = await self._client.script_load(script)
+                result = await self._client.evalsha(sha, len(keys), *keys, *args)
+        except (RedisError, OSError) as exc:
+            self.up = False
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        self.up = True
+        return result
+
+    async def rate_limit(
+        self, key: str, rate: int, burst: int, period_ms: int, cost: int
+    ) -> RateDecision:
+        r = await self._eval(GCRA_LUA, [self._bucket + key], [rate, burst, period_ms, cost])
+        return RateDecision(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+
+    async def get_flags(self) -> FlagSnapshot:
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.get(self._version)
+                pipe.hgetall(self._hash)
+                version, table = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.up = False
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        self.up = True
+        flags = {k.decode(): json.loads(v) for k, v in table.items()}
+        return FlagSnapshot(int(version or 0), flags)
+
+    async def _flag_op(self, op: str, name: str, definition: Any = None) -> int:
+        body = json.dumps(definition) if op != "del" else ""
+        keys = [self._hash, self._version]
+        return int(await self._eval(FLAG_LUA, keys, [op, name, body, self._channel]))
+
+    async def put_flag(self, name: str, definition: Any) -> int:
+        return await self._flag_op("set", name, validate_flag(name, definition))
+
+    async def delete_flag(self, name: str) -> int | None:
+        version = await self._flag_op("del", name)
+        return None if version < 0 else version
+
+    async def seed_flags(self, flags: dict[str, Any]) -> None:
+        # Seeds only flags the store does not have: live edits survive restarts.
+        for name, definition in flags.items():
+            await self._flag_op("seed", name, validate_flag(name, definition))
+
+    def subscribe(self, listener: FlagListener) -> None:
+        self._listeners.append(listener)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._follow())
+        else:
+            asyncio.get_running_loop().call_soon(listener, self._snapshot)
+
+    async def _refresh(self) -> None:
+        snapshot = await self.get_flags()
+        if snapshot.version != self._snapshot.version or not self._snapshot.version:
+            self._snapshot = snapshot
+            for listener in self._listeners:
+                listener(snapshot)
+
+    async def _follow(self) -> None:
+        """Subscribe, re-read on every message; on errors keep the last snapshot and
+        reconnect with backoff."""
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await self._refresh()
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=RESYNC_SECONDS
+                    )
+                    del message  # any message, or the resync timeout: read the table
+                    await self._refresh()
+            except (RedisError, OSError, StoreUnavailable) as exc:
+                self.up = False
+                log.warning("flag subscription lost (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except (RedisError, OSError):
+                    pass
+
+    async def health(self) -> bool:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError):
+            self.up = False
+            return False
+        self.up = True
+        return True
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._client.aclose()
