@@ -56,6 +56,8 @@ class GatewayApp:
         # The store lives as long as the app: a reload keeps it (and its counters).
         self.store_api = StoreAPI(open_store(config.store), config.store)
         self.extra_calls = {STORE_CLUSTER: self.store_api.call, **(extra_calls or {})}
+        if STORE_CLUSTER in config.backends:  # pointed elsewhere on purpose: a real backend
+            del self.extra_calls[STORE_CLUSTER]
         self.pipeline = Pipeline(config, AiohttpUpstream(config.backends, self.extra_calls), chains)
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
