@@ -151,3 +151,95 @@ def test_sighup_and_admin_reload(
     assert r.status_code == 200, r.text
     assert r.json()["workers"][0]["last_result"] == "unchanged"
     assert httpx.get(gw.url + "/x", timeout=5).json()["backend"] == "b"
+
+
+def test_filter_swaps_and_route_edits_under_load(
+    run_gateway: RunGateway,
+    backend_factory: Callable[..., LoopbackBackend],
+    test_wasm: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    built = test_wasm("marker").read_bytes()
+    assert built.count(b"version-AAAA") == 1
+    versions = {"A": built, "B": built.replace(b"version-AAAA", b"version-BBBB")}
+    wasm = tmp_path / "marker.wasm"
+    wasm.write_bytes(versions["A"])
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    doc["filters"] = {"marker": {"wasm": str(wasm)}}
+    doc["routes"][0]["filters"] = ["marker"]
+    gw = run_gateway(doc)
+    generation = wait_generation(gw, 1)["generation"]
+    marks: list[tuple[str, str]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=gw.url, timeout=10) as client:
+            while not stop.is_set() and len(marks) < 50000:
+                try:
+                    r = client.get("/x")
+                    sent = dict((k, v) for k, v in r.json()["headers"])
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:200]}")
+                    marks.append((sent.get("x-marker", ""), r.headers.get("x-marker", "")))
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    errors.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(50):
+            tmp = wasm.with_suffix(".new")
+            tmp.write_bytes(versions["B" if i % 2 == 0 else "A"])
+            tmp.replace(wasm)  # an atomic drop-in, as a deploy script does
+            generation += 1
+            wait_generation(gw, generation)
+            if i % 5 == 4:  # 10 route edits interleaved with the swaps ...
+                doc["routes"][0]["backend"] = "b" if doc["routes"][0]["backend"] == "a" else "a"
+                write(gw.config_path, doc)
+                generation += 1
+                wait_generation(gw, generation)
+        for _ in range(10):  # ... and 10 more on their own
+            doc["routes"][0]["backend"] = "b" if doc["routes"][0]["backend"] == "a" else "a"
+            write(gw.config_path, doc)
+            generation += 1
+            wait_generation(gw, generation)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    assert len(marks) > 100
+    # Each request saw one VM from its request headers to its response headers.
+    mixed = [m for m in marks if m[0] != m[1]]
+    assert mixed == []
+    assert {m[0] for m in marks} == {"version-AAAA", "version-BBBB"}
+
+
+def test_broken_wasm_is_rejected_and_old_filter_keeps_serving(
+    run_gateway: RunGateway,
+    backend_factory: Callable[..., LoopbackBackend],
+    test_wasm: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    wasm = tmp_path / "marker.wasm"
+    wasm.write_bytes(test_wasm("marker").read_bytes())
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    doc["filters"] = {"marker": {"wasm": str(wasm)}}
+    doc["routes"][0]["filters"] = ["marker"]
+    gw = run_gateway(doc)
+    wait_generation(gw, 1)
+    tmp = wasm.with_suffix(".new")
+    tmp.write_bytes(b"\0asm\x01\0\0\0garbage")
+    tmp.replace(wasm)
+    deadline = time.monotonic() + 20
+    while status(gw)["workers"][0]["last_result"] != "error" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = status(gw)["workers"][0]
+    assert worker["last_result"] == "error" and "marker" in worker["last_error"]
+    assert worker["generation"] == 1
+    r = httpx.get(gw.url + "/x", timeout=5)
+    assert (r.status_code, r.headers["x-marker"]) == (200, "version-AAAA")
