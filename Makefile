@@ -55,8 +55,12 @@ unit: $(STAMP) system-deps filters
 
 test: lint typecheck unit
 
+# Side by side with Envoy (proxying, filters), then call overheads, fan-out and reload.
 bench: filters
 	$(PY) bench/run.py
+	$(PY) bench/wasm_calls.py
+	$(PY) bench/aggregate.py
+	$(PY) bench/reload.py
 
 clean:
 	rm -rf $(VENV) filters/dist .mypy_cache .ruff_cache .pytest_cache

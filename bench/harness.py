@@ -291,3 +291,28 @@ def scenarios() -> list[Scenario]:
 
 
 Runner = Callable[[Scenario, int], contextlib.AbstractContextManager[int]]
+
+
+def write_block(name: str, text: str, heading: str) -> None:
+    """Replace the ``<!-- bench:NAME:begin/end -->`` block of docs/benchmarks.md (added
+    under ``heading`` when missing)."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    current = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in current:
+        current = re.sub(re.escape(begin) + ".*?" + re.escape(end), block, current, flags=re.S)
+    else:
+        current += f"\n## {heading}\n\n{block}\n"
+    doc.write_text(current)
+
+
+@contextlib.contextmanager
+def edgegw_with(config_text: str, port: int) -> Iterator[Path]:
+    """edgegw serving ``config_text`` (pinned to the server core); yields the config path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "gateway.yaml"
+        cfg.write_text(config_text)
+        cmd = [sys.executable, "-m", "edgegw", "serve", "-c", str(cfg)]
+        with process(cmd, port, "edgegw", cwd=str(ROOT)):
+            yield cfg

@@ -11,7 +11,7 @@ Results are printed and appended to docs/benchmarks.md between its wasm-calls ma
 
 from __future__ import annotations
 
-import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +21,9 @@ import wasmtime
 from edgegw.wasm.engine import engine
 from edgegw.wasm.fastcall import RawFunc, define_host_func
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import write_block
+
 WAT = """
 (module
   (import "env" "host" (func $host (param i32) (result i32)))
@@ -86,15 +88,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    doc = ROOT / "docs" / "benchmarks.md"
-    begin, end = "<!-- bench:wasm-calls:begin -->", "<!-- bench:wasm-calls:end -->"
-    current = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{text}\n{end}"
-    if begin in current:
-        current = re.sub(re.escape(begin) + ".*?" + re.escape(end), block, current, flags=re.S)
-    else:
-        current += f"\n## wasm call overheads (`bench/wasm_calls.py`)\n\n{block}\n"
-    doc.write_text(current)
+    write_block("wasm-calls", text, "wasm call overheads (`bench/wasm_calls.py`)")
 
 
 if __name__ == "__main__":
