@@ -150,9 +150,12 @@ class GatewayApp:
 
 def mirror_flags(snapshot: FlagSnapshot) -> None:
     """Keep shared data ``edgegw.flags`` (read by filters/ab_flags) equal to the store's
-    flag table."""
+    flag table. A store that never held a flag (version 0) leaves the key absent, so
+    filters use the flags of their own config, as they do in Envoy."""
     from edgegw.wasm.shared import SHARED_DATA
 
+    if snapshot.version == 0:
+        return
     SHARED_DATA.set(FLAGS_KEY, json.dumps(snapshot.as_json()).encode(), 0)
 
 

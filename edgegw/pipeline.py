@@ -264,10 +264,10 @@ class Pipeline:
         counters: _Counters,
     ) -> None:
         # Headers wait for the first bytes the filters release: a filter buffering the whole
-        # body may still change them. A body released only at the end gets an exact
-        # Content-Length; otherwise the length is unknown and the server chunks it.
+        # body may still change them. A body released whole at the end gets an exact
+        # Content-Length; a streamed one keeps the headers the filters left (as in Envoy,
+        # a filter that changes a streamed body's size must drop Content-Length itself).
         started = False
-        pending: bytes | None = None
         async for chunk in _with_eos(body):
             data, eos = chunk
             out = await filters.response_body(ex, data, eos)
@@ -276,21 +276,17 @@ class Pipeline:
                     await _send_reply(send, out, counters)
                 return  # too late for a reply once headers went out: end the body
             if not started and (out or eos):
-                resp_headers = [(n, v) for n, v in ex.response_headers if n != b"content-length"]
+                resp_headers = ex.response_headers
                 if eos:
+                    resp_headers = [(n, v) for n, v in resp_headers if n != b"content-length"]
                     resp_headers.append((b"content-length", str(len(out)).encode()))
                 counters.status = ex.status
                 start = {"type": "http.response.start", "status": ex.status}
                 await send({**start, "headers": resp_headers})
                 started = True
-            if out:
+            if out or eos:  # the last chunk (eos) always comes: it ends the body
                 counters.bytes_out += len(out)
                 await send({"type": "http.response.body", "body": out, "more_body": not eos})
-                pending = None if eos else b""
-            elif eos:
-                pending = b""
-        if pending is not None or not started:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _aggregate(
         self,
