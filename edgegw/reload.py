@@ -177,22 +177,28 @@ class Reloader:
             def wanted(_change: watchfiles.Change, path: str, names: set[str] = names) -> bool:
                 return os.path.abspath(path) in names
 
-            async for changes in watchfiles.awatch(
+            watcher = watchfiles.awatch(
                 *folders,
                 watch_filter=wanted,
                 debounce=DEBOUNCE_MS,
                 step=50,
                 stop_event=self._stop,
                 recursive=False,
-            ):
+            )
+            # A change made while no watcher ran (between two watchers) is caught here.
+            if await asyncio.to_thread(self._digest, self.app.config) != self._digests:
+                await self.reload("file change")
+            async for changes in watcher:
                 paths = {p for _c, p in changes}
                 requested = self.runtime_dir is not None and any(
                     p.endswith("/" + REQUEST_FILE) for p in paths
                 )
                 if requested and not self._read_request() and len(paths) == 1:
                     continue
+                before = watched_paths(self.config_path, self.app.config)
                 await self.reload("requested" if requested else "file change")
-                break  # the set of watched files may have changed: start over
+                if watched_paths(self.config_path, self.app.config) != before:
+                    break  # other files to watch now: start a new watcher
 
 
 # --- supervisor side -------------------------------------------------------------------
