@@ -205,6 +205,12 @@ class Pipeline:
         counters: _Counters,
     ) -> AsyncIterator[bytes]:
         wants = filters is not None and filters.wants_request_body
+        # A filter may resize the body; the length it leaves in the headers is what the
+        # backend is told (as in Envoy). A mismatch would desynchronize the connection,
+        # so it fails the request instead.
+        declared = get(ex.request_headers, b"content-length") if wants else None
+        limit = int(declared) if declared is not None and declared.isdigit() else None
+        sent = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -220,6 +226,10 @@ class Pipeline:
                 if isinstance(out, LocalReply):
                     raise counters.abort(out)
                 chunk = out
+                sent += len(chunk)
+                if limit is not None and (sent > limit or (not more and sent != limit)):
+                    detail = "a filter changed the request body size but not Content-Length"
+                    raise counters.abort(problem(500, detail))
             if chunk:
                 yield chunk
             if not more:

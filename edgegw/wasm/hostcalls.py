@@ -232,11 +232,11 @@ class Hostcalls:
         if pairs is None:
             return NOT_FOUND
         key = self.memory.read(key_ptr, key_size).lower()
-        values = [v for k, v in pairs if k == key]
-        if not values:
-            return NOT_FOUND
-        # Envoy joins repeated headers with ","; Set-Cookie-like repeats stay readable via pairs.
-        return self._return_bytes(b",".join(values), ptr_ptr, size_ptr)
+        for k, v in pairs:
+            if k == key:
+                # Envoy answers the first of repeated headers (all are in the pairs).
+                return self._return_bytes(v, ptr_ptr, size_ptr)
+        return NOT_FOUND
 
     @guarded
     def proxy_add_header_map_value(

@@ -26,6 +26,11 @@ _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
 _NOOP_IMPORTS = ("emscripten_notify_memory_growth", "proxy_done")
 _GRPC = frozenset(f"proxy_grpc_{op}" for op in ("call", "stream", "send", "cancel", "close"))
 ROOT_CONTEXT = 1
+_CONNECT_FAILURE_BODY = b"upstream connect error or disconnect/reset before headers"
+_CONNECT_FAILURE_HEADERS = (
+    (b"content-length", str(len(_CONNECT_FAILURE_BODY)).encode()),
+    (b"content-type", b"text/plain"),
+)
 
 
 class Plugin(Hostcalls):
@@ -200,6 +205,10 @@ class Plugin(Hostcalls):
 
     async def _deliver(self, token: int, coro: object) -> None:
         response: CallResponse = await coro  # type: ignore[misc]
+        if response.status == 0 and not response.error.startswith("timeout"):
+            # Envoy's router answers an unreachable cluster itself (503, with headers);
+            # only a timeout reaches the filter as a failure (0 headers).
+            response = CallResponse(503, list(_CONNECT_FAILURE_HEADERS), _CONNECT_FAILURE_BODY)
         context = self._calls.pop(token, ROOT_CONTEXT)
         if self.closed:
             return

@@ -23,6 +23,7 @@ class StreamState:
     resume: asyncio.Future[None] | None = None  # set while a filter paused the stream
     call_response: CallResponse | None = None  # readable during on_http_call_response
     done: bool = False
+    encoding_local: bool = False  # a local reply is going through the response callbacks
 
     def open_request_map(self) -> Headers:
         if self.request_map is None:

@@ -93,15 +93,36 @@ class Chain:
     async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
         state = self.state
         count = len(state.open_request_map())
+        reply = None
         try:
             for index in range(len(self.plugins)):
                 reply = await self._run(index, "proxy_on_request_headers", count, end_of_stream)
                 if reply is not None:
-                    return reply
+                    break
                 count = len(state.open_request_map())
         finally:
             state.close_request_map()
-        return None
+        return None if reply is None else await self._encode_local(ex, reply)
+
+    async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
+        """A local reply sent while decoding passes through the response callbacks, as
+        Envoy encodes it through the filter chain (a filter sees its own reply)."""
+        if self.state.encoding_local:
+            return reply
+        self.state.encoding_local = True
+        self.state.local_reply = None
+        self.skipped.clear()
+        ex.status, ex.response_headers = reply.status, list(reply.headers)
+        again = await self.response_headers(ex, not reply.body)
+        if again is not None:
+            return again
+        body = reply.body
+        if reply.body and self.wants_response_body:
+            out = await self.response_body(ex, reply.body, True)
+            if isinstance(out, LocalReply):
+                return out
+            body = out
+        return LocalReply(ex.status, ex.response_headers, body)
 
     async def request_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
@@ -122,7 +143,7 @@ class Chain:
                     return reply
                 continue
             if state.local_reply is not None:
-                return state.local_reply
+                return await self._encode_local(ex, state.local_reply)
             if action == Action.PAUSE:
                 if not end_of_stream:  # StopIterationAndBuffer: keep it, ask again later
                     self._request_at = index
@@ -130,7 +151,7 @@ class Chain:
                 if not await self._wait():
                     return problem(504, f"filter '{plugin.name}' paused and never resumed")
                 if state.local_reply is not None:
-                    return state.local_reply
+                    return await self._encode_local(ex, state.local_reply)
         self._request_at = 0
         out = bytes(state.request_body)
         state.request_body.clear()

@@ -62,8 +62,11 @@ class Backend:
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:
-                n = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(n) if n else b""
+                if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                    body = self._read_chunked()
+                else:
+                    n = int(self.headers.get("content-length") or 0)
+                    body = self.rfile.read(n) if n else b""
                 hdrs = {k.lower(): v for k, v in self.headers.items()}
                 status, out_headers, out = handler(self.command, self.path, hdrs, body)
                 self.send_response(status)
@@ -72,6 +75,17 @@ class Backend:
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
+
+            def _read_chunked(self) -> bytes:
+                out = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline().strip():  # trailers, then the blank line
+                            pass
+                        return out
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
@@ -225,6 +239,8 @@ def start_envoy(
             "wasm:info",
             "--log-path",
             str(log_path),
+            "--file-flush-interval-msec",
+            "50",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

