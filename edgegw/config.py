@@ -117,6 +117,8 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
     if "geoip" in top and (g := r.mapping(top["geoip"], ("database",), ("database",))):
         database = r.convert(g.get("database"), as_str, "")
         geoip = GeoIPConfig(database=(base / database) if database else Path())
+        if database and not geoip.database.is_file():
+            r.problem(g["database"], f"GeoIP database not found: {geoip.database}")
     return GatewayConfig(
         version=1,
         listen=listen,

@@ -14,12 +14,14 @@ from edgegw.model import FilterSpec
 from edgegw.types import Headers
 from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs, encode_pairs
 from edgegw.wasm.fastcall import Memory
+from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.properties import get_property
 from edgegw.wasm.shared import METRICS, QUEUES, SHARED_DATA
 from edgegw.wasm.state import StreamState
 
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 _LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: 50}
+GEO_PATH = b"edgegw\0geo\0country"
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -50,6 +52,7 @@ class Hostcalls:
     current: StreamState | None
     streams: dict[int, StreamState]
     call_response: CallResponse | None
+    geo: CountryLookup | None  # `geoip:` configured: the client's country
 
     def allocate(self, size: int) -> int:
         raise NotImplementedError
@@ -279,6 +282,14 @@ class Hostcalls:
         path = self.memory.read(path_ptr, path_size)
         ex = self.current.ex if self.current is not None else None
         value = get_property(path, ex, self.plugin_properties)
+        if (
+            value is None
+            and ex is not None
+            and self.geo is not None
+            and path.rstrip(b"\0") == GEO_PATH
+        ):
+            country = self.geo(ex.client[0])
+            value = country.encode() if country else None
         if value is None:
             return NOT_FOUND
         return self._return_bytes(value, ptr_ptr, size_ptr)

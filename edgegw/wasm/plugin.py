@@ -19,6 +19,7 @@ from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm.abi import ABI_MARKERS
 from edgegw.wasm.fastcall import Memory, RawFunc, define_host_func, set_deadline
+from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.hostcalls import Hostcalls
 from edgegw.wasm.state import StreamState
 
@@ -62,6 +63,7 @@ class Plugin(Hostcalls):
         self.streams: dict[int, StreamState] = {}
         self.current: StreamState | None = None
         self.call_response: CallResponse | None = None
+        self.geo: CountryLookup | None = None
         self._next_context = ROOT_CONTEXT + 1
         self._next_token = 1
         self._calls: dict[int, int] = {}  # token -> context id that dispatched it

@@ -11,6 +11,7 @@ import logging
 from edgegw.chain import Exchange, HttpCall
 from edgegw.errors import EdgegwError
 from edgegw.model import GatewayConfig, Route
+from edgegw.wasm.geoip import open_country_lookup
 from edgegw.wasm.plugin import Plugin, compile_filter
 from edgegw.wasm.stream import Chain
 
@@ -42,11 +43,15 @@ class WasmRuntime:
         used = {name for route in config.routes for name in route.filters}
         used |= set(config.background)
         plugins: dict[str, Plugin] = {}
+        geo = None
+        if config.geoip is not None:
+            geo = await asyncio.to_thread(open_country_lookup, config.geoip.database)
         try:
             for name in sorted(used):
                 spec = config.filters[name]
                 module, digest = await asyncio.to_thread(compile_filter, spec)
                 plugins[name] = Plugin(spec, module, digest, http_call, clusters)
+                plugins[name].geo = geo
         except BaseException:
             for plugin in plugins.values():
                 plugin.close()
@@ -68,6 +73,7 @@ class WasmRuntime:
         try:
             module, digest = compile_filter(plugin.spec)
             fresh = Plugin(plugin.spec, module, digest, self.http_call, plugin.clusters)
+            fresh.geo = plugin.geo
         except EdgegwError as exc:  # keep the old VM rather than none
             log.error("filter '%s': reload after failure failed: %s", plugin.name, exc)
             return
