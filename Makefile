@@ -29,6 +29,7 @@ run: filters
 	echo "  curl -i http://127.0.0.1:8080/orders?user=42"; \
 	echo "  curl -i http://127.0.0.1:8080/shop/cart"; \
 	echo "  curl -i http://127.0.0.1:8080/api/profile/42"; \
+	echo "  curl -i -H \"Authorization: Bearer \$$($(PY) -m edgegw demo --token 42)\" http://127.0.0.1:8080/account/users/42"; \
 	echo "  curl -s http://127.0.0.1:9901/metrics | grep edgegw_"; \
 	echo "  curl -s http://127.0.0.1:9901/admin/config"; \
 	echo ""; \

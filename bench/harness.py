@@ -231,8 +231,10 @@ def _ms(text: str) -> float:
 _SOCKET_ERRORS = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
 
 
-def wrk(url: str, duration: float, connections: int) -> Result:
+def wrk(url: str, duration: float, connections: int, headers: tuple[str, ...] = ()) -> Result:
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s"]
+    for header in headers:
+        cmd += ["-H", header]
     out = subprocess.run([*cmd, "--latency", url], capture_output=True, text=True, check=True)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]

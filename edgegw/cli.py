@@ -128,6 +128,14 @@ def _cmd_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _demo(args: argparse.Namespace) -> int:
     from edgegw.demo import run_demo
 
+    if args.token:
+        import os
+
+        from edgegw.demo import DEMO_JWT_SECRET, demo_token
+
+        print(demo_token(args.token, os.environ.get("EDGEGW_DEMO_JWT_SECRET", DEMO_JWT_SECRET)))
+        return EXIT_OK
+
     try:
         asyncio.run(run_demo(args.host, args.base_port))
     except KeyboardInterrupt:
@@ -149,6 +157,11 @@ def _cmd_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_BASE_PORT,
         help=f"users on this port, then orders, recommendations, shop-v1, shop-v2 "
         f"(default {DEFAULT_BASE_PORT})",
+    )
+    p.add_argument(
+        "--token",
+        metavar="SUBJECT",
+        help="print a JWT for SUBJECT that gateway.yaml.example's jwt filter accepts, and exit",
     )
     p.set_defaults(func=_demo)
 

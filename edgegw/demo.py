@@ -197,3 +197,27 @@ async def run_demo(
         await asyncio.Event().wait()
     finally:
         await services.stop()
+
+
+#: The HS256 secret gateway.yaml.example's jwt filter uses unless EDGEGW_DEMO_JWT_SECRET
+#: is set. For the demo only: a real deployment uses its IdP's keys.
+DEMO_JWT_SECRET = "edgegw-demo-secret-do-not-use-in-production-0123456789abcdef"
+DEMO_ISSUER = "edgegw-demo"
+
+
+def demo_token(subject: str = "42", secret: str = DEMO_JWT_SECRET, ttl: int = 3600) -> str:
+    """An HS256 token the demo's jwt filter accepts (for `edgegw demo --token`)."""
+    import base64
+    import hmac
+    import json
+    import time
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {"iss": DEMO_ISSUER, "aud": "demo", "sub": subject, "iat": now, "exp": now + ttl,
+              "scope": "profile", "plan": "pro"}  # fmt: skip
+    signed = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(claims).encode())
+    mac = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()
+    return signed + "." + b64(mac)
