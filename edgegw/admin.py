@@ -105,13 +105,22 @@ async def port_open(address: Address) -> bool:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    listen = request.app[STATE].config.listen
-    if await port_open(listen):
-        return web.json_response({"status": "ready", "listen": str(listen)})
-    return web.json_response(
-        {"status": "not ready", "listen": str(listen), "detail": "data plane port not accepting"},
-        status=503,
-    )
+    """Ready when the data plane accepts connections. The store's health is reported;
+    it makes the gateway unready only with ``store.on_error: fail_closed``, the one
+    policy under which a dead store fails requests."""
+    from edgegw.store.admin import store_health
+
+    config = request.app[STATE].config
+    listen = config.listen
+    store_up = await store_health(request.app)
+    doc = {"listen": str(listen), "store": "up" if store_up else "down"}
+    if not await port_open(listen):
+        doc.update(status="not ready", detail="data plane port not accepting")
+        return web.json_response(doc, status=503)
+    if not store_up and config.store.on_error == "fail_closed":
+        doc.update(status="not ready", detail="store unreachable and store.on_error is fail_closed")
+        return web.json_response(doc, status=503)
+    return web.json_response({"status": "ready", **doc})
 
 
 def render_metrics() -> tuple[bytes, str]:

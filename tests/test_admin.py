@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import socket
 import subprocess
 import sys
@@ -15,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from edgegw.admin import EXTENSIONS, create_admin_app, render_metrics
-from edgegw.model import Address, AdminConfig, Backend, GatewayConfig, frozen_map
+from edgegw.model import Address, AdminConfig, Backend, GatewayConfig, StoreConfig, frozen_map
+from tests.conftest import free_port
 
 TOKEN = "s3cret-token"
 
@@ -69,6 +72,22 @@ async def test_readyz_follows_the_data_port(serve_admin: Serve) -> None:
         listener.listen(8)
         status, _c, body = await _get(base + "/readyz")
         assert status == 200, body
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("fail_open", 200), ("fail_closed", 503)])
+async def test_readyz_reports_a_dead_store(serve_admin: Serve, on_error: str, status: int) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        config = dataclasses.replace(
+            make_config(listen_port=listener.getsockname()[1]),
+            store=StoreConfig(url=dead, on_error=on_error, timeout=0.2),  # type: ignore[arg-type]
+        )
+        base = await serve_admin(config)
+        got, _c, body = await _get(base + "/readyz")
+        assert got == status, body
+        assert json.loads(body)["store"] == "down"
 
 
 async def test_metrics_default_registry(

@@ -243,3 +243,25 @@ def test_broken_wasm_is_rejected_and_old_filter_keeps_serving(
     assert worker["generation"] == 1
     r = httpx.get(gw.url + "/x", timeout=5)
     assert (r.status_code, r.headers["x-marker"]) == (200, "version-AAAA")
+
+
+def test_reload_with_two_workers(
+    run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
+) -> None:
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    gw = run_gateway(doc, "--workers", "2")
+    deadline = time.monotonic() + 20
+    while len(status(gw)["workers"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(status(gw)["workers"]) == 2
+    write(gw.config_path, {**doc, "routes": [{**doc["routes"][0], "backend": "b"}]})
+    wait_generation(gw, 2)  # every worker reloads on its own
+    with httpx.Client(base_url=gw.url, timeout=5) as client:
+        answers = {
+            client.get("/x", headers={"connection": "close"}).json()["backend"] for _ in range(10)
+        }
+    assert answers == {"b"}
+    r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["workers"]) == 2

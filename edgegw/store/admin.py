@@ -11,7 +11,7 @@ from aiohttp import web
 from edgegw.errors import StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.store import open_store
-from edgegw.store.api import StoreAPI
+from edgegw.store.api import STORE_UP, StoreAPI
 from edgegw.store.base import validate_flag
 
 API = web.AppKey("edgegw_store_api", StoreAPI)
@@ -64,6 +64,16 @@ async def _delete_flag(request: web.Request) -> web.Response:
     if version is None:
         return _problem(404, f"no flag '{name}'")
     return web.json_response({"name": name, "deleted": True, "version": version})
+
+
+async def store_health(app: web.Application) -> bool:
+    """Whether the store answers (also updates ``edgegw_store_up``)."""
+    api = app.get(API)
+    if api is None:
+        return True
+    up = await api.store.health()
+    STORE_UP.set(1 if up else 0)
+    return up
 
 
 def add_store_routes(app: web.Application, config: StoreConfig, runtime_dir: Path) -> None:
