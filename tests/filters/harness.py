@@ -60,6 +60,7 @@ class Backend:
 
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # two writes per answer: avoid 40 ms ACK stalls
 
             def _serve(self) -> None:
                 if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
