@@ -240,7 +240,7 @@ class Pipeline:
         ex: Exchange,
         status: int,
         headers: Headers,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[tuple[bytes, bool]],
         filters: StreamFilters | None,
         send: Send,
         counters: _Counters,
@@ -260,15 +260,17 @@ class Pipeline:
         await send(
             {"type": "http.response.start", "status": ex.status, "headers": ex.response_headers}
         )
-        async for chunk in body:
+        async for chunk, last in body:
             counters.bytes_out += len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _respond_filtered(
         self,
         ex: Exchange,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[tuple[bytes, bool]],
         filters: StreamFilters,
         send: Send,
         counters: _Counters,
@@ -318,8 +320,8 @@ class Pipeline:
             await _send_reply(send, merged, counters)
             return
 
-        async def once() -> AsyncIterator[bytes]:
-            yield merged.body
+        async def once() -> AsyncIterator[tuple[bytes, bool]]:
+            yield merged.body, True
 
         await self._respond(ex, merged.status, merged.headers, once(), filters, send, counters)
 
@@ -354,10 +356,14 @@ class Pipeline:
             )
 
 
-async def _with_eos(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bool]]:
-    """Chunks paired with end-of-stream, the last one being ``(b"", True)``."""
-    async for chunk in body:
-        yield chunk, False
+async def _with_eos(
+    body: AsyncIterator[tuple[bytes, bool]],
+) -> AsyncIterator[tuple[bytes, bool]]:
+    """The chunks, ending with one marked last (an empty one if none was)."""
+    async for chunk, last in body:
+        yield chunk, last
+        if last:
+            return
     yield b"", True
 
 

@@ -34,10 +34,13 @@ class UpstreamResponse:
     _response: aiohttp.ClientResponse
     backend: str
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+        """Body chunks with "this is the last one" when known (it saves the server a
+        separate empty end-of-body message)."""
+        content = self._response.content
         try:
-            while chunk := await self._response.content.readany():
-                yield chunk
+            while chunk := await content.readany():
+                yield chunk, content.at_eof()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamConnectError(self.backend, f"response body broken: {exc}") from exc
 
@@ -166,7 +169,7 @@ class AiohttpUpstream:
                 resp = await self.request(cluster, method, path, headers, body or None, timeout)
                 try:
                     data = bytearray()
-                    async for chunk in resp.chunks():
+                    async for chunk, _last in resp.chunks():
                         data += chunk
                         if len(data) > max_body:
                             return CallResponse(0, error=f"response body over {max_body} bytes")
