@@ -7,7 +7,6 @@ and the start time of a filter VM whose compiled module is in the disk cache.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, edgegw_with, free_port, nginx_backend, write_block
+from harness import ROOT, build_wasm, edgegw_with, free_port, nginx_backend, write_block
 
 from edgegw.chain import CallResponse
 from edgegw.model import FilterSpec
@@ -26,14 +25,6 @@ SWAPS = 20
 STARTS = 200
 
 
-def build_marker(out: Path) -> bytes:
-    cmd = [sys.executable, "-m", "ziglang", "build-exe", str(ROOT / "tests/wasm/marker.zig"),
-           "-target", "wasm32-freestanding", "-fno-entry", "-rdynamic", "-O", "ReleaseSmall",
-           f"-femit-bin={out}", "--cache-dir", str(out.parent / "zc")]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    return out.read_bytes()
-
-
 async def _no_call(*_a: object) -> CallResponse:
     return CallResponse(0)
 
@@ -41,7 +32,7 @@ async def _no_call(*_a: object) -> CallResponse:
 def vm_start_ms(wasm: Path) -> tuple[float, float]:
     """(median ms to compile-or-load + start a VM from the disk cache, median ms to start
     a VM from an already loaded module)."""
-    spec = FilterSpec(name="marker", wasm=wasm)
+    spec = FilterSpec(name="trivial", wasm=wasm)
     compile_filter(spec)  # fills the disk cache
     cached, warm = [], []
     for _ in range(STARTS):
@@ -57,9 +48,10 @@ def vm_start_ms(wasm: Path) -> tuple[float, float]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        wasm = Path(tmp) / "marker.wasm"
-        a = build_marker(wasm)
-        b = a.replace(b"version-AAAA", b"version-BBBB")
+        wasm = Path(tmp) / "trivial.wasm"
+        a = build_wasm(ROOT / "bench" / "filters" / "trivial.zig").read_bytes()
+        wasm.write_bytes(a)
+        b = a.replace(b"trivial-AAAA", b"trivial-BBBB")
         cached_ms, warm_ms = vm_start_ms(wasm)
         swaps: list[float] = []
         with nginx_backend() as backend_port:
@@ -68,18 +60,18 @@ def main() -> None:
 listen: 127.0.0.1:{port}
 access_log: false
 backends: {{nginx: "http://127.0.0.1:{backend_port}"}}
-filters: {{marker: {{wasm: {wasm}}}}}
-routes: [{{match: {{prefix: /}}, filters: [marker], backend: nginx}}]
+filters: {{trivial: {{wasm: {wasm}}}}}
+routes: [{{match: {{prefix: /}}, filters: [trivial], backend: nginx}}]
 """
             with edgegw_with(config, port), httpx.Client(timeout=5) as client:
                 url = f"http://127.0.0.1:{port}/"
                 for i in range(SWAPS):
-                    data, marker = (b, "version-BBBB") if i % 2 == 0 else (a, "version-AAAA")
+                    data, marker = (b, "trivial-BBBB") if i % 2 == 0 else (a, "trivial-AAAA")
                     tmp_file = wasm.with_suffix(".new")
                     tmp_file.write_bytes(data)
                     start = time.perf_counter()
                     tmp_file.replace(wasm)
-                    while client.get(url).headers.get("x-marker") != marker:
+                    while client.get(url).headers.get("x-trivial") != marker:
                         if time.perf_counter() - start > 10:
                             raise RuntimeError("the new version never served")
                     swaps.append((time.perf_counter() - start) * 1000)

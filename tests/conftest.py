@@ -326,14 +326,18 @@ TEST_WASM = REPO / "tests" / "wasm"
 
 @pytest.fixture(scope="session")
 def test_wasm(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``test_wasm("faulty")`` -> tests/wasm/faulty.zig compiled with the pinned Zig."""
+    """``test_wasm("faulty")`` -> tests/wasm/faulty.zig (or bench/filters/NAME.zig)
+    compiled with the pinned Zig."""
     out = tmp_path_factory.mktemp("wasm")
     built: dict[str, Path] = {}
 
     def build(name: str) -> Path:
         if name not in built:
             target = out / f"{name}.wasm"
-            cmd = [sys.executable, "-m", "ziglang", "build-exe", str(TEST_WASM / f"{name}.zig")]
+            source = TEST_WASM / f"{name}.zig"
+            if not source.exists():
+                source = REPO / "bench" / "filters" / f"{name}.zig"
+            cmd = [sys.executable, "-m", "ziglang", "build-exe", str(source)]
             cmd += ["-target", "wasm32-freestanding", "-fno-entry", "-rdynamic"]
             cmd += ["-O", "ReleaseSmall", f"-femit-bin={target}", "--cache-dir", str(out / "zc")]
             subprocess.run(cmd, check=True, capture_output=True)

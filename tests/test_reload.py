@@ -159,10 +159,10 @@ def test_filter_swaps_and_route_edits_under_load(
     test_wasm: Callable[[str], Path],
     tmp_path: Path,
 ) -> None:
-    built = test_wasm("marker").read_bytes()
-    assert built.count(b"version-AAAA") == 1
-    versions = {"A": built, "B": built.replace(b"version-AAAA", b"version-BBBB")}
-    wasm = tmp_path / "marker.wasm"
+    built = test_wasm("trivial").read_bytes()
+    assert built.count(b"trivial-AAAA") == 1
+    versions = {"A": built, "B": built.replace(b"trivial-AAAA", b"trivial-BBBB")}
+    wasm = tmp_path / "trivial.wasm"
     wasm.write_bytes(versions["A"])
     a, b = backend_factory(name="a"), backend_factory(name="b")
     doc = config(a, b, "a")
@@ -182,7 +182,7 @@ def test_filter_swaps_and_route_edits_under_load(
                     sent = dict((k, v) for k, v in r.json()["headers"])
                     if r.status_code != 200:
                         errors.append(f"{r.status_code} {r.text[:200]}")
-                    marks.append((sent.get("x-marker", ""), r.headers.get("x-marker", "")))
+                    marks.append((sent.get("x-trivial", ""), r.headers.get("x-trivial", "")))
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     errors.append(repr(exc))
 
@@ -215,7 +215,7 @@ def test_filter_swaps_and_route_edits_under_load(
     # Each request saw one VM from its request headers to its response headers.
     mixed = [m for m in marks if m[0] != m[1]]
     assert mixed == []
-    assert {m[0] for m in marks} == {"version-AAAA", "version-BBBB"}
+    assert {m[0] for m in marks} == {"trivial-AAAA", "trivial-BBBB"}
 
 
 def test_broken_wasm_is_rejected_and_old_filter_keeps_serving(
@@ -224,8 +224,8 @@ def test_broken_wasm_is_rejected_and_old_filter_keeps_serving(
     test_wasm: Callable[[str], Path],
     tmp_path: Path,
 ) -> None:
-    wasm = tmp_path / "marker.wasm"
-    wasm.write_bytes(test_wasm("marker").read_bytes())
+    wasm = tmp_path / "trivial.wasm"
+    wasm.write_bytes(test_wasm("trivial").read_bytes())
     a, b = backend_factory(name="a"), backend_factory(name="b")
     doc = config(a, b, "a")
     doc["filters"] = {"marker": {"wasm": str(wasm)}}
@@ -242,7 +242,7 @@ def test_broken_wasm_is_rejected_and_old_filter_keeps_serving(
     assert worker["last_result"] == "error" and "marker" in worker["last_error"]
     assert worker["generation"] == 1
     r = httpx.get(gw.url + "/x", timeout=5)
-    assert (r.status_code, r.headers["x-marker"]) == (200, "version-AAAA")
+    assert (r.status_code, r.headers["x-trivial"]) == (200, "trivial-AAAA")
 
 
 def test_reload_with_two_workers(

@@ -38,7 +38,8 @@ export fn proxy_on_configure(root_id: u32, size: u32) bool {
 }
 
 const name = "x-trivial";
-const value = "1";
+// tests/test_reload.py patches "AAAA" in the built module to make a second version.
+const value = "trivial-AAAA";
 
 export fn proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: bool) u32 {
     _ = context_id;

@@ -4,6 +4,7 @@ filters running in Envoy) and flag editing under ``/admin/flags`` (token-protect
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from pathlib import Path
 
 from aiohttp import web
@@ -18,8 +19,9 @@ API = web.AppKey("edgegw_store_api", StoreAPI)
 
 
 def _problem(status: int, detail: str) -> web.Response:
-    doc = {"type": "about:blank", "status": status, "detail": detail}
-    return web.json_response(doc, status=status, content_type="application/problem+json")
+    from edgegw.admin import problem  # admin imports this module when it builds its app
+
+    return problem(status, HTTPStatus(status).phrase, detail)
 
 
 async def _store_api(request: web.Request) -> web.Response:

@@ -37,8 +37,8 @@ class Chain:
         self.skipped: set[int] = set()  # filters skipped for this request (fail_open)
         self.wants_request_body = True
         self.wants_response_body = any("proxy_on_response_body" in p.funcs for p in plugins)
-        self._request_at = 0  # filter index where request body iteration resumes
-        self._response_at: int | None = None
+        # Per direction (request: True), the filter a paused body resumes at.
+        self._body_at: dict[bool, int | None] = {True: None, False: None}
         for index, plugin in enumerate(plugins):
             try:
                 self.contexts.append(plugin.new_context(self.state))
@@ -127,35 +127,10 @@ class Chain:
     async def request_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
-        state = self.state
-        state.request_body += chunk
-        for index in range(self._request_at, len(self.plugins)):
-            plugin, context = self.plugins[index], self.contexts[index]
-            if index in self.skipped or "proxy_on_request_body" not in plugin.funcs:
-                continue
-            plugin.current = state
-            try:
-                size = len(state.request_body)
-                action = plugin.call("proxy_on_request_body", context, size, end_of_stream)
-            except WasmError as exc:
-                reply = self._failed(index, exc)
-                if reply is not None:
-                    return reply
-                continue
-            if state.local_reply is not None:
-                return await self._encode_local(ex, state.local_reply)
-            if action == Action.PAUSE:
-                if not end_of_stream:  # StopIterationAndBuffer: keep it, ask again later
-                    self._request_at = index
-                    return b""
-                if not await self._wait():
-                    return problem(504, f"filter '{plugin.name}' paused and never resumed")
-                if state.local_reply is not None:
-                    return await self._encode_local(ex, state.local_reply)
-        self._request_at = 0
-        out = bytes(state.request_body)
-        state.request_body.clear()
-        return out
+        self.state.request_body += chunk
+        order = range(len(self.plugins))
+        buffer = self.state.request_body
+        return await self._body(ex, "proxy_on_request_body", buffer, order, end_of_stream, True)
 
     async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
         state = self.state
@@ -173,30 +148,52 @@ class Chain:
     async def response_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
+        self.state.response_body += chunk
+        order = range(len(self.plugins) - 1, -1, -1)
+        buffer = self.state.response_body
+        return await self._body(ex, "proxy_on_response_body", buffer, order, end_of_stream, False)
+
+    async def _body(
+        self,
+        ex: Exchange,
+        callback: str,
+        buffer: bytearray,
+        order: range,
+        end_of_stream: bool,
+        request: bool,
+    ) -> bytes | LocalReply:
+        """One body chunk (already appended to ``buffer``) through the filters in
+        ``order``; a filter pausing before the end buffers it (StopIterationAndBuffer)
+        and is asked again, with the whole buffer, when more arrives."""
         state = self.state
-        state.response_body += chunk
-        start = len(self.plugins) - 1 if self._response_at is None else self._response_at
-        for index in range(start, -1, -1):
+        resume = self._body_at[request]
+        for index in order:
+            if resume is not None and index != resume:
+                continue  # filters before the one that paused already passed this data
+            resume = None
             plugin, context = self.plugins[index], self.contexts[index]
-            if index in self.skipped or "proxy_on_response_body" not in plugin.funcs:
+            if index in self.skipped or callback not in plugin.funcs:
                 continue
             plugin.current = state
             try:
-                size = len(state.response_body)
-                action = plugin.call("proxy_on_response_body", context, size, end_of_stream)
+                action = plugin.call(callback, context, len(buffer), end_of_stream)
             except WasmError as exc:
                 reply = self._failed(index, exc)
                 if reply is not None:
                     return reply
                 continue
+            if state.local_reply is None and action == Action.PAUSE:
+                if not end_of_stream:
+                    self._body_at[request] = index
+                    return b""
+                if not await self._wait():
+                    return problem(504, f"filter '{plugin.name}' paused and never resumed")
             if state.local_reply is not None:
-                return state.local_reply
-            if action == Action.PAUSE and not end_of_stream:
-                self._response_at = index
-                return b""
-        self._response_at = None
-        out = bytes(state.response_body)
-        state.response_body.clear()
+                reply = state.local_reply
+                return await self._encode_local(ex, reply) if request else reply
+        self._body_at[request] = None
+        out = bytes(buffer)
+        buffer.clear()
         return out
 
     def done(self, ex: Exchange) -> None:

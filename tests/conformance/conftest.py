@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from edgegw.filterbuild import build_one
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, stop_process
 from tests.filters.harness import EnvoyProc, RunningGateway, start_envoy
 
 HOSTS = ["envoy", "edgegw"]
@@ -69,9 +68,4 @@ def start_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Start
 
     yield start
     for proc in envoys:
-        proc.proc.terminate()
-        try:
-            proc.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.proc.kill()
-            proc.proc.wait(timeout=10)
+        stop_process(proc.proc)

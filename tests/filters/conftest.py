@@ -6,7 +6,6 @@ HOSTS (Envoy now; edgegw once its wasm host serves).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from edgegw.filterbuild import build_all
+from tests.conftest import stop_process
 from tests.filters.harness import (
     HOSTS,
     REPO,
@@ -69,12 +69,7 @@ def envoy_factory(tmp_path: Path) -> Iterator[Callable[..., EnvoyProc]]:
 
     yield make
     for e in started:
-        e.proc.terminate()
-        try:
-            e.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            e.proc.kill()
-            e.proc.wait(timeout=10)
+        stop_process(e.proc)
 
 
 # Hosts every filter test runs on. edgegw joins this list once edgegw.wasm can serve
