@@ -45,6 +45,7 @@ def test_example_config_is_valid() -> None:
         "orders",
         "recommendations",
         "shop",
+        "account",
         "profile",
     ]
     assert config.admin.token is None  # ${EDGEGW_ADMIN_TOKEN:-} with the variable unset
