@@ -187,7 +187,8 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
         return StoreConfig()
     url = r.convert(m.get("url"), as_str, "memory://")
     scheme = urlsplit(url).scheme
-    if scheme not in ("memory", "redis", "rediss", "unix", "redis+sentinel"):
+    if scheme not in ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster",
+                      "redis+sentinel"):  # fmt: skip
         r.problem(m["url"], f"unsupported store URL scheme '{scheme}' (memory:// or redis://)")
     flags: dict[str, Any] = {}
     if "flags" in m and (f := r.mapping(m["flags"])) is not None:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
@@ -65,16 +66,42 @@ return v
 """
 
 
+# KEYS[1] hash, KEYS[2] version: the table and its version in one atomic read.
+FLAGS_READ_LUA = "return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}"
+
+
+def connect(url: str, timeout: float) -> tuple[Any, list[Any]]:
+    """A redis.asyncio client for ``url``: ``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://host:port`` (Redis Cluster) or
+    ``redis+sentinel://host:port[,host:port]/service[/db]`` (Sentinel-managed master).
+    Also returns the helper clients (Sentinel's) to close with it."""
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        from redis.asyncio.cluster import RedisCluster
+
+        plain = parts._replace(scheme=parts.scheme.replace("+cluster", "")).geturl()
+        return RedisCluster.from_url(plain, **options), []
+    if parts.scheme == "redis+sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        hosts = []
+        for item in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = item.rpartition(":")
+            hosts.append((host.strip("[]"), int(port or 26379)))
+        service, _, db = parts.path.strip("/").partition("/")
+        sentinel = Sentinel(hosts, sentinel_kwargs=options, password=parts.password, **options)  # type: ignore[no-untyped-call]
+        client = sentinel.master_for(service or "mymaster", db=int(db or 0), **options)
+        return client, list(sentinel.sentinels)
+    return aioredis.Redis.from_url(url, health_check_interval=10, **options), []
+
+
 class RedisStore:
     def __init__(self, config: StoreConfig) -> None:
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            config.url,
-            socket_timeout=config.timeout,
-            socket_connect_timeout=config.timeout,
-            health_check_interval=10,
-            retry_on_timeout=False,
-        )
-        p = config.prefix
+        self._client, self._helpers = connect(config.url, config.timeout)
+        # {prefix} is a hash tag: in Redis Cluster the flag keys share one slot, so one
+        # script may touch them together.
+        p = "{" + config.prefix + "}"
         self._bucket = f"{p}:rl:"
         self._hash, self._version, self._channel = (
             f"{p}:flags",
@@ -110,16 +137,9 @@ class RedisStore:
         return RateDecision(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
     async def get_flags(self) -> FlagSnapshot:
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.get(self._version)
-                pipe.hgetall(self._hash)
-                version, table = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self.up = False
-            raise StoreUnavailable(f"redis: {exc}") from exc
-        self.up = True
-        flags = {k.decode(): json.loads(v) for k, v in table.items()}
+        version, table = await self._eval(FLAGS_READ_LUA, [self._hash, self._version], [])
+        pairs = iter(table)
+        flags = {k.decode(): json.loads(v) for k, v in zip(pairs, pairs, strict=True)}
         return FlagSnapshot(int(version or 0), flags)
 
     async def _flag_op(self, op: str, name: str, definition: Any = None) -> int:
@@ -176,7 +196,7 @@ class RedisStore:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except (RedisError, OSError):
                     pass
 
@@ -194,3 +214,8 @@ class RedisStore:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._client.aclose()
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is not None:  # a Sentinel-managed pool is not closed with its client
+            await pool.disconnect()
+        for helper in self._helpers:
+            await helper.aclose()
