@@ -208,3 +208,57 @@ async def test_redis_restart_recovers_and_keeps_last_flags(tmp_path: Path) -> No
     finally:
         await api.aclose()
         stop_process(proc)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"key": "k", "rate": 1, "burst": 1, "period_ms": 10**20},
+        {"key": "k", "rate": 1, "burst": 10**19, "period_ms": 1000},
+        {"key": "k", "rate": 1, "burst": 1, "period_ms": 1000, "cost": 10**19},
+        {"key": "k" * 2000, "rate": 1, "burst": 1, "period_ms": 1000},
+    ],
+)
+async def test_out_of_range_requests_are_400_not_an_outage(
+    body: dict[str, Any], make_store: MakeStore
+) -> None:
+    api = StoreAPI(make_store("redis"), StoreConfig(on_error="fail_closed"))
+    status, doc = await api.handle("POST", "/v1/ratelimit", json.dumps(body).encode())
+    assert status == 400, doc
+    ok = json.dumps({"key": "k", "rate": 1, "burst": 1, "period_ms": 1000}).encode()
+    assert (await api.handle("POST", "/v1/ratelimit", ok))[0] == 200  # the store is fine
+
+
+async def test_memory_store_stays_bounded_with_client_chosen_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgegw.store import memory
+
+    monkeypatch.setattr(memory, "_MAX_KEYS", 1000)
+    store = MemoryStore()
+    for i in range(5000):  # none expires within the test: only eviction can bound them
+        assert (await store.rate_limit(f"user{i}", 1, 1, 3_600_000, 1)).allowed
+    assert len(store._tats) <= 1000
+    assert "user4999" in store._tats  # the newest survive, the oldest went first
+
+
+class CountingStore(MemoryStore):
+    """A store that is down, counting how often it was actually asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def rate_limit(self, key: str, rate: int, burst: int, period_ms: int, cost: int) -> Any:
+        self.calls += 1
+        raise StoreUnavailable("down")
+
+
+async def test_a_down_store_is_not_asked_again_during_backoff() -> None:
+    store = CountingStore()
+    api = StoreAPI(store, StoreConfig(on_error="fail_open"))
+    body = json.dumps({"key": "k", "rate": 1, "burst": 1, "period_ms": 1000}).encode()
+    for _ in range(20):
+        status, doc = await api.handle("POST", "/v1/ratelimit", body)
+        assert (status, doc["degraded"]) == (200, True)
+    assert store.calls == 1  # one real attempt; the others answered from the backoff

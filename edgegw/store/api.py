@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from edgegw.chain import CallResponse
-from edgegw.errors import StoreUnavailable
+from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.store.base import FlagSnapshot, Store, check_rate_request
 from edgegw.store.memory import MemoryStore
@@ -29,6 +30,7 @@ log = logging.getLogger("edgegw.store")
 STORE_UP = Gauge("edgegw_store_up", "1 when the store answers", multiprocess_mode="livemin")
 STORE_ERRORS = Counter("edgegw_store_errors", "Store operations that failed", ["op"])
 JSON: Headers = [(b"content-type", b"application/json")]
+BACKOFF_SECONDS = 1.0
 
 
 class StoreAPI:
@@ -39,6 +41,7 @@ class StoreAPI:
         self.on_error = config.on_error
         self._fallback = MemoryStore()  # on_error: local
         self._last_flags = FlagSnapshot(0, {})
+        self._down_until = 0.0  # while the store is known down, answer without waiting on it
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         """``(status, JSON document)`` for a request to ``path`` (without /store)."""
@@ -55,12 +58,22 @@ class StoreAPI:
         except ValueError as exc:
             return 400, {"title": "Bad Request", "status": 400, "detail": str(exc)}
         try:
+            if time.monotonic() < self._down_until:
+                raise StoreUnavailable("store down (retrying shortly)")
             decision = await self.store.rate_limit(key, rate, burst, period_ms, cost)
+            if self._down_until:
+                log.warning("store reachable again")
+                self._down_until = 0.0
             STORE_UP.set(1)
         except StoreUnavailable as exc:
-            STORE_UP.set(0)
             STORE_ERRORS.labels("ratelimit").inc()
-            log.warning("store unavailable (%s): on_error=%s", exc, self.on_error)
+            if time.monotonic() >= self._down_until:
+                # A real attempt failed: back off, so requests do not each wait for the
+                # store's timeout; the first call after the backoff probes it again.
+                if not self._down_until:
+                    log.warning("store unavailable (%s): on_error=%s", exc, self.on_error)
+                self._down_until = time.monotonic() + BACKOFF_SECONDS
+                STORE_UP.set(0)
             if self.on_error == "fail_closed":
                 return 503, {"title": "Service Unavailable", "status": 503, "detail": str(exc)}
             if self.on_error == "local":
@@ -68,6 +81,9 @@ class StoreAPI:
             else:
                 return 200, {"allowed": True, "remaining": burst, "reset_ms": 0,
                              "retry_after_ms": 0, "limit": burst, "degraded": True}  # fmt: skip
+        except StoreError as exc:
+            log.error("store refused a rate-limit request: %s", exc)
+            return 500, {"title": "Internal Server Error", "status": 500, "detail": str(exc)}
         return 200, decision.as_json()
 
     async def flags(self) -> FlagSnapshot:

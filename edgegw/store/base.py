@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+MAX_COUNT = 1_000_000  # rate, burst, cost
+MAX_PERIOD_MS = 366 * 24 * 3600 * 1000
+MAX_KEY_BYTES = 1024
 FLAG_KEYS = frozenset({"enabled", "rollout", "countries", "headers", "claims", "description"})
 _BAD_NAME_CHARS = frozenset(",= \t\r\n")
 
@@ -97,11 +100,19 @@ def check_rate_request(doc: Any) -> tuple[str, int, int, int, int]:
     key = doc.get("key")
     if not isinstance(key, str) or not key:
         raise ValueError("key must be a non-empty string")
-    values = []
-    for name, minimum in (("rate", 1), ("burst", 1), ("period_ms", 1), ("cost", 0)):
+    if len(key) > MAX_KEY_BYTES:
+        raise ValueError(f"key must be at most {MAX_KEY_BYTES} characters")
+    values: list[int] = []
+    # Bounds keep every intermediate of GCRA exact in Redis' Lua (doubles, 2^53).
+    for name, minimum, maximum in (
+        ("rate", 1, MAX_COUNT),
+        ("burst", 1, MAX_COUNT),
+        ("period_ms", 1, MAX_PERIOD_MS),
+        ("cost", 0, MAX_COUNT),
+    ):
         value = doc.get(name, 1 if name == "cost" else None)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise ValueError(f"{name} must be an integer from {minimum} to {maximum}")
         values.append(value)
     return key, values[0], values[1], values[2], values[3]
 

@@ -8,6 +8,7 @@ and polled, so an edit through the admin port reaches every worker.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -37,10 +38,19 @@ class MemoryStore:
         now = time.time_ns() // 1000
         decision, tat = gcra(self._tats.get(key, 0), now, rate, burst, period_ms, cost)
         if decision.allowed and cost:
-            if len(self._tats) >= _MAX_KEYS:
-                self._tats = {k: v for k, v in self._tats.items() if v > now}
+            if key not in self._tats and len(self._tats) >= _MAX_KEYS:
+                self._make_room(now)
             self._tats[key] = tat
         return decision
+
+    def _make_room(self, now: int) -> None:
+        # Expired buckets first; if keys are still too many (clients can choose keys),
+        # drop the oldest tenth (dicts keep insertion order), so a sweep is rare.
+        self._tats = {k: v for k, v in self._tats.items() if v > now}
+        excess = len(self._tats) - _MAX_KEYS * 9 // 10
+        if excess > 0:
+            for stale in list(itertools.islice(self._tats, excess)):
+                del self._tats[stale]
 
     # --- flags ---------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from edgegw.errors import StoreUnavailable
+from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, validate_flag
 
@@ -99,10 +99,10 @@ def connect(url: str, timeout: float) -> tuple[Any, list[Any]]:
 class RedisStore:
     def __init__(self, config: StoreConfig) -> None:
         self._client, self._helpers = connect(config.url, config.timeout)
-        # {prefix} is a hash tag: in Redis Cluster the flag keys share one slot, so one
-        # script may touch them together.
+        # {prefix} is a hash tag: in Redis Cluster the three flag keys share one slot, so
+        # one script may touch them together.
+        self._bucket = f"{config.prefix}:rl:"  # counters spread over the cluster's slots
         p = "{" + config.prefix + "}"
-        self._bucket = f"{p}:rl:"
         self._hash, self._version, self._channel = (
             f"{p}:flags",
             f"{p}:flags:version",
@@ -124,6 +124,8 @@ class RedisStore:
             except NoScriptError:  # Redis restarted and lost its script cache
                 sha = self._scripts[script] = await self._client.script_load(script)
                 result = await self._client.evalsha(sha, len(keys), *keys, *args)
+        except ResponseError as exc:  # Redis answered: the request was bad, not the store
+            raise StoreError(f"redis refused the operation: {exc}") from exc
         except (RedisError, OSError) as exc:
             self.up = False
             raise StoreUnavailable(f"redis: {exc}") from exc
