@@ -56,10 +56,13 @@ unit: $(STAMP) system-deps filters
 
 test: lint typecheck unit
 
-# Side by side with Envoy (proxying, filters), then call overheads, fan-out and reload.
+# Side by side with Envoy (proxying, trivial and bundled filters), then call overheads,
+# the store, fan-out and reload. Figures go to docs/benchmarks.md.
 bench: filters
 	$(PY) bench/run.py
 	$(PY) bench/wasm_calls.py
+	$(PY) bench/filters.py
+	$(PY) bench/store.py
 	$(PY) bench/aggregate.py
 	$(PY) bench/reload.py
 

@@ -20,7 +20,7 @@ from edgegw.wasm import engine as engines
 from edgegw.wasm.abi import ABI_MARKERS
 from edgegw.wasm.fastcall import Memory, RawFunc, define_host_func, set_deadline
 from edgegw.wasm.geoip import CountryLookup
-from edgegw.wasm.hostcalls import Hostcalls
+from edgegw.wasm.hostcalls_shared import SharedHostcalls
 from edgegw.wasm.state import StreamState
 
 _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
@@ -34,7 +34,7 @@ _CONNECT_FAILURE_HEADERS = (
 )
 
 
-class Plugin(Hostcalls):
+class Plugin(SharedHostcalls):
     """A loaded filter. ``call`` runs a guest callback under the CPU deadline."""
 
     def __init__(

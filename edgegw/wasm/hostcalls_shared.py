@@ -1,0 +1,131 @@
+"""The ``env.proxy_*`` hostcalls that reach beyond one request: shared data, shared
+queues, metrics, http calls (proxy-wasm ABI v0.2.1). Same conventions as hostcalls.py."""
+
+from __future__ import annotations
+
+from edgegw.wasm.abi import Status, decode_pairs
+from edgegw.wasm.hostcalls import BAD_ARGUMENT, NOT_FOUND, OK, Hostcalls, guarded
+from edgegw.wasm.shared import METRICS, QUEUES, SHARED_DATA
+
+
+class SharedHostcalls(Hostcalls):
+    # --- shared data and queues --------------------------------------------------------
+
+    @guarded
+    def proxy_get_shared_data(
+        self, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int, cas_ptr: int
+    ) -> int:
+        found = SHARED_DATA.get(self.memory.read(key_ptr, key_size))
+        if found is None:
+            return NOT_FOUND
+        status = self._return_bytes(found[0], ptr_ptr, size_ptr)
+        self.memory.write_u32(cas_ptr, found[1])
+        return status
+
+    @guarded
+    def proxy_set_shared_data(
+        self, key_ptr: int, key_size: int, val_ptr: int, val_size: int, cas: int
+    ) -> int:
+        key = self.memory.read(key_ptr, key_size)
+        return SHARED_DATA.set(key, self.memory.read(val_ptr, val_size), cas)
+
+    @guarded
+    def proxy_register_shared_queue(self, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self.memory.read(name_ptr, name_size)
+        qid = QUEUES.register(self.vm_id, name, self.queue_ready)
+        self.memory.write_u32(id_ptr, qid)
+        return OK
+
+    @guarded
+    def proxy_resolve_shared_queue(
+        self, vm_ptr: int, vm_size: int, name_ptr: int, name_size: int, id_ptr: int
+    ) -> int:
+        qid = QUEUES.resolve(
+            self.memory.read(vm_ptr, vm_size), self.memory.read(name_ptr, name_size)
+        )
+        if qid is None:
+            return NOT_FOUND
+        self.memory.write_u32(id_ptr, qid)
+        return OK
+
+    @guarded
+    def proxy_enqueue_shared_queue(self, qid: int, ptr: int, size: int) -> int:
+        return QUEUES.enqueue(qid, self.memory.read(ptr, size))
+
+    @guarded
+    def proxy_dequeue_shared_queue(self, qid: int, ptr_ptr: int, size_ptr: int) -> int:
+        item = QUEUES.dequeue(qid)
+        if isinstance(item, Status):
+            return item
+        return self._return_bytes(item, ptr_ptr, size_ptr)
+
+    # --- metrics -----------------------------------------------------------------------
+
+    @guarded
+    def proxy_define_metric(self, kind: int, name_ptr: int, name_size: int, id_ptr: int) -> int:
+        name = self.memory.read(name_ptr, name_size).decode(errors="replace")
+        mid = METRICS.define(self.name, kind, name)
+        if mid is None:
+            return BAD_ARGUMENT
+        self.memory.write_u32(id_ptr, mid)
+        return OK
+
+    def proxy_increment_metric(self, mid: int, offset: int) -> int:
+        return METRICS.increment(mid, offset)
+
+    def proxy_record_metric(self, mid: int, value: int) -> int:
+        return METRICS.record(mid, value)
+
+    @guarded
+    def proxy_get_metric(self, mid: int, ptr: int) -> int:
+        value = METRICS.get(mid)
+        if value is None:
+            return NOT_FOUND
+        self.memory.write_u64(ptr, value)
+        return OK
+
+    # --- http calls ----------------------------------------------------------------------
+
+    @guarded
+    def proxy_http_call(
+        self,
+        upstream_ptr: int,
+        upstream_size: int,
+        headers_ptr: int,
+        headers_size: int,
+        body_ptr: int,
+        body_size: int,
+        _trailers_ptr: int,
+        _trailers_size: int,
+        timeout_ms: int,
+        token_ptr: int,
+    ) -> int:
+        cluster = self.memory.read(upstream_ptr, upstream_size).decode("latin-1")
+        headers = decode_pairs(self.memory.read(headers_ptr, headers_size))
+        if headers is None or cluster not in self.clusters:
+            return BAD_ARGUMENT
+        pseudo = {k: v for k, v in headers if k[:1] == b":"}
+        # Envoy requires these three (proxy-wasm spec: proxy_http_call).
+        if not all(pseudo.get(k) for k in (b":method", b":path", b":authority")):
+            return BAD_ARGUMENT
+        token = self.dispatch_call(
+            cluster,
+            pseudo[b":method"].decode("latin-1"),
+            pseudo[b":path"].decode("latin-1"),
+            pseudo[b":authority"].decode("latin-1"),
+            [(k.lower(), v) for k, v in headers if k[:1] != b":"],
+            self.memory.read(body_ptr, body_size),
+            (timeout_ms or 5000) / 1000,
+        )
+        self.memory.write_u32(token_ptr, token)
+        return OK
+
+    def proxy_call_foreign_function(self, *_args: int) -> int:
+        return NOT_FOUND
+
+    def unimplemented(self, *_args: int) -> int:
+        """gRPC calls and anything else edgegw does not offer."""
+        return Status.UNIMPLEMENTED
+
+    def noop(self, *_args: int) -> int:
+        return OK
