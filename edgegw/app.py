@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
-from edgegw.errors import StoreUnavailable
+from edgegw.errors import StoreError
 from edgegw.model import GatewayConfig
 from edgegw.pipeline import Pipeline
 from edgegw.reload import Reloader
@@ -108,15 +108,15 @@ class GatewayApp:
         self._started = True
         if self.chains_factory is not None and self.pipeline.chains is None:
             self.swap(await self.build(self.config))
-        # Requests allocate many short-lived objects; the default gen-0 threshold (700)
-        # runs a collection every few requests. Objects alive now (modules, config, VMs)
-        # are frozen out of future collections.
         store = self.store_api.store
         try:
             await store.seed_flags(dict(self.config.store.flags))
-        except StoreUnavailable as exc:
+        except StoreError as exc:  # flags were validated with the config: the store is down
             log.warning("cannot seed flags now: %s", exc)
         store.subscribe(mirror_flags)
+        # Requests allocate many short-lived objects; the default gen-0 threshold (700)
+        # runs a collection every few requests. Objects alive now (modules, config, VMs)
+        # are frozen out of future collections.
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, 20, 20)
         if self.watch and self.config.source is not None:

@@ -33,6 +33,7 @@ from edgegw.model import (
     frozen_map,
 )
 from edgegw.routes_config import read_routes
+from edgegw.store.base import validate_flag
 from edgegw.yamlnodes import (
     Node,
     Reader,
@@ -192,7 +193,11 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
         r.problem(m["url"], f"unsupported store URL scheme '{scheme}' (memory:// or redis://)")
     flags: dict[str, Any] = {}
     if "flags" in m and (f := r.mapping(m["flags"])) is not None:
-        flags = {name: plain(value) for name, value in f.items()}
+        for name, value in f.items():
+            try:
+                flags[name] = validate_flag(name, plain(value))
+            except ValueError as exc:
+                r.problem(value, f"invalid flag '{name}': {exc}")
     on_error = r.convert(
         m.get("on_error"), one_of("fail_open", "fail_closed", "local"), "fail_open"
     )

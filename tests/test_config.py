@@ -182,6 +182,10 @@ routes:
             "store.url: unsupported store URL scheme 'mongo' (memory:// or redis://) (line 2)",
         ),
         (
+            "version: 1\nstore: {flags: {beta: {rollout: 150}}}\n",
+            "store.flags.beta: invalid flag 'beta': rollout must be a number from 0 to 100 (line 2)",
+        ),
+        (
             "version: 1\nstore: {on_error: explode}\n",
             "store.on_error: expected one of fail_open, fail_closed, local, got 'explode' (line 2)",
         ),
