@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -251,3 +252,46 @@ def test_render_path_reports_missing_values() -> None:
     assert render_path("/u/{id}", values) == "/u/7"
     with pytest.raises(KeyError):
         render_path("/u/{header.x-user-id}", values)
+
+
+async def test_filters_run_once_around_the_fan_out(
+    backends: JsonBackends, test_wasm: Callable[[str], Path]
+) -> None:
+    from edgegw.app import wasm_chains
+    from tests.conftest import REPO
+
+    backends.routes["/users/trivial-AAAA"] = (200, {"user": 1}, 0.0)
+    backends.routes["/orders"] = (200, {"orders": []}, 0.0)
+    limit = json.dumps({"policies": [{"name": "once", "rate": 1, "period": "1h", "burst": 1,
+                                      "key": ["route"]}]})  # fmt: skip
+    text = f"""
+version: 1
+backends: {{a: "{backends.url}", b: "{backends.url}"}}
+filters:
+  trivial: {{wasm: {test_wasm("trivial")}}}
+  limit: {{wasm: {REPO / "filters/dist/rate_limit.wasm"}, config: '{limit}'}}
+routes:
+  - name: agg
+    match: {{path: "/agg/{{id}}"}}
+    filters: [limit, trivial]
+    aggregate:
+      backends:
+        - {{backend: a, path: "/users/{{header.x-trivial}}"}}
+        - {{backend: b, path: "/orders?user={{id}}"}}
+"""
+    app = GatewayApp(parse_config(text, env={}), chains_factory=wasm_chains)
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw"
+        ) as client:
+            r = await client.get("/agg/7")
+            # The template used a header a request filter set; the response filter ran
+            # on the merged answer.
+            assert r.json() == {"user": 1, "orders": []}
+            assert r.headers["x-trivial"] == "trivial-AAAA"
+            # The limit of 1 counted the aggregated request once, not once per backend.
+            assert (await client.get("/agg/7")).status_code == 429
+        assert len(backends.seen) == 2
+    finally:
+        await app.aclose()
