@@ -66,14 +66,14 @@ def main() -> None:
     fast_plain = RawFunc(store, funcs["plain"], "plain", 10**9, deadline)
     fast_host = RawFunc(store, funcs["calls_host"], "calls_host", 10**9, deadline)
     public_plain = funcs["plain"]
-    call_fast = per_call_us(lambda: fast_plain(7))
+    call_fast = per_call_us(lambda: fast_plain.call(7))
     call_public = per_call_us(lambda: public_plain(store, 7))
-    host_fast = per_call_us(lambda: fast_host(7)) - call_fast
+    host_fast = per_call_us(lambda: fast_host.call(7)) - call_fast
 
     store2, funcs2, _k2 = instance(raw_host=False)
     slow_host = RawFunc(store2, funcs2["calls_host"], "calls_host", 10**9, [-1, 0])
     slow_plain = RawFunc(store2, funcs2["plain"], "plain", 10**9, [-1, 0])
-    host_public = per_call_us(lambda: slow_host(7)) - per_call_us(lambda: slow_plain(7))
+    host_public = per_call_us(lambda: slow_host.call(7)) - per_call_us(lambda: slow_plain.call(7))
 
     rows = [
         ("Python → wasm call", call_fast, call_public),

@@ -12,7 +12,7 @@ import gc
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from edgegw.chain import FilterChains, HttpCall
@@ -47,7 +47,7 @@ class GatewayApp:
         chains: FilterChains | None = None,
         *,
         chains_factory: ChainsFactory | None = None,
-        extra_calls: dict[str, HttpCall] | None = None,
+        extra_calls: Mapping[str, HttpCall] | None = None,
         watch: bool = False,
     ) -> None:
         self.chains_factory = chains_factory
@@ -168,9 +168,21 @@ async def wasm_chains(config: GatewayConfig, http_call: HttpCall) -> FilterChain
     return await WasmRuntime.create(config, http_call)
 
 
-def create_app(config: GatewayConfig, *, watch: bool = False) -> GatewayApp:
-    """The gateway for ``config``: filters load at startup (ASGI lifespan)."""
-    return GatewayApp(config, chains_factory=wasm_chains, watch=watch)
+def create_app(
+    config: GatewayConfig,
+    *,
+    chains: FilterChains | None = None,
+    extra_calls: Mapping[str, HttpCall] | None = None,
+    watch: bool = False,
+) -> GatewayApp:
+    """The gateway for ``config``: its proxy-wasm filters load at startup (ASGI lifespan).
+
+    ``chains`` replaces those filters (embedding, tests; a reload then runs without
+    filters); ``extra_calls`` adds in-process clusters for ``proxy_http_call`` next to
+    ``edgegw.store``; ``watch`` reloads on changes of the config file or its modules.
+    """
+    factory = None if chains is not None else wasm_chains
+    return GatewayApp(config, chains, chains_factory=factory, extra_calls=extra_calls, watch=watch)
 
 
 def create_app_from_env() -> GatewayApp:

@@ -23,11 +23,14 @@ from edgegw.headers import TrustedProxies, forward_request_headers, get, strip_h
 from edgegw.model import GatewayConfig, Route
 from edgegw.problem import problem
 from edgegw.routing import Router
-from edgegw.types import Headers, Receive, Scope, Send
-from edgegw.upstream import AiohttpUpstream
+from edgegw.types import Headers, Message, Receive, Scope, Send
+from edgegw.upstream import Upstream
 
 _REQUEST_ID = b"x-request-id"
 _NO_BODY_STATUS = frozenset({204, 304})
+# HTTP/1.x: a request without Content-Length or Transfer-Encoding has no body (RFC 9112
+# §6.3). HTTP/2 and /3 frame bodies themselves (RFC 9113 §8.1): only the stream tells.
+_HTTP1 = frozenset({"1.1", "1.0"})
 _connection_ids = iter(range(1, 1 << 62))
 
 
@@ -53,7 +56,7 @@ class Pipeline:
     """Serves requests for one config; immutable once built (a reload builds another)."""
 
     def __init__(
-        self, config: GatewayConfig, upstream: AiohttpUpstream, chains: FilterChains | None
+        self, config: GatewayConfig, upstream: Upstream, chains: FilterChains | None
     ) -> None:
         self.config = config
         self.router = Router(config.routes)
@@ -117,7 +120,8 @@ class Pipeline:
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         self.inflight += 1
         try:
-            await self._run(ex, peer, params, filters, receive, send, counters)
+            http1 = scope.get("http_version", "1.1") in _HTTP1
+            await self._run(ex, peer, params, filters, receive, send, counters, http1)
         finally:
             self.inflight -= 1
             if self._drained is not None and self.inflight == 0:
@@ -135,6 +139,7 @@ class Pipeline:
         receive: Receive,
         send: Send,
         counters: _Counters,
+        http1: bool,
     ) -> None:
         headers = ex.request_headers
         length = get(headers, b"content-length")
@@ -142,6 +147,12 @@ class Pipeline:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await _send_reply(send, self._too_large(), counters)
             return
+        first: Message | None = None
+        if not has_body and length is None and not http1:
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                return
+            has_body = bool(first.get("body")) or first.get("more_body", False)
         if filters is not None:
             reply = await filters.request_headers(ex, not has_body)
             if reply is not None:
@@ -153,7 +164,7 @@ class Pipeline:
             return
         backend = self._backend(route, ex.request_headers)
         ex.backend = backend
-        body = self._body(ex, filters, receive, counters) if has_body else None
+        body = self._body(ex, filters, receive, counters, first) if has_body else None
         upstream_headers = forward_request_headers(
             ex.request_headers,
             peer=peer,
@@ -203,6 +214,7 @@ class Pipeline:
         filters: StreamFilters | None,
         receive: Receive,
         counters: _Counters,
+        first: Message | None = None,
     ) -> AsyncIterator[bytes]:
         wants = filters is not None and filters.wants_request_body
         # A filter may resize the body; the length it leaves in the headers is what the
@@ -212,7 +224,10 @@ class Pipeline:
         limit = int(declared) if declared is not None and declared.isdigit() else None
         sent = 0
         while True:
-            message = await receive()
+            if first is None:
+                message = await receive()
+            else:  # already read to learn whether an HTTP/2 request has a body
+                message, first = first, None
             if message["type"] == "http.disconnect":
                 raise counters.abort(None)
             chunk: bytes = message.get("body", b"")

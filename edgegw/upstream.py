@@ -48,6 +48,32 @@ class UpstreamResponse:
         self._response.release()
 
 
+class _Deadline:
+    """The response deadline of a request with a streamed body. Like Envoy's route
+    timeout, it counts from the end of the request body, so a long upload to a healthy
+    backend is not cut; while the body streams, every chunk pushes it back, so a client
+    or backend that stalls the upload still fails after ``seconds`` without progress."""
+
+    __slots__ = ("active", "seconds", "timeout")
+
+    def __init__(self, timeout: asyncio.Timeout, seconds: float) -> None:
+        self.timeout = timeout
+        self.seconds = seconds
+        self.active = True  # False once request() returned: the Timeout is gone
+
+    async def extending(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for chunk in body:
+            self._push(loop)
+            yield chunk
+        self._push(loop)
+
+    def _push(self, loop: asyncio.AbstractEventLoop) -> None:
+        # An expired Timeout is being unwound in the request's task: leave it alone.
+        if self.active and not self.timeout.expired():
+            self.timeout.reschedule(loop.time() + self.seconds)
+
+
 class Upstream(Protocol):
     """Sends requests to the backends of one config."""
 
@@ -58,7 +84,12 @@ class Upstream(Protocol):
         path: str,
         headers: Headers,
         body: AsyncIterable[bytes] | bytes | None,
-    ) -> UpstreamResponse: ...
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send a request; returns once the response headers arrived. ``timeout``
+        (default: the backend's) counts from the end of the request body. Raises
+        ``UpstreamConnectError`` or ``UpstreamTimeout``."""
+        ...
 
     async def call(
         self,
@@ -123,8 +154,13 @@ class AiohttpUpstream:
     ) -> UpstreamResponse:
         pool = self._pool(backend)
         str_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        seconds = timeout or pool.backend.timeout
+        streamed: _Deadline | None = None
         try:
-            async with asyncio.timeout(timeout or pool.backend.timeout):
+            async with asyncio.timeout(seconds) as deadline:
+                if body is not None and not isinstance(body, bytes):
+                    streamed = _Deadline(deadline, seconds)
+                    body = streamed.extending(body)
                 resp = await pool.session.request(
                     method,
                     pool.url(path),
@@ -133,14 +169,18 @@ class AiohttpUpstream:
                     allow_redirects=False,
                     compress=None,
                 )
+        except aiohttp.ServerTimeoutError as exc:  # sock_connect: also a TimeoutError
+            detail = f"no connection within {pool.backend.connect_timeout:g}s"
+            raise UpstreamTimeout(backend, detail) from exc
         except TimeoutError as exc:
-            raise UpstreamTimeout(backend, "no response within the timeout") from exc
-        except aiohttp.ServerTimeoutError as exc:
-            raise UpstreamTimeout(backend, f"timeout: {exc}") from exc
+            raise UpstreamTimeout(backend, f"no response within {seconds:g}s") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(backend, f"cannot connect: {exc.os_error}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamConnectError(backend, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if streamed is not None:
+                streamed.active = False  # the body may still stream: leave the deadline
         raw = [(n.lower(), v) for n, v in resp.raw_headers]
         return UpstreamResponse(resp.status, raw, resp, backend)
 

@@ -153,10 +153,10 @@ class Plugin(SharedHostcalls):
         func = self.funcs.get(name)
         if func is None:
             return 0
-        return func(*args)
+        return func.call(*args)
 
     def allocate(self, size: int) -> int:
-        address = self._alloc(size)
+        address = self._alloc.call(size)
         self.memory.refresh()  # the allocator may have grown (and moved) the memory
         return address
 
