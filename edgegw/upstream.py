@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
 from edgegw.chain import CallResponse, HttpCall
@@ -105,6 +107,25 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _Connector(aiohttp.TCPConnector):
+    """A TCPConnector that aborts, rather than closes, a discarded connection with unsent
+    request bytes: asyncio's close() waits for the write buffer to drain, so a backend
+    that stopped reading an upload (the request then timed out) would keep the socket
+    open for as long as it likes."""
+
+    def _release(
+        self,
+        key: ConnectionKey,
+        protocol: ResponseHandler,
+        *,
+        should_close: bool = False,
+    ) -> None:
+        transport = protocol.transport
+        if transport is not None and transport.get_write_buffer_size():
+            transport.abort()
+        super()._release(key, protocol, should_close=should_close)
+
+
 class _Pool:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -112,9 +133,7 @@ class _Pool:
         self.origin = f"{url.scheme}://{url.raw_authority}"
         self.base_path = url.raw_path.rstrip("/")
         self.host = url.raw_authority
-        connector = aiohttp.TCPConnector(
-            limit=backend.max_connections, limit_per_host=0, ttl_dns_cache=10
-        )
+        connector = _Connector(limit=backend.max_connections, limit_per_host=0, ttl_dns_cache=10)
         self.session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one user's cookies to the next

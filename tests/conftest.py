@@ -345,3 +345,28 @@ def test_wasm(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]
         return built[name]
 
     return build
+
+
+# ---------------------------------------------------------------------------------------
+# 6. a listener that never accepts (connect timeouts)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_listener() -> Iterator[int]:
+    """A 127.0.0.1 port whose accept queue is full: a new connection hangs in SYN, so a
+    client sees a connect timeout (not a refusal)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    fillers = []
+    for _ in range(3):  # the kernel accepts backlog+1 handshakes; the rest wait
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    yield port
+    for c in fillers:
+        c.close()
+    server.close()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.conftest import GatewayProcess, LoopThread
+from tests.conftest import GatewayProcess, LoopbackBackend, LoopThread
 
 MiB = 1024 * 1024
 SIZE = 200 * MiB
@@ -121,4 +121,32 @@ def test_200mb_response_and_upload_stream_with_flat_memory(
     # VmHWM is the worker's peak RSS: 400 MiB passed through, the peak grew far less.
     growth_mib = (_vm_kib(worker, "VmHWM") - baseline) / 1024
     assert growth_mib < 64, f"worker peak RSS grew by {growth_mib:.0f} MiB"
+    assert gw.stop(signal.SIGTERM) == 0, gw.output()
+
+
+def test_hypercorn_http2_body_without_content_length(
+    run_gateway: Callable[..., GatewayProcess], backend_factory: Callable[..., LoopbackBackend]
+) -> None:
+    """h2c (prior knowledge) to hypercorn: a streamed body has no Content-Length."""
+    api = backend_factory()
+    gw = run_gateway(
+        {
+            "server": "hypercorn",
+            "admin": None,
+            "backends": {"api": {"url": api.url}},
+            "routes": [{"name": "api", "match": {"prefix": "/"}, "backend": "api"}],
+            "access_log": False,
+        }
+    )
+
+    def body() -> Iterator[bytes]:
+        yield b"hello "
+        yield b"h2"
+
+    with httpx.Client(base_url=gw.url, http1=False, http2=True, timeout=30) as client:
+        r = client.post("/up", content=body())
+        assert (r.http_version, r.status_code) == ("HTTP/2", 200)
+        assert r.json()["body"] == "hello h2"
+        r = client.get("/down")
+        assert r.status_code == 200 and r.json()["body"] == ""
     assert gw.stop(signal.SIGTERM) == 0, gw.output()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -230,3 +231,88 @@ async def test_metrics_and_access_log(
         "/m?x=1",
     )
     assert line["bytes_out"] > 0 and line["duration_ms"] > 0 and line["method"] == "GET"
+
+
+async def test_connect_timeout_is_504(
+    full_listener: int, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    app = GatewayApp(
+        parse_config(
+            "version: 1\nbackends:\n"
+            f"  hung: {{url: 'http://127.0.0.1:{full_listener}', connect_timeout: 200ms}}\n"
+            "routes:\n  - {match: {prefix: /}, backend: hung}\n",
+            env={},
+        )
+    )
+    r = await client_for(app).get("/x")
+    assert r.status_code == 504
+    assert r.json()["backend"] == "hung"
+    assert r.json()["detail"] == "backend 'hung': no connection within 0.2s"
+
+
+async def test_upload_longer_than_backend_timeout_is_not_cut(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    """``timeout`` counts from the end of the request body, as Envoy's route timeout."""
+    api = backend_factory()
+    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        for i in range(8):  # about 2 s in all with the 1 s timeout of gateway()
+            yield b"%d" % i
+            await asyncio.sleep(0.25)
+
+    r = await client.post("/up", content=slow_body())
+    assert r.status_code == 200
+    assert r.json()["body"] == "01234567"
+
+
+async def test_http2_body_without_content_length_is_forwarded(
+    backend_factory: MakeBackend,
+) -> None:
+    """HTTP/2 frames the body itself: no Content-Length does not mean no body."""
+    api = backend_factory()
+    app = gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n")
+    messages = [
+        {"type": "http.request", "body": b"hello ", "more_body": True},
+        {"type": "http.request", "body": b"h2", "more_body": False},
+        {"type": "http.request", "body": b"", "more_body": False},  # a GET without body
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def scope(method: str) -> dict[str, Any]:
+        return {
+            "type": "http", "http_version": "2", "method": method, "scheme": "http",
+            "path": "/h2", "raw_path": b"/h2", "query_string": b"",
+            "headers": [(b"host", b"gw.test")], "client": ("127.0.0.1", 1), "server": None,
+        }  # fmt: skip
+
+    try:
+        await app(scope("POST"), receive, send)
+        await app(scope("GET"), receive, send)
+    finally:
+        await app.aclose()
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200, 200]
+    assert [r["body"] for r in api.requests] == ["hello h2", ""]
+    assert "transfer-encoding" not in dict(api.requests[1]["headers"])  # GET stays bodiless
+    assert messages == []
+
+
+async def test_access_log_off(
+    backend_factory: MakeBackend,
+    client_for: Callable[[GatewayApp], httpx.AsyncClient],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = backend_factory()
+    routes = "  - {name: quiet, match: {prefix: /}, backend: api}\n"
+    client = client_for(gateway({"api": api.url}, routes, access_log="false"))
+    with caplog.at_level(logging.INFO, logger="edgegw.access"):
+        assert (await client.get("/q")).status_code == 200
+    assert [r for r in caplog.records if r.name == "edgegw.access"] == []
+    assert len(api.requests) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -94,25 +93,6 @@ def special() -> Iterator[Special]:
     state.let_go()
     lt.run(runner.cleanup())
     lt.close()
-
-
-@pytest.fixture
-def full_listener() -> Iterator[int]:
-    """A port whose accept queue is full: new connections hang in SYN (connect timeout)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = int(server.getsockname()[1])
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex(("127.0.0.1", port))
-        fillers.append(c)
-    yield port
-    for c in fillers:
-        c.close()
-    server.close()
 
 
 def upstream(**urls: str | Backend) -> AiohttpUpstream:

@@ -1,0 +1,77 @@
+"""Request metrics and the JSON access log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from prometheus_client import REGISTRY
+
+from edgegw import metrics
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_observe_request_counts_by_route_and_status() -> None:
+    ok = sample("edgegw_requests_total", route="t-metrics", status="200")
+    bad = sample("edgegw_requests_total", route="t-metrics", status="502")
+    count = sample("edgegw_request_duration_seconds_count", route="t-metrics")
+    total = sample("edgegw_request_duration_seconds_sum", route="t-metrics")
+    metrics.observe_request("t-metrics", 200, 0.25)
+    metrics.observe_request("t-metrics", 200, 0.25)
+    metrics.observe_request("t-metrics", 502, 0.5)
+    assert sample("edgegw_requests_total", route="t-metrics", status="200") == ok + 2
+    assert sample("edgegw_requests_total", route="t-metrics", status="502") == bad + 1
+    assert sample("edgegw_request_duration_seconds_count", route="t-metrics") == count + 3
+    assert sample("edgegw_request_duration_seconds_sum", route="t-metrics") == total + 1.0
+
+
+def test_observe_upstream_per_backend() -> None:
+    before = sample("edgegw_upstream_duration_seconds_count", backend="t-backend")
+    le = sample("edgegw_upstream_duration_seconds_bucket", backend="t-backend", le="0.01")
+    metrics.observe_upstream("t-backend", 0.005)
+    metrics.observe_upstream("t-backend", 3.0)
+    assert sample("edgegw_upstream_duration_seconds_count", backend="t-backend") == before + 2
+    after = sample("edgegw_upstream_duration_seconds_bucket", backend="t-backend", le="0.01")
+    assert after == le + 1
+
+
+def test_labelled_children_are_cached() -> None:
+    metrics.observe_request("t-cache", 200, 0.1)
+    child = metrics._requests[("t-cache", 200)]
+    metrics.observe_request("t-cache", 200, 0.1)
+    assert metrics._requests[("t-cache", 200)] is child
+
+
+def test_access_log_is_one_json_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="edgegw.access"):
+        metrics.log_access(
+            route="r",
+            method="POST",
+            path="/a?b=1",
+            status=201,
+            seconds=0.0123456,
+            backend=None,
+            bytes_in=3,
+            bytes_out=4,
+            client="203.0.113.7",
+            request_id="abc",
+        )
+    [record] = [r for r in caplog.records if r.name == "edgegw.access"]
+    text = record.getMessage()
+    assert "\n" not in text
+    assert json.loads(text) == {
+        "route": "r",
+        "method": "POST",
+        "path": "/a?b=1",
+        "status": 201,
+        "duration_ms": 12.346,
+        "backend": None,
+        "bytes_in": 3,
+        "bytes_out": 4,
+        "client": "203.0.113.7",
+        "request_id": "abc",
+    }
