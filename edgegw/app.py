@@ -24,7 +24,7 @@ from edgegw.reload import Reloader
 from edgegw.store import FlagSnapshot, open_store
 from edgegw.store.api import StoreAPI
 from edgegw.types import Receive, Scope, Send
-from edgegw.upstream import AiohttpUpstream
+from edgegw.upstream import HttpUpstream
 
 log = logging.getLogger("edgegw.app")
 
@@ -58,7 +58,7 @@ class GatewayApp:
         self.extra_calls = {STORE_CLUSTER: self.store_api.call, **(extra_calls or {})}
         if STORE_CLUSTER in config.backends:  # pointed elsewhere on purpose: a real backend
             del self.extra_calls[STORE_CLUSTER]
-        self.pipeline = Pipeline(config, AiohttpUpstream(config.backends, self.extra_calls), chains)
+        self.pipeline = Pipeline(config, HttpUpstream(config.backends, self.extra_calls), chains)
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -91,7 +91,7 @@ class GatewayApp:
 
     async def build(self, config: GatewayConfig) -> Pipeline:
         """A complete pipeline for ``config`` (pools, filter VMs); raises if it cannot."""
-        upstream = AiohttpUpstream(config.backends, self.extra_calls)
+        upstream = HttpUpstream(config.backends, self.extra_calls)
         chains = None
         if self.chains_factory is not None:
             try:

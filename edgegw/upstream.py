@@ -1,79 +1,55 @@
-"""Talking to backends: one long-lived aiohttp session and connection pool per backend.
+"""Talking to backends: a keep-alive HTTP/1.1 connection pool per backend (``http1``).
 
-aiohttp exceptions stop here: callers see ``UpstreamConnectError`` (502) and
-``UpstreamTimeout`` (504) from ``edgegw.errors``. Bodies stream in both directions; only
-``call`` (for filters' ``proxy_http_call`` and aggregation) buffers, up to a limit.
+Callers see ``UpstreamConnectError`` (502) and ``UpstreamTimeout`` (504) from
+``edgegw.errors``. Bodies stream in both directions; only ``call`` (for filters'
+``proxy_http_call`` and aggregation) buffers, up to a limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
-
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.client_reqrep import ConnectionKey
-from yarl import URL
 
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from edgegw.http1 import Conn, Pool
 from edgegw.model import Backend
 from edgegw.types import Headers
 
-# aiohttp would add these itself; a proxy forwards exactly what the client sent.
-_SKIP_AUTO = ("User-Agent", "Accept-Encoding", "Accept", "Content-Type")
-CHUNK = 64 * 1024
+# A replayable request that died on a reused connection before any response byte is
+# retried once on a new one: the backend closed an idle connection as we reused it
+# (RFC 9112 §9.3.1 allows it for idempotent methods).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_FRAMING = (b"content-length", b"transfer-encoding", b"host")
 
 
-@dataclass(slots=True)
 class UpstreamResponse:
     """Status and headers of a backend response whose body is still to be read."""
 
-    status: int
-    headers: Headers
-    _response: aiohttp.ClientResponse
-    backend: str
+    __slots__ = ("_conn", "_pool", "backend", "headers", "status")
+
+    def __init__(self, status: int, headers: Headers, conn: Conn, pool: Pool) -> None:
+        self.status = status
+        self.headers = headers
+        self.backend = pool.name
+        self._conn: Conn | None = conn
+        self._pool = pool
 
     async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
         """Body chunks with "this is the last one" when known (it saves the server a
         separate empty end-of-body message)."""
-        content = self._response.content
-        try:
-            while chunk := await content.readany():
-                yield chunk, content.at_eof()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamConnectError(self.backend, f"response body broken: {exc}") from exc
+        conn = self._conn
+        assert conn is not None
+        while chunk := await conn.read():
+            yield chunk, conn.at_eof()
 
     def release(self) -> None:
-        self._response.release()
-
-
-class _Deadline:
-    """The response deadline of a request with a streamed body. Like Envoy's route
-    timeout, it counts from the end of the request body, so a long upload to a healthy
-    backend is not cut; while the body streams, every chunk pushes it back, so a client
-    or backend that stalls the upload still fails after ``seconds`` without progress."""
-
-    __slots__ = ("active", "seconds", "timeout")
-
-    def __init__(self, timeout: asyncio.Timeout, seconds: float) -> None:
-        self.timeout = timeout
-        self.seconds = seconds
-        self.active = True  # False once request() returned: the Timeout is gone
-
-    async def extending(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        async for chunk in body:
-            self._push(loop)
-            yield chunk
-        self._push(loop)
-
-    def _push(self, loop: asyncio.AbstractEventLoop) -> None:
-        # An expired Timeout is being unwound in the request's task: leave it alone.
-        if self.active and not self.timeout.expired():
-            self.timeout.reschedule(loop.time() + self.seconds)
+        """Give the connection back (kept alive only if the exchange completed)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
 
 
 class Upstream(Protocol):
@@ -107,59 +83,63 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _Connector(aiohttp.TCPConnector):
-    """A TCPConnector that aborts, rather than closes, a discarded connection with unsent
-    request bytes: asyncio's close() waits for the write buffer to drain, so a backend
-    that stopped reading an upload (the request then timed out) would keep the socket
-    open for as long as it likes."""
-
-    def _release(
-        self,
-        key: ConnectionKey,
-        protocol: ResponseHandler,
-        *,
-        should_close: bool = False,
-    ) -> None:
-        transport = protocol.transport
-        if transport is not None and transport.get_write_buffer_size():
-            transport.abort()
-        super()._release(key, protocol, should_close=should_close)
-
-
-class _Pool:
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        url = URL(backend.url)
-        self.origin = f"{url.scheme}://{url.raw_authority}"
-        self.base_path = url.raw_path.rstrip("/")
-        self.host = url.raw_authority
-        connector = _Connector(limit=backend.max_connections, limit_per_host=0, ttl_dns_cache=10)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one user's cookies to the next
-            auto_decompress=False,
-            skip_auto_headers=_SKIP_AUTO,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=backend.connect_timeout),
-        )
-
-    def url(self, path: str) -> URL:
-        return URL(self.origin + self.base_path + path, encoded=True)
+def _head(method: str, target: str, headers: Headers, pool: Pool, framing: bytes) -> bytes:
+    lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("latin-1"), target.encode("latin-1")), b""]
+    host = pool.authority
+    for name, value in headers:
+        if name in _FRAMING:
+            if name != b"host":
+                continue  # the body given here decides the framing
+            host = value
+        else:
+            lines.append(b"%s: %s\r\n" % (name, value))
+    lines[1] = b"host: %s\r\n" % host  # first, as RFC 9110 §7.2 asks
+    lines.append(framing + b"\r\n")
+    head = b"".join(lines)
+    # A filter-set value with CR or LF would smuggle a second request (RFC 9110 §5.5).
+    lines_expected = len(lines) + (1 if framing else 0)
+    if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected:
+        raise UpstreamConnectError(pool.name, "a header name or value holds CR or LF")
+    return head
 
 
-class AiohttpUpstream:
+async def _send_body(
+    conn: Conn, body: AsyncIterable[bytes], chunked: bool, progress: Callable[[], None]
+) -> None:
+    """Streams a request body (its own task, as the response may come before it ends)."""
+    try:
+        async for chunk in body:
+            progress()
+            if chunked:
+                conn.write(b"%x\r\n" % len(chunk))
+                conn.write(chunk)
+                conn.write(b"\r\n")
+            else:
+                conn.write(chunk)
+            await conn.drain()
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+        conn.sent = True
+        progress()
+    except Exception as exc:  # a broken connection, or the body's own failure (too large,
+        conn.fail(exc)  # client gone): request() raises it unless the response came first
+
+
+class HttpUpstream:
     """The production ``Upstream``: pools are created on first use inside the loop."""
 
     def __init__(
         self, backends: Mapping[str, Backend], extra_calls: Mapping[str, HttpCall] | None = None
     ) -> None:
         self._backends = backends
-        self._pools: dict[str, _Pool] = {}
+        self._pools: dict[str, Pool] = {}
         self._extra = dict(extra_calls or {})
+        self._writers: set[asyncio.Task[None]] = set()
 
-    def _pool(self, name: str) -> _Pool:
+    def _pool(self, name: str) -> Pool:
         pool = self._pools.get(name)
         if pool is None:
-            pool = self._pools[name] = _Pool(self._backends[name])
+            pool = self._pools[name] = Pool(self._backends[name])
         return pool
 
     async def request(
@@ -172,36 +152,71 @@ class AiohttpUpstream:
         timeout: float | None = None,
     ) -> UpstreamResponse:
         pool = self._pool(backend)
-        str_headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
         seconds = timeout or pool.backend.timeout
-        streamed: _Deadline | None = None
+        target = pool.base_path + path
+        streamed = body is not None and not isinstance(body, bytes)
+        if body is None:
+            framing = b"content-length: 0\r\n" if method in _BODY_METHODS else b""
+        elif isinstance(body, bytes):
+            framing = b"content-length: %d\r\n" % len(body)
+        else:
+            length = next((v for n, v in headers if n == b"content-length"), None)
+            framing = (
+                b"content-length: %s\r\n" % length if length else b"transfer-encoding: chunked\r\n"
+            )
+        head = _head(method, target, headers, pool, framing)
+        retry = not streamed and method in _IDEMPOTENT
+        while True:
+            conn, reused = await pool.acquire(seconds)
+            pool.watch(conn, seconds)
+            try:
+                status, resp_headers = await self._exchange(conn, method, head, body, seconds)
+            except UpstreamConnectError:
+                conn.abort()
+                if retry and reused and not conn.got_data:
+                    retry = False
+                    continue
+                raise
+            except BaseException:
+                conn.abort()
+                raise
+            finally:
+                pool.unwatch(conn)
+            return UpstreamResponse(status, resp_headers, conn, pool)
+
+    async def _exchange(
+        self,
+        conn: Conn,
+        method: str,
+        head: bytes,
+        body: AsyncIterable[bytes] | bytes | None,
+        seconds: float,
+    ) -> tuple[int, Headers]:
+        response = conn.start(method == "HEAD")
+        if body is None or isinstance(body, bytes):
+            conn.write(head + body if body else head)
+            conn.sent = True
+            return await response
+        conn.write(head)
+        loop = conn.loop
+        pool = conn.pool
+
+        # Like Envoy's route timeout, the deadline counts from the end of the request body,
+        # so a long upload to a healthy backend is not cut; every chunk pushes it back,
+        # so a stalled upload still fails after ``seconds`` without progress.
+        def progress() -> None:
+            if not response.done():
+                pool.watch(conn, seconds)
+
+        chunked = b"transfer-encoding: chunked" in head
+        writer = conn.writer = loop.create_task(_send_body(conn, body, chunked, progress))
+        self._writers.add(writer)
+        writer.add_done_callback(self._writers.discard)
         try:
-            async with asyncio.timeout(seconds) as deadline:
-                if body is not None and not isinstance(body, bytes):
-                    streamed = _Deadline(deadline, seconds)
-                    body = streamed.extending(body)
-                resp = await pool.session.request(
-                    method,
-                    pool.url(path),
-                    headers=str_headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
-                )
-        except aiohttp.ServerTimeoutError as exc:  # sock_connect: also a TimeoutError
-            detail = f"no connection within {pool.backend.connect_timeout:g}s"
-            raise UpstreamTimeout(backend, detail) from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeout(backend, f"no response within {seconds:g}s") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(backend, f"cannot connect: {exc.os_error}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamConnectError(backend, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if streamed is not None:
-                streamed.active = False  # the body may still stream: leave the deadline
-        raw = [(n.lower(), v) for n, v in resp.raw_headers]
-        return UpstreamResponse(resp.status, raw, resp, backend)
+            return await response
+        except BaseException:
+            writer.cancel()
+            raise
 
     async def call(
         self,
@@ -243,5 +258,8 @@ class AiohttpUpstream:
         return CallResponse(resp.status, resp.headers, bytes(data))
 
     async def aclose(self) -> None:
+        for writer in list(self._writers):
+            writer.cancel()
         pools, self._pools = self._pools, {}
-        await asyncio.gather(*(p.session.close() for p in pools.values()))
+        for pool in pools.values():
+            pool.close()

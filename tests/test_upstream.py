@@ -1,4 +1,4 @@
-"""AiohttpUpstream against real loopback backends: errors, deadlines, streaming, pools,
+"""HttpUpstream against real loopback backends: errors, deadlines, streaming, pools,
 and the buffered ``call`` used by filters and aggregation."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from edgegw.chain import CallResponse
 from edgegw.errors import UpstreamConnectError, UpstreamTimeout
 from edgegw.model import Backend
 from edgegw.types import Headers
-from edgegw.upstream import AiohttpUpstream
+from edgegw.upstream import HttpUpstream
 from tests.conftest import LoopbackBackend, LoopThread, free_port
 
 MakeBackend = Callable[..., LoopbackBackend]
@@ -95,15 +95,15 @@ def special() -> Iterator[Special]:
     lt.close()
 
 
-def upstream(**urls: str | Backend) -> AiohttpUpstream:
+def upstream(**urls: str | Backend) -> HttpUpstream:
     backends = {
         name: u if isinstance(u, Backend) else Backend(name=name, url=u, timeout=2)
         for name, u in urls.items()
     }
-    return AiohttpUpstream(backends)
+    return HttpUpstream(backends)
 
 
-async def read_all(up: AiohttpUpstream, backend: str, path: str) -> tuple[int, Headers, bytes]:
+async def read_all(up: HttpUpstream, backend: str, path: str) -> tuple[int, Headers, bytes]:
     resp = await up.request(backend, "GET", path, [], None)
     try:
         body = b"".join([chunk async for chunk, _ in resp.chunks()])
@@ -244,7 +244,7 @@ async def test_call_buffers_and_reports_failures_as_status_0(
         seen.append((cluster, path))
         return CallResponse(200, [(b"x-local", b"1")], b"local")
 
-    up = AiohttpUpstream(
+    up = HttpUpstream(
         {
             "echo": Backend("echo", echo.url),
             "slow": Backend("slow", slow.url),
