@@ -17,7 +17,7 @@ def test_module_cache_roundtrip_and_corruption(
     wasm = test_wasm("faulty")
     module, digest = engine.load_module(wasm)
     [cached] = (tmp_path / "cache").iterdir()
-    assert cached.name == f"{digest}-wasmtime{engine.WASMTIME_VERSION}.cwasm"
+    assert cached.name == f"{digest}-wasmtime{engine.WASMTIME_VERSION}-fixedmem.cwasm"
     again, digest2 = engine.load_module(wasm)  # from the cache
     assert digest2 == digest
     assert {e.name for e in again.exports} == {e.name for e in module.exports}

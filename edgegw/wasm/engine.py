@@ -31,6 +31,9 @@ def engine() -> wasmtime.Engine:
         if _engine is None:
             config = wasmtime.Config()
             config.epoch_interruption = True
+            # Linear memories keep their base address (within the default 4 GiB
+            # reservation they never need to move): fastcall.Memory caches it.
+            config.memory_may_move = False
             _engine = wasmtime.Engine(config)
         if _ticker is None or not _ticker.is_alive():
             _ticker = threading.Thread(target=_tick, args=(_engine,), daemon=True)
@@ -76,7 +79,7 @@ def load_module(path: Path) -> tuple[wasmtime.Module, str]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     eng = engine()
-    cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}.cwasm"
+    cached = cache_dir() / f"{digest}-wasmtime{WASMTIME_VERSION}-fixedmem.cwasm"
     if cached.is_file():
         try:
             # From bytes, not deserialize_file: a mapped file truncated under us would

@@ -48,8 +48,6 @@ _define_unchecked = _private(
     [_VP, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, _VP,
      _HOST_CALLBACK, _VP, _VP],
 )  # fmt: skip
-_string_at = ctypes.string_at
-_memmove = ctypes.memmove
 
 #: Counts calls through this module; tests read it to prove the fast path is used.
 CALLS = {"guest": 0, "host": 0}
@@ -127,39 +125,49 @@ def set_deadline(store: wasmtime.Store, ticks: int, deadline: list[int]) -> None
 
 
 class Memory:
-    """Bounds-checked access to a guest's linear memory.
+    """Bounds-checked access to a guest's linear memory, through a memoryview.
 
-    Base and size are cached: memory only moves or grows while guest code runs, so the
-    host refreshes them when a hostcall starts and after it calls the guest allocator.
+    The base never moves (the engine sets ``memory_may_move = False``) and memory only
+    grows, so a cached size is never too large: an access beyond it first asks wasmtime
+    for the current size, and only then is out of bounds.
     """
 
-    __slots__ = ("_base", "_ctx", "_keep", "_mem", "_size")
+    __slots__ = ("_base", "_ctx", "_keep", "_mem", "_size", "_view")
 
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         self._ctx = _VP(ctypes.cast(store._context(), _VP).value)
         self._keep = memory._memory
         self._mem = ctypes.byref(memory._memory)
-        self._base = 0
-        self._size = 0
+        self._base = _memory_data(self._ctx, self._mem) or 0
+        self._size = -1
+        self._view = memoryview(b"")
         self.refresh()
 
     def refresh(self) -> None:
-        self._base = _memory_data(self._ctx, self._mem) or 0
-        self._size = _memory_size(self._ctx, self._mem)
+        size = _memory_size(self._ctx, self._mem)
+        if size != self._size:
+            self._size = size
+            array = (ctypes.c_char * size).from_address(self._base)
+            self._view = memoryview(array).cast("B")
 
-    def _span(self, ptr: int, size: int) -> int:
-        if ptr + size > self._size:
-            raise IndexError(f"guest memory access out of bounds: {ptr}+{size}")
-        return self._base + ptr
+    def _check(self, ptr: int, end: int) -> None:
+        self.refresh()
+        if end > self._size:
+            raise IndexError(f"guest memory access out of bounds: {ptr}+{end - ptr}")
 
     def read(self, ptr: int, size: int) -> bytes:
-        if size == 0:
-            return b""
-        return _string_at(self._span(ptr & MASK32, size & MASK32), size & MASK32)
+        ptr &= MASK32
+        end = ptr + (size & MASK32)
+        if end > self._size:
+            self._check(ptr, end)
+        return self._view[ptr:end].tobytes()
 
     def write(self, ptr: int, data: bytes) -> None:
-        if data:
-            _memmove(self._span(ptr & MASK32, len(data)), data, len(data))
+        ptr &= MASK32
+        end = ptr + len(data)
+        if end > self._size:
+            self._check(ptr, end)
+        self._view[ptr:end] = data
 
     def read_u32(self, ptr: int) -> int:
         return int.from_bytes(self.read(ptr, 4), "little")
@@ -180,29 +188,26 @@ def define_host_func(
     name: str,
     ty: wasmtime.FuncType,
     impl: HostImpl,
-    memory: Callable[[], Memory | None],
 ) -> Any:
     """Define ``module.name`` with a raw callback calling ``impl(*int_args) -> int``.
 
-    ``memory()`` gives the caller's memory, refreshed before ``impl`` runs. ``impl`` must
-    not raise for bad guest input (it returns a status instead); an exception anyway
-    becomes a trap in the guest, never a crash of the worker. Returns the ctypes callback,
-    which the caller must keep alive as long as the linker and instances.
+    ``impl`` must not raise for bad guest input (it returns a status instead); an
+    exception anyway becomes a trap in the guest, never a crash of the worker. Returns the
+    ctypes callback, which the caller must keep alive as long as the linker and instances.
     """
     kinds = tuple(str(p) for p in ty.params)
     count = max(len(kinds), len(ty.results), 1)
     words_type = ctypes.c_uint64 * (_VAL_WORDS * count)
     has_result = bool(ty.results)
     masks = tuple(MASK64 if kind == "i64" else MASK32 for kind in kinds)
+    stride = _VAL_WORDS
+    calls = CALLS
 
     def callback(_env: Any, _caller: Any, args: int, _n: int) -> int:
-        CALLS["host"] += 1
+        calls["host"] += 1
         try:
             words = words_type.from_address(args)
-            mem = memory()
-            if mem is not None:
-                mem.refresh()
-            result = impl(*[words[i * _VAL_WORDS] & m for i, m in enumerate(masks)])
+            result = impl(*[words[i * stride] & m for i, m in enumerate(masks)])
             if has_result:
                 words[0] = result & MASK32
             return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
@@ -106,9 +107,7 @@ class Plugin(SharedHostcalls):
                 impl = getattr(self, name)
             else:
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
-            self._callbacks.append(
-                define_host_func(linker, "env", name, ty, impl, self._memory_or_none)
-            )
+            self._callbacks.append(define_host_func(linker, "env", name, ty, impl))
         # instantiate runs the start function, which may take a while
         set_deadline(self.store, engines.cpu_ticks(10.0), self._deadline)
         try:
@@ -125,6 +124,12 @@ class Plugin(SharedHostcalls):
             item = found.get(name)
             if isinstance(item, wasmtime.Func):
                 self.funcs[name] = RawFunc(self.store, item, name, self.ticks, self._deadline)
+        # The stream callbacks, resolved once (None: not exported): the per-request path.
+        self.on_request_headers = self._hook("proxy_on_request_headers")
+        self.on_response_headers = self._hook("proxy_on_response_headers")
+        self.on_log = self._hook("proxy_on_log")
+        self.on_done = self._hook("proxy_on_done")
+        self.on_delete = self._hook("proxy_on_delete")
         alloc = self.funcs.get("proxy_on_memory_allocate") or self.funcs.get("malloc")
         if alloc is None:
             raise FilterLoadError(
@@ -155,13 +160,12 @@ class Plugin(SharedHostcalls):
             return 0
         return func.call(*args)
 
-    def allocate(self, size: int) -> int:
-        address = self._alloc.call(size)
-        self.memory.refresh()  # the allocator may have grown (and moved) the memory
-        return address
+    def _hook(self, name: str) -> Callable[..., int] | None:
+        func = self.funcs.get(name)
+        return None if func is None else func.call
 
-    def _memory_or_none(self) -> Memory | None:
-        return getattr(self, "memory", None)
+    def allocate(self, size: int) -> int:
+        return self._alloc.call(size)
 
     def new_context(self, state: StreamState) -> int:
         context = self._next_context

@@ -24,6 +24,14 @@ log = logging.getLogger("edgegw.wasm")
 PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
 
 
+class _Paused:
+    """The marker ``Chain._step`` returns when a filter paused the stream."""
+
+
+PAUSED = _Paused()
+_Step = LocalReply | _Paused | None
+
+
 class Chain:
     """The filters of one request; built by ``WasmRuntime.start``."""
 
@@ -48,21 +56,26 @@ class Chain:
 
     # --- driving one callback --------------------------------------------------------
 
-    async def _run(self, index: int, callback: str, *args: int) -> LocalReply | None:
-        """Call filter ``index``; wait while it pauses. None: go on to the next filter."""
-        if index in self.skipped:
+    def _step(self, index: int, hook: Callable[..., int] | None, *args: int) -> _Step:
+        """Call ``hook`` of filter ``index`` (None: not exported). None: go on to the next
+        filter; a reply: stop; PAUSED: wait (``_paused``), then go on."""
+        if hook is None or index in self.skipped:
             return None
-        plugin, context = self.plugins[index], self.contexts[index]
         state = self.state
-        plugin.current = state
+        self.plugins[index].current = state
         try:
-            action = plugin.call(callback, context, *args)
+            action = hook(self.contexts[index], *args)
         except WasmError as exc:
             return self._failed(index, exc)
         if state.local_reply is None and action == Action.PAUSE:
-            if not await self._wait():
-                return problem(504, f"filter '{plugin.name}' paused and never resumed")
+            return PAUSED
         return state.local_reply
+
+    async def _paused(self, index: int) -> LocalReply | None:
+        if not await self._wait():
+            name = self.plugins[index].name
+            return problem(504, f"filter '{name}' paused and never resumed")
+        return self.state.local_reply
 
     async def _wait(self) -> bool:
         state = self.state
@@ -95,8 +108,9 @@ class Chain:
         count = len(state.open_request_map())
         reply = None
         try:
-            for index in range(len(self.plugins)):
-                reply = await self._run(index, "proxy_on_request_headers", count, end_of_stream)
+            for index, plugin in enumerate(self.plugins):
+                step = self._step(index, plugin.on_request_headers, count, end_of_stream)
+                reply = await self._paused(index) if isinstance(step, _Paused) else step
                 if reply is not None:
                     break
                 count = len(state.open_request_map())
@@ -135,9 +149,12 @@ class Chain:
     async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
         state = self.state
         count = len(state.open_response_map())
+        plugins = self.plugins
         try:
-            for index in reversed(range(len(self.plugins))):
-                reply = await self._run(index, "proxy_on_response_headers", count, end_of_stream)
+            for index in range(len(plugins) - 1, -1, -1):
+                hook = plugins[index].on_response_headers
+                step = self._step(index, hook, count, end_of_stream)
+                reply = await self._paused(index) if isinstance(step, _Paused) else step
                 if reply is not None:
                     return reply
                 count = len(state.open_response_map())
@@ -205,9 +222,9 @@ class Chain:
                 continue
             plugin.current = self.state
             try:
-                plugin.call("proxy_on_log", context)
-                plugin.call("proxy_on_done", context)
-                plugin.call("proxy_on_delete", context)
+                for hook in (plugin.on_log, plugin.on_done, plugin.on_delete):
+                    if hook is not None:
+                        hook(context)
             except WasmError as exc:
                 log.error("filter '%s' failed at the end of a request: %s", plugin.name, exc)
             finally:
