@@ -51,10 +51,22 @@ class Result:
     p99_ms: float
     errors: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    rounds: list[float] = field(default_factory=list)  # req/s of each round (bench/run.py)
 
     def __str__(self) -> str:
         err = f", {self.errors} errors" if self.errors else ""
         return f"{self.rps:9,.0f} req/s  p50 {self.p50_ms:.2f} ms  p99 {self.p99_ms:.2f} ms{err}"
+
+
+def cpu_model() -> str:
+    """The CPU the figures were taken on: ratios, not absolute numbers, carry across."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def free_port() -> int:

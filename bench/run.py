@@ -8,12 +8,14 @@ raw figures to bench/results/<stamp>.json and the table into docs/benchmarks.md.
     python bench/run.py                     # every scenario
     python bench/run.py plain filters-1     # some of them
     BENCH_DURATION=5 python bench/run.py    # shorter runs
+    BENCH_ROUNDS=1 python bench/run.py      # one round instead of the median of three
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from harness import (
     ROOT,
     Result,
     Scenario,
+    cpu_model,
     nginx_backend,
     run_edgegw,
     run_envoy,
@@ -33,16 +36,30 @@ from harness import (
 
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def measure(scenario: Scenario, backend_port: int) -> dict[str, Result]:
-    results: dict[str, Result] = {}
-    for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
-        with runner(scenario, backend_port) as port:
-            url = f"http://127.0.0.1:{port}{scenario.path}"
-            wrk(url, duration=2, connections=CONNECTIONS)  # warm-up: JIT, pools, caches
-            results[name] = wrk(url, duration=DURATION, connections=CONNECTIONS)
-    return results
+    """Envoy and edgegw in alternation, ROUNDS times; each figure is the median of its
+    rounds (one run on a shared 2-core machine varies by up to ±20%)."""
+    rounds: dict[str, list[Result]] = {"envoy": [], "edgegw": []}
+    for _ in range(ROUNDS):
+        for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
+            with runner(scenario, backend_port) as port:
+                url = f"http://127.0.0.1:{port}{scenario.path}"
+                wrk(url, duration=2, connections=CONNECTIONS)  # warm-up: JIT, pools, caches
+                rounds[name].append(wrk(url, duration=DURATION, connections=CONNECTIONS))
+    return {name: _median(results) for name, results in rounds.items()}
+
+
+def _median(results: list[Result]) -> Result:
+    return Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
+        rounds=[round(r.rps) for r in results],
+    )
 
 
 def table(rows: list[tuple[str, dict[str, Result]]]) -> str:
@@ -88,7 +105,10 @@ def main(argv: list[str]) -> int:
             rows.append((scenario.name, r))
     text = table(rows)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    info = f"{DURATION:.0f} s per run, {CONNECTIONS} connections, wrk -t1; {time.ctime()}"
+    info = (
+        f"median of {ROUNDS} alternating rounds of {DURATION:.0f} s, {CONNECTIONS} connections, "
+        f"wrk -t1; {cpu_model()}; {time.ctime()}"
+    )
     print("\n" + text + "\n\n" + info)
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
@@ -98,6 +118,8 @@ def main(argv: list[str]) -> int:
                 "when": stamp,
                 "duration_s": DURATION,
                 "connections": CONNECTIONS,
+                "rounds": ROUNDS,
+                "cpu": cpu_model(),
                 "scenarios": {n: {k: v.__dict__ for k, v in r.items()} for n, r in rows},
             },
             indent=2,
