@@ -29,7 +29,6 @@ class _Paused:
 
 
 PAUSED = _Paused()
-_Step = LocalReply | _Paused | None
 
 
 class Chain:
@@ -56,7 +55,9 @@ class Chain:
 
     # --- driving one callback --------------------------------------------------------
 
-    def _step(self, index: int, hook: Callable[..., int] | None, *args: int) -> _Step:
+    def _step(
+        self, index: int, hook: Callable[..., int] | None, *args: int
+    ) -> LocalReply | _Paused | None:
         """Call ``hook`` of filter ``index`` (None: not exported). None: go on to the next
         filter; a reply: stop; PAUSED: wait (``_paused``), then go on."""
         if hook is None or index in self.skipped:
