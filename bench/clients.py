@@ -91,7 +91,7 @@ def main() -> None:
         f"{cpu_model()}; {time.ctime()}"
     )
     print(text)
-    write_block("clients", text, "## Upstream client (`bench/clients.py`)")
+    write_block("clients", text, "Upstream client (`bench/clients.py`)")
 
 
 if __name__ == "__main__":
