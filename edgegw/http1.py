@@ -158,7 +158,10 @@ class Conn(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        # llhttp reports a chunked body's trailer fields here too: once the head went out
+        # they are trailers, which edgegw does not forward (docs/upstream.md).
+        if self.head is not None and not self.head.done():
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
