@@ -16,7 +16,6 @@ figures to bench/results/clients-<stamp>.json.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -34,7 +33,7 @@ from edgegw.model import Backend
 from edgegw.upstream import HttpUpstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, cpu_model, nginx_backend, write_block
+from harness import cpu_model, nginx_backend, save_results, write_block
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
 WARMUP = max(REQUESTS // 10, 1000)
@@ -180,28 +179,24 @@ def main() -> None:
         f"{time.ctime()}_"
     )
     print(text)
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(exist_ok=True)
-    (results_dir / f"clients-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "when": stamp,
-                "requests": REQUESTS,
-                "warmup": WARMUP,
-                "tasks": TASKS,
-                "rounds": ROUNDS,
-                "cpu": cpu_model(),
-                "python": platform.python_version(),
-                "versions": {p: version(p) for p in ("aiohttp", "httptools", "uvloop")},
-                "us_per_request": {
-                    n: {"best": round(best[n], 2), "rounds": [round(v, 2) for v in rounds[n]]}
-                    for n in rounds
-                },
-                "ratio_aiohttp_over_edgegw": round(ratio, 2),
+    save_results(
+        "clients",
+        stamp,
+        {
+            "when": stamp,
+            "requests": REQUESTS,
+            "warmup": WARMUP,
+            "tasks": TASKS,
+            "rounds": ROUNDS,
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+            "versions": {p: version(p) for p in ("aiohttp", "httptools", "uvloop")},
+            "us_per_request": {
+                n: {"best": round(best[n], 2), "rounds": [round(v, 2) for v in rounds[n]]}
+                for n in rounds
             },
-            indent=2,
-        )
-        + "\n"
+            "ratio_aiohttp_over_edgegw": round(ratio, 2),
+        },
     )
     write_block("clients", text, "Upstream client (`bench/clients.py`)")
 

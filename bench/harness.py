@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -305,6 +306,15 @@ def scenarios() -> list[Scenario]:
 
 
 Runner = Callable[[Scenario, int], contextlib.AbstractContextManager[int]]
+
+
+def save_results(kind: str, stamp: str, doc: dict[str, object]) -> Path:
+    """Write raw figures to ``bench/results/<kind>-<stamp>.json``."""
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    path = results_dir / f"{kind}-{stamp}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def write_block(name: str, text: str, heading: str) -> None:

@@ -13,7 +13,6 @@ raw figures to bench/results/<stamp>.json and the table into docs/benchmarks.md.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -23,14 +22,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
-    ROOT,
     Result,
     Scenario,
     cpu_model,
     nginx_backend,
     run_edgegw,
     run_envoy,
+    save_results,
     scenarios,
+    write_block,
     wrk,
 )
 
@@ -78,17 +78,6 @@ def table(rows: list[tuple[str, dict[str, Result]]]) -> str:
     return "\n".join(out)
 
 
-def write_docs(text: str) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    begin, end = "<!-- bench:proxy:begin -->", "<!-- bench:proxy:end -->"
-    current = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
-    if begin not in current:
-        current += f"\n{begin}\n{end}\n"
-    head, rest = current.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    doc.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
-
-
 def main(argv: list[str]) -> int:
     chosen = [s for s in scenarios() if not argv or s.name in argv]
     if not chosen:
@@ -110,22 +99,19 @@ def main(argv: list[str]) -> int:
         f"wrk -t1; {cpu_model()}; {time.ctime()}"
     )
     print("\n" + text + "\n\n" + info)
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(exist_ok=True)
-    (results_dir / f"proxy-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "when": stamp,
-                "duration_s": DURATION,
-                "connections": CONNECTIONS,
-                "rounds": ROUNDS,
-                "cpu": cpu_model(),
-                "scenarios": {n: {k: v.__dict__ for k, v in r.items()} for n, r in rows},
-            },
-            indent=2,
-        )
+    save_results(
+        "proxy",
+        stamp,
+        {
+            "when": stamp,
+            "duration_s": DURATION,
+            "connections": CONNECTIONS,
+            "rounds": ROUNDS,
+            "cpu": cpu_model(),
+            "scenarios": {n: {k: v.__dict__ for k, v in r.items()} for n, r in rows},
+        },
     )
-    write_docs(f"{text}\n\n_{info}_")
+    write_block("proxy", f"{text}\n\n_{info}_", "Proxying and trivial wasm filters")
     return 0
 
 
