@@ -201,11 +201,9 @@ class Conn(asyncio.Protocol):
         self._wake_reader()
 
     def _broken(self, exc: BaseException) -> None:
-        self.error = exc
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(exc)
+        self.error = exc  # for a reader of the body, which fail() leaves alone
         self._wake_reader()
-        self.abort()
+        self.fail(exc)
 
     def _wake_reader(self) -> None:
         waiter, self._body_waiter = self._body_waiter, None
