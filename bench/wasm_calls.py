@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/wasm_calls.py
 
-Python → wasm: a guest export taking one i32, called through ``fastcall.RawFunc``
+Python → wasm: a guest export taking one i32, called through ``fastcall.raw_func`` (the C extension)
 (``wasmtime_func_call_unchecked``) and through ``wasmtime.Func.__call__``.
 wasm → Python: a guest export that calls one host function, the host function being
 registered raw (``define_host_func``, unchecked) or with ``Linker.define_func``.
@@ -19,7 +19,7 @@ from pathlib import Path
 import wasmtime
 
 from edgegw.wasm.engine import engine
-from edgegw.wasm.fastcall import RawFunc, define_host_func
+from edgegw.wasm.fastcall import define_host_func, raw_func
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import write_block
@@ -61,19 +61,18 @@ def instance(raw_host: bool) -> tuple[wasmtime.Store, dict[str, wasmtime.Func], 
 
 
 def main() -> None:
-    deadline = [-1, 0]
     store, funcs, _keep = instance(raw_host=True)
-    fast_plain = RawFunc(store, funcs["plain"], "plain", 10**9, deadline)
-    fast_host = RawFunc(store, funcs["calls_host"], "calls_host", 10**9, deadline)
+    fast_plain = raw_func(store, funcs["plain"], "plain", 10**9)
+    fast_host = raw_func(store, funcs["calls_host"], "calls_host", 10**9)
     public_plain = funcs["plain"]
-    call_fast = per_call_us(lambda: fast_plain.call(7))
+    call_fast = per_call_us(lambda: fast_plain(7))
     call_public = per_call_us(lambda: public_plain(store, 7))
-    host_fast = per_call_us(lambda: fast_host.call(7)) - call_fast
+    host_fast = per_call_us(lambda: fast_host(7)) - call_fast
 
     store2, funcs2, _k2 = instance(raw_host=False)
-    slow_host = RawFunc(store2, funcs2["calls_host"], "calls_host", 10**9, [-1, 0])
-    slow_plain = RawFunc(store2, funcs2["plain"], "plain", 10**9, [-1, 0])
-    host_public = per_call_us(lambda: slow_host.call(7)) - per_call_us(lambda: slow_plain.call(7))
+    slow_host = raw_func(store2, funcs2["calls_host"], "calls_host", 10**9)
+    slow_plain = raw_func(store2, funcs2["plain"], "plain", 10**9)
+    host_public = per_call_us(lambda: slow_host(7)) - per_call_us(lambda: slow_plain(7))
 
     rows = [
         ("Python → wasm call", call_fast, call_public),

@@ -10,7 +10,7 @@ import pytest
 
 from edgegw.app import GatewayApp, wasm_chains
 from edgegw.config import parse_config
-from edgegw.wasm import fastcall
+from edgegw.wasm import _fastcall, fastcall
 from edgegw.wasm.fastcall import RawFunc
 from edgegw.wasm.plugin import Plugin
 from tests.conftest import LoopbackBackend
@@ -31,18 +31,19 @@ routes: [{{match: {{prefix: /}}, filters: [f], backend: api}}]
     plugin = app.pipeline.chains.plugins["f"]  # type: ignore[union-attr]
     assert isinstance(plugin, Plugin)
     assert all(isinstance(f, RawFunc) for f in plugin.funcs.values())
-    # Every import is a raw unchecked callback, none a wasmtime-py Func.
+    # Every import is a raw unchecked callback into _fastcall, none a wasmtime-py Func.
     assert plugin._callbacks
-    assert all(type(cb).__name__ == "CFunctionType" for cb in plugin._callbacks)
-    guest, host = fastcall.CALLS["guest"], fastcall.CALLS["host"]
+    assert all(isinstance(cb, _fastcall.Host) for cb in plugin._callbacks)
+    guest, host = fastcall.calls()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw"
     ) as client:
         for _ in range(3):
             assert (await client.get("/")).headers["x-faulty"] == "ok"
     # per request: context_create, request_headers, response_headers, log, done, delete
-    assert fastcall.CALLS["guest"] - guest >= 3 * 6
-    assert fastcall.CALLS["host"] - host >= 3 * 2  # get_header_map_value + add_header
+    guest_after, host_after = fastcall.calls()
+    assert guest_after - guest >= 3 * 6
+    assert host_after - host >= 3 * 2  # get_header_map_value + add_header
     await app.aclose()
 
 

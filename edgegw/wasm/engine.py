@@ -2,7 +2,8 @@
 
 One Engine per worker process: epoch interruption counts per engine, and compiled code is
 shared by every VM of the process. The ticker is a thread, not an asyncio task, because
-the event loop is blocked while wasm runs (DESIGN.md §1).
+the event loop is blocked while wasm runs (DESIGN.md §1); and a native one (fastcall), not
+a Python one, because guest calls hold the GIL.
 """
 
 from __future__ import annotations
@@ -10,23 +11,23 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from importlib.metadata import version
 from pathlib import Path
 
 import wasmtime
 
+from edgegw.wasm import fastcall
+
 TICK_SECONDS = 0.005  # one epoch per 5 ms: limits.cpu is counted in ticks
 
 _lock = threading.Lock()
 _engine: wasmtime.Engine | None = None
-_ticker: threading.Thread | None = None
 WASMTIME_VERSION = version("wasmtime")
 
 
 def engine() -> wasmtime.Engine:
     """The shared Engine (epoch interruption on), starting the ticker on first use."""
-    global _engine, _ticker
+    global _engine
     with _lock:
         if _engine is None:
             config = wasmtime.Config()
@@ -35,25 +36,8 @@ def engine() -> wasmtime.Engine:
             # reservation they never need to move): fastcall.Memory caches it.
             config.memory_may_move = False
             _engine = wasmtime.Engine(config)
-        if _ticker is None or not _ticker.is_alive():
-            _ticker = threading.Thread(target=_tick, args=(_engine,), daemon=True)
-            _ticker.name = "edgegw-epoch"
-            _ticker.start()
+        fastcall.start_ticker(_engine, TICK_SECONDS)  # once per process
         return _engine
-
-
-#: Epochs passed, as seen from Python: a guest call only needs a new deadline after the
-#: epoch moved (the deadline is "current epoch + ticks").
-EPOCH = [0]
-
-
-def _tick(eng: wasmtime.Engine) -> None:
-    # A Python thread needs the GIL for each tick, and the interpreter hands the GIL over
-    # every 5 ms (sys.getswitchinterval): a finer tick would only cost contention.
-    while True:
-        time.sleep(TICK_SECONDS)
-        eng.increment_epoch()
-        EPOCH[0] += 1
 
 
 def cpu_ticks(seconds: float) -> int:

@@ -19,7 +19,7 @@ from edgegw.errors import FilterLoadError, WasmError
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm.abi import ABI_MARKERS
-from edgegw.wasm.fastcall import Memory, RawFunc, define_host_func, set_deadline
+from edgegw.wasm.fastcall import Memory, RawFunc, define_host_func, raw_func, set_deadline
 from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
 from edgegw.wasm.state import StreamState
@@ -72,8 +72,7 @@ class Plugin(SharedHostcalls):
         self._tick: asyncio.TimerHandle | None = None
         self._tick_period = 0.0
         self.closed = False
-        self._callbacks: list[object] = []  # ctypes callbacks must outlive the instance
-        self._deadline = [-1, 0]  # see RawFunc
+        self._callbacks: list[object] = []  # host function envs must outlive the instance
         self.store = wasmtime.Store(engines.engine())
         self.store.set_limits(memory_size=spec.limits.memory)
         self._instantiate(module)
@@ -109,7 +108,7 @@ class Plugin(SharedHostcalls):
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
             self._callbacks.append(define_host_func(linker, "env", name, ty, impl))
         # instantiate runs the start function, which may take a while
-        set_deadline(self.store, engines.cpu_ticks(10.0), self._deadline)
+        set_deadline(self.store, engines.cpu_ticks(10.0))
         try:
             instance = linker.instantiate(self.store, module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
@@ -123,7 +122,7 @@ class Plugin(SharedHostcalls):
         for name in exports:
             item = found.get(name)
             if isinstance(item, wasmtime.Func):
-                self.funcs[name] = RawFunc(self.store, item, name, self.ticks, self._deadline)
+                self.funcs[name] = raw_func(self.store, item, name, self.ticks)
         # The stream callbacks, resolved once (None: not exported): the per-request path.
         self.on_request_headers = self._hook("proxy_on_request_headers")
         self.on_response_headers = self._hook("proxy_on_response_headers")
@@ -158,14 +157,13 @@ class Plugin(SharedHostcalls):
         func = self.funcs.get(name)
         if func is None:
             return 0
-        return func.call(*args)
+        return func(*args)
 
     def _hook(self, name: str) -> Callable[..., int] | None:
-        func = self.funcs.get(name)
-        return None if func is None else func.call
+        return self.funcs.get(name)
 
     def allocate(self, size: int) -> int:
-        return self._alloc.call(size)
+        return self._alloc(size)
 
     def new_context(self, state: StreamState) -> int:
         context = self._next_context

@@ -1,0 +1,33 @@
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+class Func:
+    ticks: int
+    @property
+    def name(self) -> str: ...
+    def __init__(
+        self,
+        ctx: int,
+        func_ptr: int,
+        owner: object,
+        nparams: int,
+        nresults: int,
+        ticks: int,
+        name: str,
+        on_error: Callable[[str, int, int], NoReturn],
+    ) -> None: ...
+    def __call__(self, *args: int) -> int: ...
+
+class Host:
+    @property
+    def address(self) -> int: ...
+    def __init__(
+        self, impl: Callable[..., int], name: str, is64: Sequence[bool], has_result: bool
+    ) -> None: ...
+
+def init(
+    call_unchecked: int, set_epoch_deadline: int, trap_new: int, increment_epoch: int
+) -> int: ...
+def set_deadline(ctx: int, ticks: int) -> None: ...
+def start_ticker(engine_ptr: int, engine: Any, interval_ns: int) -> None: ...
+def counts() -> tuple[int, int]: ...
