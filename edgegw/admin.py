@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edgegw import metrics
 from edgegw.model import Address, GatewayConfig
 
 Extension = Callable[[web.Application], None]
@@ -142,6 +143,7 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 async def _metrics(_request: web.Request) -> web.Response:
+    metrics.flush()  # this process's pending samples (on the loop that records them)
     # The multiprocess collector reads every worker's mmap files: file I/O, so off the loop.
     body, content_type = await asyncio.to_thread(render_metrics)
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -15,6 +15,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from edgegw import metrics
 from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
 from edgegw.errors import StoreError
@@ -146,6 +147,7 @@ class GatewayApp:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.pipeline.aclose()
         await self.store_api.aclose()
+        metrics.flush()
 
 
 def mirror_flags(snapshot: FlagSnapshot) -> None:

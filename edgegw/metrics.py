@@ -1,14 +1,19 @@
 """Request metrics (prometheus_client) and the JSON access log.
 
 In ``serve`` every worker writes its samples under PROMETHEUS_MULTIPROC_DIR and the admin
-listener sums them (edgegw/admin.py). Labelled children are cached: ``labels()`` costs
-more than the increment itself.
+listener sums them (edgegw/admin.py). Each sample written there is an mmap write under a
+lock: recording a request that way cost ~13.5 µs, a tenth of a proxied request. So the
+hot path only counts in plain dicts, and ``flush()`` hands the sums to prometheus_client
+at most ``FLUSH_SECONDS`` later (a loop timer), at shutdown, and before an in-process
+scrape. /metrics of a multi-worker gateway therefore lags by up to ``FLUSH_SECONDS``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -20,30 +25,88 @@ REQUEST_SECONDS = Histogram(
 UPSTREAM_SECONDS = Histogram(
     "edgegw_upstream_duration_seconds", "Time until a backend's response headers", ["backend"]
 )
+FLUSH_SECONDS = 1.0
 
 access_log = logging.getLogger("edgegw.access")
 
-_requests: dict[tuple[str, int], Any] = {}
-_durations: dict[str, Any] = {}
-_upstreams: dict[str, Any] = {}
+
+class _Pending:
+    """Observations of one histogram child not yet handed to prometheus_client."""
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        # Histogram.observe puts a value in the first bucket whose upper bound is >= it,
+        # and stores per-bucket (not cumulative) counts: the same as bisect_left here.
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def flush(self) -> None:
+        if not self.total and not any(self.counts):
+            return
+        for index, count in enumerate(self.counts):
+            if count:
+                self.child._buckets[index].inc(count)
+                self.counts[index] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+
+
+_requests: dict[tuple[str, int], int] = {}
+_durations: dict[str, _Pending] = {}
+_upstreams: dict[str, _Pending] = {}
+_timer: asyncio.TimerHandle | None = None
+_timer_loop: asyncio.AbstractEventLoop | None = None
 
 
 def observe_request(route: str, status: int, seconds: float) -> None:
-    child = _requests.get((route, status))
-    if child is None:
-        child = _requests[(route, status)] = REQUESTS.labels(route, str(status))
-    child.inc()
-    hist = _durations.get(route)
-    if hist is None:
-        hist = _durations[route] = REQUEST_SECONDS.labels(route)
-    hist.observe(seconds)
+    key = (route, status)
+    _requests[key] = _requests.get(key, 0) + 1
+    pending = _durations.get(route)
+    if pending is None:
+        pending = _durations[route] = _Pending(REQUEST_SECONDS.labels(route))
+    pending.observe(seconds)
+    _flush_soon()
 
 
 def observe_upstream(backend: str, seconds: float) -> None:
-    hist = _upstreams.get(backend)
-    if hist is None:
-        hist = _upstreams[backend] = UPSTREAM_SECONDS.labels(backend)
-    hist.observe(seconds)
+    pending = _upstreams.get(backend)
+    if pending is None:
+        pending = _upstreams[backend] = _Pending(UPSTREAM_SECONDS.labels(backend))
+    pending.observe(seconds)
+    _flush_soon()
+
+
+def _flush_soon() -> None:
+    global _timer, _timer_loop
+    if _timer is not None and _timer_loop is not None and not _timer_loop.is_closed():
+        return  # already due (a timer of a closed loop never fires)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop to defer to
+        flush()
+        return
+    _timer, _timer_loop = loop.call_later(FLUSH_SECONDS, flush), loop
+
+
+def flush() -> None:
+    """Hand every pending observation to prometheus_client."""
+    global _timer, _timer_loop
+    if _timer is not None:
+        _timer.cancel()
+    _timer = _timer_loop = None
+    for (route, status), count in _requests.items():
+        if count:
+            REQUESTS.labels(route, str(status)).inc(count)
+    _requests.clear()
+    for pending in (*_durations.values(), *_upstreams.values()):
+        pending.flush()
 
 
 def log_access(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from edgegw import metrics
 
@@ -23,6 +24,7 @@ def test_observe_request_counts_by_route_and_status() -> None:
     metrics.observe_request("t-metrics", 200, 0.25)
     metrics.observe_request("t-metrics", 200, 0.25)
     metrics.observe_request("t-metrics", 502, 0.5)
+    metrics.flush()
     assert sample("edgegw_requests_total", route="t-metrics", status="200") == ok + 2
     assert sample("edgegw_requests_total", route="t-metrics", status="502") == bad + 1
     assert sample("edgegw_request_duration_seconds_count", route="t-metrics") == count + 3
@@ -34,16 +36,42 @@ def test_observe_upstream_per_backend() -> None:
     le = sample("edgegw_upstream_duration_seconds_bucket", backend="t-backend", le="0.01")
     metrics.observe_upstream("t-backend", 0.005)
     metrics.observe_upstream("t-backend", 3.0)
+    metrics.flush()
     assert sample("edgegw_upstream_duration_seconds_count", backend="t-backend") == before + 2
     after = sample("edgegw_upstream_duration_seconds_bucket", backend="t-backend", le="0.01")
     assert after == le + 1
 
 
-def test_labelled_children_are_cached() -> None:
-    metrics.observe_request("t-cache", 200, 0.1)
-    child = metrics._requests[("t-cache", 200)]
-    metrics.observe_request("t-cache", 200, 0.1)
-    assert metrics._requests[("t-cache", 200)] is child
+def test_batched_histogram_equals_direct_observations() -> None:
+    # Batching writes prometheus_client's per-bucket values itself: every sample must be
+    # what Histogram.observe() would have produced for the same values.
+    values = [0.0, 0.0049, 0.005, 0.0051, 0.1, 0.25, 1.0, 7.5, 10.0, 11.0, 1e6]
+    direct = Histogram("t_direct", "same buckets", ["backend"], registry=CollectorRegistry())
+    for value in values:
+        direct.labels("x").observe(value)
+        metrics.observe_upstream("t-batched", value)
+    metrics.flush()
+    want = {
+        (s.name.removeprefix("t_direct"), s.labels.get("le")): s.value
+        for s in next(iter(direct.collect())).samples
+        if not s.name.endswith("_created")
+    }
+    got = {
+        (s.name.removeprefix("edgegw_upstream_duration_seconds"), s.labels.get("le")): s.value
+        for s in next(iter(metrics.UPSTREAM_SECONDS.collect())).samples
+        if s.labels.get("backend") == "t-batched" and not s.name.endswith("_created")
+    }
+    assert got == want
+
+
+async def test_pending_samples_are_flushed_by_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics.flush()
+    monkeypatch.setattr(metrics, "FLUSH_SECONDS", 0.05)
+    before = sample("edgegw_requests_total", route="t-timer", status="200")
+    metrics.observe_request("t-timer", 200, 0.01)
+    assert sample("edgegw_requests_total", route="t-timer", status="200") == before
+    await asyncio.sleep(0.2)
+    assert sample("edgegw_requests_total", route="t-timer", status="200") == before + 1
 
 
 def test_access_log_is_one_json_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from edgegw import metrics
 from edgegw.app import GatewayApp
 from edgegw.config import parse_config
 from tests.conftest import LoopbackBackend, free_port
@@ -216,6 +217,7 @@ async def test_metrics_and_access_log(
     )
     with caplog.at_level(logging.INFO, logger="edgegw.access"):
         assert (await client.get("/m?x=1")).status_code == 200
+    metrics.flush()
     assert REGISTRY.get_sample_value("edgegw_requests_total", labels) == before + 1
     assert (
         REGISTRY.get_sample_value("edgegw_upstream_duration_seconds_count", {"backend": "api"})

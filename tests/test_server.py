@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,17 @@ def gateway_config(backend: LoopbackBackend, **top: Any) -> dict[str, Any]:
     }
 
 
-def requests_total(admin_url: str) -> float:
-    text = httpx.get(admin_url + "/metrics", timeout=10).text
-    samples = [line for line in text.splitlines() if line.startswith("edgegw_requests_total")]
-    assert samples, text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in samples)
+def requests_total(admin_url: str, at_least: int) -> float:
+    """edgegw_requests_total summed over workers, once it reaches ``at_least`` or after 5 s
+    (workers hand their samples over within metrics.FLUSH_SECONDS)."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = httpx.get(admin_url + "/metrics", timeout=10).text
+        lines = [line for line in text.splitlines() if line.startswith("edgegw_requests_total")]
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+        if total >= at_least or time.monotonic() > deadline:
+            return total
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("server", ["granian", "hypercorn"])
@@ -76,7 +83,7 @@ def test_smoke(
     with httpx.Client(base_url=gw.admin_url, timeout=10) as admin:
         assert admin.get("/healthz").json() == {"status": "ok"}
         assert admin.get("/readyz").status_code == 200
-    assert requests_total(gw.admin_url) >= 2
+    assert requests_total(gw.admin_url, 2) >= 2
 
     assert gw.stop(signal.SIGTERM) == 0, gw.output()
     # The supervisor cleans the metrics files it exported; a non-owned runtime dir stays.
@@ -94,7 +101,7 @@ def test_granian_two_workers(run_gateway: RunGateway, backend_factory: MakeBacke
             assert r.status_code == 200, r.text
             assert r.json()["path"] == f"/api/n/{i}"
     # /metrics on the supervisor sums every worker's counters.
-    assert requests_total(gw.admin_url) == n
+    assert requests_total(gw.admin_url, n) == n
     assert "worker-2" in gw.output()
     assert gw.stop(signal.SIGINT) == 0, gw.output()
 
