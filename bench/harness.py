@@ -91,7 +91,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
 def process(cmd: list[str], port: int, what: str, **kw: object) -> Iterator[None]:
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        ["taskset", "-c", kw.pop("core", SERVER_CORE), *cmd],  # type: ignore[list-item]
+        ["taskset", "-c", str(kw.pop("core", SERVER_CORE)), *cmd],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

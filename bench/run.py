@@ -39,17 +39,28 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
-def measure(scenario: Scenario, backend_port: int) -> dict[str, Result]:
-    """Envoy and edgegw in alternation, ROUNDS times; each figure is the median of its
-    rounds (one run on a shared 2-core machine varies by up to ±20%)."""
-    rounds: dict[str, list[Result]] = {"envoy": [], "edgegw": []}
-    for _ in range(ROUNDS):
-        for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
-            with runner(scenario, backend_port) as port:
-                url = f"http://127.0.0.1:{port}{scenario.path}"
-                wrk(url, duration=2, connections=CONNECTIONS)  # warm-up: JIT, pools, caches
-                rounds[name].append(wrk(url, duration=DURATION, connections=CONNECTIONS))
-    return {name: _median(results) for name, results in rounds.items()}
+def measure(chosen: list[Scenario], backend_port: int) -> dict[str, dict[str, Result]]:
+    """Every scenario on Envoy and on edgegw in alternation, ROUNDS times, the scenarios
+    interleaved within each round so that a drift of the machine's speed (one run on a
+    shared 2-core machine varies by up to ±20%) spreads over all of them; each figure is
+    the median of its rounds."""
+    rounds: dict[str, dict[str, list[Result]]] = {
+        s.name: {"envoy": [], "edgegw": []} for s in chosen
+    }
+    for number in range(1, ROUNDS + 1):
+        for scenario in chosen:
+            print(f"== round {number}/{ROUNDS}, {scenario.name}: {scenario.description}")
+            for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
+                with runner(scenario, backend_port) as port:
+                    url = f"http://127.0.0.1:{port}{scenario.path}"
+                    wrk(url, duration=2, connections=CONNECTIONS)  # warm-up: JIT, pools, caches
+                    result = wrk(url, duration=DURATION, connections=CONNECTIONS)
+                    print(f"   {name:7s} {result}", flush=True)
+                    rounds[scenario.name][name].append(result)
+    return {
+        scenario: {name: _median(results) for name, results in by_server.items()}
+        for scenario, by_server in rounds.items()
+    }
 
 
 def _median(results: list[Result]) -> Result:
@@ -78,21 +89,45 @@ def table(rows: list[tuple[str, dict[str, Result]]]) -> str:
     return "\n".join(out)
 
 
+def per_filter(rows: list[tuple[str, dict[str, Result]]]) -> str:
+    """Added cost per trivial filter, from the medians: ``(1/rps_n - 1/rps_plain) / n``,
+    and the cost of each filter after the first, ``(1/rps_4 - 1/rps_1) / 3``."""
+    by_name = dict(rows)
+    if not {"plain", "filters-1", "filters-4"} <= by_name.keys():
+        return ""
+
+    def us(name: str, server: str) -> float:
+        return 1e6 / by_name[name][server].rps
+
+    def row(label: str, more: str, less: str, n: int) -> str:
+        envoy, edgegw = ((us(more, s) - us(less, s)) / n for s in ("envoy", "edgegw"))
+        return f"| {label} | {envoy:.1f} | {edgegw:.1f} |"
+
+    return "\n".join(
+        [
+            "| added cost per trivial filter | Envoy µs | edgegw µs |",
+            "|---|---:|---:|",
+            row("1 filter", "filters-1", "plain", 1),
+            row("4 filters, per filter", "filters-4", "plain", 4),
+            row("filters 2 to 4, each", "filters-4", "filters-1", 3),
+        ]
+    )
+
+
 def main(argv: list[str]) -> int:
     chosen = [s for s in scenarios() if not argv or s.name in argv]
     if not chosen:
         print(f"unknown scenario; choose from {[s.name for s in scenarios()]}")
         return 2
-    rows: list[tuple[str, dict[str, Result]]] = []
     with nginx_backend() as backend_port:
-        for scenario in chosen:
-            print(f"== {scenario.name}: {scenario.description}", flush=True)
-            r = measure(scenario, backend_port)
-            for name, res in r.items():
-                print(f"   {name:7s} {res}", flush=True)
-            print(f"   ratio edgegw/Envoy req/s {r['edgegw'].rps / r['envoy'].rps:.2f}", flush=True)
-            rows.append((scenario.name, r))
+        measured = measure(chosen, backend_port)
+    rows = [(s.name, measured[s.name]) for s in chosen]
+    for name, r in rows:
+        print(f"{name}: edgegw/Envoy req/s {r['edgegw'].rps / r['envoy'].rps:.2f}")
     text = table(rows)
+    costs = per_filter(rows)
+    if costs:
+        text += "\n\n" + costs
     stamp = time.strftime("%Y%m%d-%H%M%S")
     info = (
         f"median of {ROUNDS} alternating rounds of {DURATION:.0f} s, {CONNECTIONS} connections, "

@@ -1,13 +1,14 @@
 """The hot path into and out of wasm: wasmtime's raw C API, called from C.
 
 wasmtime-py's ``Func.__call__`` costs ~58 µs and ``Linker.define_func`` host functions
-~18.5 µs per call (DESIGN.md §1). Calling ``wasmtime_func_call_unchecked`` and registering
-``wasmtime_linker_define_func_unchecked`` callbacks through ctypes brought that to
-~2.4 µs / ~2.6 µs, nearly all of it ctypes itself; the C extension ``_fastcall`` makes
-the same calls for ~0.1 µs (bench/wasm_calls.py, docs/wasm-fastpath.md). Every raw C-API
-use of edgegw lives in this module and ``_fastcall.c``; it is tied to the pinned
-``wasmtime`` version (pyproject.toml) and tests/test_wasm_fastcall.py checks that this
-path is the one in use.
+~18.5 µs per call (DESIGN.md §1). edgegw first called ``wasmtime_func_call_unchecked``
+and registered ``wasmtime_linker_define_func_unchecked`` callbacks through ctypes: 2.5 µs
+per guest call and 2.6 µs per hostcall with its deadline and trap handling, almost all of
+it ctypes and libffi. The C extension ``_fastcall`` makes the same calls for ~0.1 µs
+(bench/wasm_calls.py; docs/architecture.md has the decision). Every raw C-API use of
+edgegw lives in this module and ``_fastcall.c``; it is tied to the pinned ``wasmtime``
+version (pyproject.toml) and tests/test_wasm_fastcall.py checks that this path is the one
+in use.
 """
 
 from __future__ import annotations
