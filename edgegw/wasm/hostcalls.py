@@ -21,6 +21,14 @@ from edgegw.wasm.state import StreamState
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 _LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: 50}
 GEO_PATH = b"edgegw\0geo\0country"
+# Member lookups of an IntEnum cost ~0.2 µs each on Python 3.11 (enum members are
+# descriptors there); the header and buffer hostcalls compare against plain ints.
+_REQUEST_HEADERS = int(MapType.REQUEST_HEADERS)
+_REQUEST_TRAILERS = int(MapType.REQUEST_TRAILERS)
+_RESPONSE_HEADERS = int(MapType.RESPONSE_HEADERS)
+_RESPONSE_TRAILERS = int(MapType.RESPONSE_TRAILERS)
+_CALL_HEADERS = int(MapType.HTTP_CALL_RESPONSE_HEADERS)
+_CALL_TRAILERS = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -89,23 +97,23 @@ class Hostcalls:
 
     def _map(self, map_type: int) -> Headers | None:
         state = self.current
-        if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS:
+        # The stream's own maps first: nearly every header hostcall is about them.
+        if state is not None:
+            if map_type == _REQUEST_HEADERS:
+                return state.open_request_map()
+            if map_type == _RESPONSE_HEADERS:
+                return state.open_response_map() if state.ex.status else None
+            if map_type == _REQUEST_TRAILERS:
+                return state.request_trailers
+            if map_type == _RESPONSE_TRAILERS:
+                return state.response_trailers
+        if map_type == _CALL_HEADERS:
             response = self.call_response
             if response is None:
                 return None
             return [(b":status", str(response.status).encode()), *response.headers]
-        if map_type == MapType.HTTP_CALL_RESPONSE_TRAILERS:
+        if map_type == _CALL_TRAILERS:
             return [] if self.call_response is not None else None
-        if state is None:
-            return None
-        if map_type == MapType.REQUEST_HEADERS:
-            return state.open_request_map()
-        if map_type == MapType.RESPONSE_HEADERS:
-            return state.open_response_map() if state.ex.status else None
-        if map_type == MapType.REQUEST_TRAILERS:
-            return state.request_trailers
-        if map_type == MapType.RESPONSE_TRAILERS:
-            return state.response_trailers
         return None
 
     def _buffer(self, buffer_type: int) -> bytearray | bytes | None:
