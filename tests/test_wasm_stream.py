@@ -11,6 +11,10 @@ import pytest
 
 from edgegw.app import GatewayApp, wasm_chains
 from edgegw.config import parse_config
+from edgegw.errors import WasmTrap
+from edgegw.wasm import stream
+from edgegw.wasm.plugin import Plugin
+from edgegw.wasm.state import StreamState
 from tests.conftest import LoopbackBackend
 
 MakeBackend = Callable[..., LoopbackBackend]
@@ -54,6 +58,7 @@ async def test_trap_fail_closed_then_recovers(gateway: Callable[..., object]) ->
     assert r.status_code == 503
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["filter"] == "faulty"
+    assert "x-faulty" not in r.headers  # a failed filter is not called again (Envoy)
     r = await client.get("/f")
     assert (r.status_code, r.headers["x-faulty"]) == (200, "ok")
     r = await client.get("/o")  # another filter of the same module is unaffected
@@ -99,3 +104,30 @@ async def test_bad_pointer_gets_invalid_memory_access(gateway: Callable[..., obj
     r = await client.get("/f", headers={"x-fault": "badptr"})
     assert r.status_code == 200
     assert r.headers["x-badptr-status"] == "6"  # INVALID_MEMORY_ACCESS
+
+
+async def test_context_creation_failure_follows_on_error(
+    gateway: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Plugin, state: StreamState) -> int:
+        raise WasmTrap("trap in proxy_on_context_create")
+
+    closed = await gateway("fail_closed")  # type: ignore[misc]
+    opened = await gateway("fail_open")  # type: ignore[misc]
+    monkeypatch.setattr(Plugin, "new_context", broken)
+    r = await closed.get("/f")
+    assert (r.status_code, r.json()["filter"]) == (503, "faulty")
+    assert "x-faulty" not in r.headers
+    r = await opened.get("/f")
+    assert r.status_code == 200 and "x-faulty" not in r.headers
+
+
+async def test_body_pause_timeout_passes_the_response_callbacks(
+    gateway: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "PAUSE_TIMEOUT", 0.05)
+    client = await gateway("fail_closed")  # type: ignore[misc]
+    r = await client.post("/f", headers={"x-fault": "stall"}, content=b"hello")
+    assert r.status_code == 504
+    # Like any reply sent in the request direction: the (paused, not failed) filter sees it.
+    assert r.headers["x-faulty"] == "ok"

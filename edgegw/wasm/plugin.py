@@ -125,7 +125,9 @@ class Plugin(SharedHostcalls):
                 self.funcs[name] = raw_func(self.store, item, name, self.ticks)
         # The stream callbacks, resolved once (None: not exported): the per-request path.
         self.on_request_headers = self._hook("proxy_on_request_headers")
+        self.on_request_body = self._hook("proxy_on_request_body")
         self.on_response_headers = self._hook("proxy_on_response_headers")
+        self.on_response_body = self._hook("proxy_on_response_body")
         self.on_log = self._hook("proxy_on_log")
         self.on_done = self._hook("proxy_on_done")
         self.on_delete = self._hook("proxy_on_delete")

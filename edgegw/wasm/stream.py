@@ -1,9 +1,11 @@
 """One request through a route's proxy-wasm filters (``edgegw.chain.StreamFilters``).
 
-Order as Envoy shows it: every filter's context is created when the stream starts;
-request phases run in config order, response phases in reverse; a filter returning
-Pause stops the iteration until it continues (e.g. after its http_call) or replies.
-A failing filter follows its ``on_error`` policy.
+Order as Envoy shows it: request phases run in config order, response phases in
+reverse; a filter returning Pause stops the iteration until it continues (e.g. after its
+http_call) or replies. A failing filter follows its ``on_error`` policy and is not called
+again for that request (Envoy never calls a failed VM again). A local or failure reply
+sent in the request direction goes through the response callbacks of the filters the
+request reached (Envoy's ``sendLocalReply``), in reverse order.
 """
 
 from __future__ import annotations
@@ -41,17 +43,22 @@ class Chain:
         self.plugins = plugins
         self.reload = reload
         self.contexts: list[int] = []
-        self.skipped: set[int] = set()  # filters skipped for this request (fail_open)
+        # Filters not called again in this request: failed ones, and those the request
+        # never reached because an earlier filter replied.
+        self.skipped: set[int] = set()
         self.wants_request_body = True
-        self.wants_response_body = any("proxy_on_response_body" in p.funcs for p in plugins)
+        self.wants_response_body = any(p.on_response_body is not None for p in plugins)
         # Per direction (request: True), the filter a paused body resumes at.
         self._body_at: dict[bool, int | None] = {True: None, False: None}
+        # Contexts whose creation failed: Envoy creates a filter's context when the request
+        # reaches it, so the failure takes effect there (``_step``), after earlier filters.
+        self._broken: dict[int, WasmError] = {}
         for index, plugin in enumerate(plugins):
             try:
                 self.contexts.append(plugin.new_context(self.state))
             except WasmError as exc:
                 self.contexts.append(0)
-                self._failed(index, exc)
+                self._broken[index] = exc
 
     # --- driving one callback --------------------------------------------------------
 
@@ -60,7 +67,11 @@ class Chain:
     ) -> LocalReply | _Paused | None:
         """Call ``hook`` of filter ``index`` (None: not exported). None: go on to the next
         filter; a reply: stop; PAUSED: wait (``_paused``), then go on."""
-        if hook is None or index in self.skipped:
+        if index in self.skipped:
+            return None
+        if index in self._broken:
+            return self._failed(index, self._broken.pop(index))
+        if hook is None:
             return None
         state = self.state
         self.plugins[index].current = state
@@ -71,6 +82,13 @@ class Chain:
         if state.local_reply is None and action == Action.PAUSE:
             return PAUSED
         return state.local_reply
+
+    async def _run(
+        self, index: int, hook: Callable[..., int] | None, *args: int
+    ) -> LocalReply | None:
+        """``_step``, waiting out a pause: None to go on, or the reply."""
+        step = self._step(index, hook, *args)
+        return await self._paused(index) if isinstance(step, _Paused) else step
 
     async def _paused(self, index: int) -> LocalReply | None:
         if not await self._wait():
@@ -110,9 +128,11 @@ class Chain:
         reply = None
         try:
             for index, plugin in enumerate(self.plugins):
-                step = self._step(index, plugin.on_request_headers, count, end_of_stream)
-                reply = await self._paused(index) if isinstance(step, _Paused) else step
+                reply = await self._run(index, plugin.on_request_headers, count, end_of_stream)
                 if reply is not None:
+                    # The later filters never see this request: in Envoy their stream
+                    # contexts are not created, so they get no response callbacks either.
+                    self.skipped.update(range(index + 1, len(self.plugins)))
                     break
                 count = len(state.open_request_map())
         finally:
@@ -121,12 +141,12 @@ class Chain:
 
     async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
         """A local reply sent while decoding passes through the response callbacks, as
-        Envoy encodes it through the filter chain (a filter sees its own reply)."""
+        Envoy encodes it through the filter chain: a filter sees its own reply; a failed
+        filter, or one the request never reached, does not (``skipped``)."""
         if self.state.encoding_local:
             return reply
         self.state.encoding_local = True
         self.state.local_reply = None
-        self.skipped.clear()
         ex.status, ex.response_headers = reply.status, list(reply.headers)
         again = await self.response_headers(ex, not reply.body)
         if again is not None:
@@ -143,9 +163,8 @@ class Chain:
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
         self.state.request_body += chunk
-        order = range(len(self.plugins))
-        buffer = self.state.request_body
-        return await self._body(ex, "proxy_on_request_body", buffer, order, end_of_stream, True)
+        reply = await self._body(self.state.request_body, end_of_stream, True)
+        return await self._encode_local(ex, reply) if isinstance(reply, LocalReply) else reply
 
     async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
         state = self.state
@@ -154,8 +173,7 @@ class Chain:
         try:
             for index in range(len(plugins) - 1, -1, -1):
                 hook = plugins[index].on_response_headers
-                step = self._step(index, hook, count, end_of_stream)
-                reply = await self._paused(index) if isinstance(step, _Paused) else step
+                reply = await self._run(index, hook, count, end_of_stream)
                 if reply is not None:
                     return reply
                 count = len(state.open_response_map())
@@ -167,48 +185,32 @@ class Chain:
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
         self.state.response_body += chunk
-        order = range(len(self.plugins) - 1, -1, -1)
-        buffer = self.state.response_body
-        return await self._body(ex, "proxy_on_response_body", buffer, order, end_of_stream, False)
+        return await self._body(self.state.response_body, end_of_stream, False)
 
     async def _body(
-        self,
-        ex: Exchange,
-        callback: str,
-        buffer: bytearray,
-        order: range,
-        end_of_stream: bool,
-        request: bool,
+        self, buffer: bytearray, end_of_stream: bool, request: bool
     ) -> bytes | LocalReply:
-        """One body chunk (already appended to ``buffer``) through the filters in
-        ``order``; a filter pausing before the end buffers it (StopIterationAndBuffer)
-        and is asked again, with the whole buffer, when more arrives."""
-        state = self.state
+        """One body chunk (already appended to ``buffer``) through the filters, in config
+        order for the request, reverse for the response; a filter pausing before the end
+        buffers it (StopIterationAndBuffer) and is asked again, with the whole buffer, when
+        more arrives. A reply is returned as sent: the caller decides how it is encoded."""
+        count = len(self.plugins)
+        order = range(count) if request else range(count - 1, -1, -1)
         resume = self._body_at[request]
         for index in order:
             if resume is not None and index != resume:
                 continue  # filters before the one that paused already passed this data
             resume = None
-            plugin, context = self.plugins[index], self.contexts[index]
-            if index in self.skipped or callback not in plugin.funcs:
-                continue
-            plugin.current = state
-            try:
-                action = plugin.call(callback, context, len(buffer), end_of_stream)
-            except WasmError as exc:
-                reply = self._failed(index, exc)
-                if reply is not None:
-                    return reply
-                continue
-            if state.local_reply is None and action == Action.PAUSE:
+            plugin = self.plugins[index]
+            hook = plugin.on_request_body if request else plugin.on_response_body
+            step = self._step(index, hook, len(buffer), end_of_stream)
+            if isinstance(step, _Paused):
                 if not end_of_stream:
                     self._body_at[request] = index
                     return b""
-                if not await self._wait():
-                    return problem(504, f"filter '{plugin.name}' paused and never resumed")
-            if state.local_reply is not None:
-                reply = state.local_reply
-                return await self._encode_local(ex, reply) if request else reply
+                step = await self._paused(index)
+            if step is not None:
+                return step
         self._body_at[request] = None
         out = bytes(buffer)
         buffer.clear()

@@ -23,17 +23,20 @@ def probe_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+FilterSpec = tuple[str, Path, Any]  # (name, wasm, config)
+StartChain = Callable[..., RunningGateway]
+
+
 @pytest.fixture
-def start_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartHost]:
-    """``start_host(host, name, wasm, config, backend_port, clusters) -> RunningGateway``;
-    the cluster ``dead`` always exists and refuses connections."""
+def start_chain(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartChain]:
+    """``start_chain(host, filters, backend_port, clusters) -> RunningGateway``: the
+    ``filters`` (name, wasm, config) in this order on the one route; the cluster ``dead``
+    always exists and refuses connections."""
     envoys: list[EnvoyProc] = []
 
     def start(
         host: str,
-        name: str,
-        wasm: Path,
-        config: Any,
+        filters: list[FilterSpec],
         backend_port: int,
         clusters: dict[str, int] | None = None,
     ) -> RunningGateway:
@@ -41,7 +44,7 @@ def start_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Start
         if host == "envoy":
             workdir = tmp_path / f"envoy{len(envoys)}"
             workdir.mkdir()
-            proc = start_envoy(workdir, [(name, wasm, config)], backend_port, clusters=upstreams)
+            proc = start_envoy(workdir, filters, backend_port, clusters=upstreams)
             envoys.append(proc)
             return RunningGateway(proc.base_url, "envoy", proc.log)
         run_gateway = request.getfixturevalue("run_gateway")
@@ -52,12 +55,12 @@ def start_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Start
                     n: {"url": f"http://127.0.0.1:{p}", "connect_timeout": "1s"}
                     for n, p in backends.items()
                 },
-                "filters": {name: {"wasm": str(wasm), "config": config}},
+                "filters": {n: {"wasm": str(w), "config": c} for n, w, c in filters},
                 "routes": [
                     {
                         "name": "default",
                         "match": {"prefix": "/"},
-                        "filters": [name],
+                        "filters": [n for n, _w, _c in filters],
                         "backend": "backend",
                     }
                 ],
@@ -69,3 +72,21 @@ def start_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Start
     yield start
     for proc in envoys:
         stop_process(proc.proc)
+
+
+@pytest.fixture
+def start_host(start_chain: StartChain) -> StartHost:
+    """``start_host(host, name, wasm, config, backend_port, clusters) -> RunningGateway``:
+    one filter on the route (see ``start_chain``)."""
+
+    def start(
+        host: str,
+        name: str,
+        wasm: Path,
+        config: Any,
+        backend_port: int,
+        clusters: dict[str, int] | None = None,
+    ) -> RunningGateway:
+        return start_chain(host, [(name, wasm, config)], backend_port, clusters)
+
+    return start

@@ -3,6 +3,7 @@
 //   loop   -> never returns (the host's CPU deadline must stop it)
 //   bomb   -> grows memory until the host refuses, reports the pages it got
 //   badptr -> hands the host an out-of-bounds pointer, reports the status it got
+//   stall  -> pauses the request body and never resumes it (the host's pause timeout ends it)
 // Without the header it adds `x-faulty: ok` to the response.
 const std = @import("std");
 
@@ -64,6 +65,13 @@ export fn proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream:
         while (true) p.* +%= 1;
     }
     return 0;
+}
+
+export fn proxy_on_request_body(context_id: u32, body_size: u32, end_of_stream: bool) u32 {
+    _ = context_id;
+    _ = body_size;
+    _ = end_of_stream;
+    return if (std.mem.eql(u8, fault[0..fault_len], "stall")) 1 else 0;
 }
 
 export fn proxy_on_response_headers(context_id: u32, headers: u32, end_of_stream: bool) u32 {

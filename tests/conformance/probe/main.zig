@@ -1,18 +1,39 @@
 //! Conformance probe: request header `x-probe` names what to exercise (comma-separated),
 //! and the filter reports what it observed in headers, so the same requests can be
 //! replayed in Envoy and in edgegw and their observations compared.
+//!
+//! The plugin configuration, `{"name": "a", "probes": "trap_request_body"}` (both
+//! optional), tells apart several copies of the probe on one route: `name` makes the copy
+//! report each response it sees as `x-seen-by-<name>: <status>`; `probes` are behaviours
+//! of that copy alone (the header reaches every copy): `trap_request_headers` and
+//! `trap_request_body` (the VM traps there), `local_body` (a local reply from the request
+//! body phase), or a request-phase `x-probe` name such as `local`.
 const std = @import("std");
 const pw = @import("proxy_wasm");
 
 pub const panic = pw.panic;
 
+const Config = struct {
+    name: []const u8 = "",
+    probes: []const u8 = "",
+};
+
+/// Whether the comma-separated list `probes` names `name`.
+fn listed(probes: []const u8, name: []const u8) bool {
+    var it = std.mem.tokenizeScalar(u8, probes, ',');
+    while (it.next()) |p| if (std.mem.eql(u8, std.mem.trim(u8, p, " "), name)) return true;
+    return false;
+}
+
 const Root = struct {
     ticks: u32 = 0,
     metric: ?pw.Metric = null,
+    config: ?std.json.Parsed(Config) = null,
     pub const Http = Stream;
 
     pub fn onConfigure(self: *Root, size: usize) !bool {
-        _ = size;
+        const bytes = try pw.pluginConfiguration(size);
+        self.config = try pw.json.parse(Config, if (bytes.len == 0) "{}" else bytes);
         self.metric = try pw.Metric.define(.counter, "probe_counter");
         try pw.setTickPeriod(20);
         return true;
@@ -20,6 +41,15 @@ const Root = struct {
 
     pub fn onTick(self: *Root) void {
         self.ticks += 1;
+    }
+
+    fn name(self: *const Root) []const u8 {
+        return if (self.config) |c| c.value.name else "";
+    }
+
+    /// A behaviour this copy of the probe was configured with.
+    fn configured(self: *const Root, probe: []const u8) bool {
+        return if (self.config) |c| listed(c.value.probes, probe) else false;
     }
 };
 
@@ -38,16 +68,17 @@ const Stream = struct {
     }
 
     fn has(self: *const Stream, name: []const u8) bool {
-        var it = std.mem.tokenizeScalar(u8, self.probes, ',');
-        while (it.next()) |p| if (std.mem.eql(u8, std.mem.trim(u8, p, " "), name)) return true;
-        return false;
+        return listed(self.probes, name) or self.root.configured(name);
     }
 
     pub fn onRequestHeaders(self: *Stream, n: usize, eos: bool) !pw.Action {
+        // @trap, not `unreachable`: ReleaseSmall may compile `unreachable` away.
+        if (self.root.configured("trap_request_headers")) @trap();
         const rq = pw.request_headers;
-        const probes = try rq.get("x-probe") orelse return .@"continue";
-        self.probes = try pw.allocator.dupe(u8, probes);
-        try rq.add("x-seen-eos", if (eos) "true" else "false");
+        if (try rq.get("x-probe")) |probes| {
+            self.probes = try pw.allocator.dupe(u8, probes);
+            try rq.add("x-seen-eos", if (eos) "true" else "false");
+        }
         _ = n;
         if (self.has("headers")) {
             try rq.add("x-added", "1");
@@ -150,6 +181,11 @@ const Stream = struct {
     }
 
     pub fn onRequestBody(self: *Stream, size: usize, eos: bool) !pw.Action {
+        if (self.root.configured("trap_request_body")) @trap();
+        if (self.has("local_body")) {
+            try pw.sendLocalResponse(418, "probe_teapot", "short and stout", &.{}, -1);
+            return .@"continue";
+        }
         if (!self.buffered_body) return .@"continue";
         if (!eos) return .pause; // StopIterationAndBuffer until the whole body is here
         try pw.setBuffer(.request_body, 0, 0, "pre-"); // prepend
@@ -160,8 +196,13 @@ const Stream = struct {
     pub fn onResponseHeaders(self: *Stream, n: usize, eos: bool) !pw.Action {
         _ = n;
         _ = eos;
-        if (self.probes.len == 0) return .@"continue";
         const rs = pw.response_headers;
+        const name = self.root.name();
+        if (name.len > 0) {
+            const status = try rs.get(":status") orelse "?";
+            try rs.add(pw.fmt("x-seen-by-{s}", .{name}), status);
+        }
+        if (self.probes.len == 0) return .@"continue";
         try rs.add("x-probe-resp", "1");
         try rs.add("x-status-seen", try rs.get(":status") orelse "?");
         if (self.has("resp_local")) {
