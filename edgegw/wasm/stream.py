@@ -11,8 +11,10 @@ request reached (Envoy's ``sendLocalReply``), in reverse order.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
+from typing import Final
 
 from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError
@@ -26,11 +28,14 @@ log = logging.getLogger("edgegw.wasm")
 PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
 
 
-class _Paused:
+class _Paused(enum.Enum):
     """The marker ``Chain._step`` returns when a filter paused the stream."""
 
+    PAUSED = enum.auto()
 
-PAUSED = _Paused()
+
+PAUSED: Final = _Paused.PAUSED  # `step is PAUSED` narrows the type for mypy
+_PAUSE = int(Action.PAUSE)  # an IntEnum member lookup costs ~0.2 µs on Python 3.11
 
 
 class Chain:
@@ -79,16 +84,9 @@ class Chain:
             action = hook(self.contexts[index], *args)
         except WasmError as exc:
             return self._failed(index, exc)
-        if state.local_reply is None and action == Action.PAUSE:
+        if state.local_reply is None and action == _PAUSE:
             return PAUSED
         return state.local_reply
-
-    async def _run(
-        self, index: int, hook: Callable[..., int] | None, *args: int
-    ) -> LocalReply | None:
-        """``_step``, waiting out a pause: None to go on, or the reply."""
-        step = self._step(index, hook, *args)
-        return await self._paused(index) if isinstance(step, _Paused) else step
 
     async def _paused(self, index: int) -> LocalReply | None:
         if not await self._wait():
@@ -128,7 +126,9 @@ class Chain:
         reply = None
         try:
             for index, plugin in enumerate(self.plugins):
-                reply = await self._run(index, plugin.on_request_headers, count, end_of_stream)
+                # No coroutine per filter: only a pause needs one (``_paused``).
+                step = self._step(index, plugin.on_request_headers, count, end_of_stream)
+                reply = await self._paused(index) if step is PAUSED else step
                 if reply is not None:
                     # The later filters never see this request: in Envoy their stream
                     # contexts are not created, so they get no response callbacks either.
@@ -173,7 +173,8 @@ class Chain:
         try:
             for index in range(len(plugins) - 1, -1, -1):
                 hook = plugins[index].on_response_headers
-                reply = await self._run(index, hook, count, end_of_stream)
+                step = self._step(index, hook, count, end_of_stream)
+                reply = await self._paused(index) if step is PAUSED else step
                 if reply is not None:
                     return reply
                 count = len(state.open_response_map())
@@ -204,7 +205,7 @@ class Chain:
             plugin = self.plugins[index]
             hook = plugin.on_request_body if request else plugin.on_response_body
             step = self._step(index, hook, len(buffer), end_of_stream)
-            if isinstance(step, _Paused):
+            if step is PAUSED:
                 if not end_of_stream:
                     self._body_at[request] = index
                     return b""
