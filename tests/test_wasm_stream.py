@@ -131,3 +131,14 @@ async def test_body_pause_timeout_passes_the_response_callbacks(
     assert r.status_code == 504
     # Like any reply sent in the request direction: the (paused, not failed) filter sees it.
     assert r.headers["x-faulty"] == "ok"
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("fail_open", 200), ("fail_closed", 503)])
+async def test_trap_in_http_call_response_follows_on_error(
+    gateway: Callable[..., object], on_error: str, status: int
+) -> None:
+    client = await gateway(on_error)  # type: ignore[misc]
+    r = await client.get("/f", headers={"x-fault": "calltrap"})
+    assert r.status_code == status
+    assert "x-faulty" not in r.headers  # the failed filter is not called again
+    assert (await client.get("/f")).headers["x-faulty"] == "ok"

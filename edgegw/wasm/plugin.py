@@ -232,6 +232,10 @@ class Plugin(SharedHostcalls):
                 0,
             )
         except WasmError as exc:
+            if state is not None and state.resume is not None:
+                state.failure = (self, exc)  # the paused chain applies our on_error
+                state.wake()
+                return
             self.log.error("on_http_call_response failed: %s", exc)
             if state is not None and state.local_reply is None:
                 from edgegw.problem import problem

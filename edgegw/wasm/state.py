@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from edgegw.chain import CallResponse, Exchange, LocalReply
+from edgegw.errors import WasmError
 from edgegw.types import Headers
 
 
@@ -23,6 +24,9 @@ class StreamState:
     resume: asyncio.Future[None] | None = None  # set while a filter paused the stream
     call_response: CallResponse | None = None  # readable during on_http_call_response
     done: bool = False
+    # (plugin, error): a filter failed in a callback outside the chain's own calls (its
+    # http_call response) while the stream waited; the chain applies its on_error.
+    failure: tuple[object, WasmError] | None = None
     encoding_local: bool = False  # a local reply is going through the response callbacks
 
     def open_request_map(self) -> Headers:

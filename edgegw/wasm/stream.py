@@ -89,10 +89,16 @@ class Chain:
         return state.local_reply
 
     async def _paused(self, index: int) -> LocalReply | None:
+        state = self.state
         if not await self._wait():
             name = self.plugins[index].name
             return problem(504, f"filter '{name}' paused and never resumed")
-        return self.state.local_reply
+        if state.failure is not None:  # a filter failed in its http_call response
+            plugin, exc = state.failure
+            state.failure = None
+            failed = index if self.plugins[index] is plugin else self.plugins.index(plugin)
+            return self._failed(failed, exc)
+        return state.local_reply
 
     async def _wait(self) -> bool:
         state = self.state

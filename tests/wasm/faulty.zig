@@ -4,10 +4,12 @@
 //   bomb   -> grows memory until the host refuses, reports the pages it got
 //   badptr -> hands the host an out-of-bounds pointer, reports the status it got
 //   stall  -> pauses the request body and never resumes it (the host's pause timeout ends it)
+//   calltrap -> pauses for an http_call to cluster `api` and traps in its response callback
 // Without the header it adds `x-faulty: ok` to the response.
 const std = @import("std");
 
 extern "env" fn proxy_add_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize) u32;
+extern "env" fn proxy_http_call(upstream_ptr: [*]const u8, upstream_len: usize, headers_ptr: [*]const u8, headers_len: usize, body_ptr: [*]const u8, body_len: usize, trailers_ptr: [*]const u8, trailers_len: usize, timeout_ms: u32, token_ptr: *u32) u32;
 extern "env" fn proxy_get_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: *[*]u8, value_len: *usize) u32;
 
 var heap: [64 * 1024]u8 = undefined;
@@ -60,11 +62,47 @@ export fn proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream:
     @memcpy(fault[0..fault_len], ptr[0..fault_len]);
     const which = fault[0..fault_len];
     if (std.mem.eql(u8, which, "trap")) @trap();
+    if (std.mem.eql(u8, which, "calltrap")) {
+        var buf: [128]u8 = undefined;
+        const call_headers = serializePairs(&buf, &.{ .{ ":method", "GET" }, .{ ":path", "/" }, .{ ":authority", "api" } });
+        var token: u32 = 0;
+        const status = proxy_http_call("api", 3, call_headers.ptr, call_headers.len, "", 0, "", 0, 5000, &token);
+        return if (status == 0) 1 else 0; // Pause until the response callback
+    }
     if (std.mem.eql(u8, which, "loop")) {
         const p: *volatile u32 = &spin;
         while (true) p.* +%= 1;
     }
     return 0;
+}
+
+// The proxy-wasm map encoding: pair count, each pair's key and value sizes, then every
+// key and value followed by a NUL.
+fn serializePairs(buf: []u8, pairs: []const [2][]const u8) []u8 {
+    std.mem.writeInt(u32, buf[0..4], @intCast(pairs.len), .little);
+    var at: usize = 4;
+    for (pairs) |pair| {
+        std.mem.writeInt(u32, buf[at..][0..4], @intCast(pair[0].len), .little);
+        std.mem.writeInt(u32, buf[at + 4 ..][0..4], @intCast(pair[1].len), .little);
+        at += 8;
+    }
+    for (pairs) |pair| {
+        for (pair) |text| {
+            @memcpy(buf[at..][0..text.len], text);
+            buf[at + text.len] = 0;
+            at += text.len + 1;
+        }
+    }
+    return buf[0..at];
+}
+
+export fn proxy_on_http_call_response(context_id: u32, token: u32, headers: u32, body_size: u32, trailers: u32) void {
+    _ = context_id;
+    _ = token;
+    _ = headers;
+    _ = body_size;
+    _ = trailers;
+    @trap();
 }
 
 export fn proxy_on_request_body(context_id: u32, body_size: u32, end_of_stream: bool) u32 {
