@@ -212,6 +212,25 @@ async def test_redis_restart_recovers_and_keeps_last_flags(tmp_path: Path) -> No
         stop_process(proc)
 
 
+async def test_flags_are_seeded_once_a_down_redis_comes_up(tmp_path: Path) -> None:
+    port = free_port()
+    store = RedisStore(StoreConfig(url=f"redis://127.0.0.1:{port}/0", timeout=0.3))
+    proc = None
+    try:
+        with pytest.raises(StoreUnavailable):  # the gateway logs this and starts anyway
+            await store.seed_flags({"beta": {"rollout": 50}})
+        seen = Seen()
+        store.subscribe(seen)
+        proc = start_redis(tmp_path, port)
+        await seen.until(lambda snap: snap.flags == {"beta": {"rollout": 50}}, timeout=15)
+        await store.delete_flag("beta")  # seeded once: a live delete is not undone
+        await seen.until(lambda snap: snap.flags == {}, timeout=15)
+    finally:
+        await store.aclose()
+        if proc is not None:
+            stop_process(proc)
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -112,6 +112,7 @@ class RedisStore:
         self._listeners: list[FlagListener] = []
         self._snapshot = FlagSnapshot(0, {})
         self._task: asyncio.Task[None] | None = None
+        self._unseeded: dict[str, Any] = {}  # config flags not yet seeded (store was down)
         self.up = True
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
@@ -157,9 +158,15 @@ class RedisStore:
         return None if version < 0 else version
 
     async def seed_flags(self, flags: dict[str, Any]) -> None:
-        # Seeds only flags the store does not have: live edits survive restarts.
-        for name, definition in flags.items():
-            await self._flag_op("seed", name, validate_flag(name, definition))
+        # Seeds only flags the store does not have: live edits survive restarts. If Redis
+        # is down now, the flag subscription seeds them once it connects.
+        self._unseeded = {name: validate_flag(name, d) for name, d in flags.items()}
+        await self._seed()
+
+    async def _seed(self) -> None:
+        for name, definition in list(self._unseeded.items()):
+            await self._flag_op("seed", name, definition)
+            del self._unseeded[name]
 
     def subscribe(self, listener: FlagListener) -> None:
         self._listeners.append(listener)
@@ -183,6 +190,8 @@ class RedisStore:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
+                if self._unseeded:
+                    await self._seed()
                 await self._refresh()
                 backoff = 0.1
                 while True:
