@@ -61,6 +61,7 @@ test: lint typecheck unit
 bench: filters
 	$(PY) bench/run.py
 	$(PY) bench/wasm_calls.py
+	$(PY) bench/chain.py
 	$(PY) bench/clients.py
 	$(PY) bench/filters.py
 	$(PY) bench/store.py

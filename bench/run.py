@@ -7,8 +7,8 @@ raw figures to bench/results/<stamp>.json and the table into docs/benchmarks.md.
 
     python bench/run.py                     # every scenario
     python bench/run.py plain filters-1     # some of them
-    BENCH_DURATION=5 python bench/run.py    # shorter runs
-    BENCH_ROUNDS=1 python bench/run.py      # one round instead of the median of three
+    BENCH_DURATION=10 python bench/run.py   # longer runs (default 5 s)
+    BENCH_ROUNDS=1 python bench/run.py      # one round instead of the median of nine
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from harness import (
     wrk,
 )
 
-DURATION = float(os.environ.get("BENCH_DURATION", "10"))
+DURATION = float(os.environ.get("BENCH_DURATION", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 
 
 def measure(chosen: list[Scenario], backend_port: int) -> dict[str, dict[str, Result]]:
