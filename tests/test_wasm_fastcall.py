@@ -65,3 +65,59 @@ def test_memory_is_bounds_checked(test_wasm: Callable[[str], Path]) -> None:
     with pytest.raises(IndexError):
         plugin.memory.write(0xFFFFFFFF, b"xy")
     plugin.close()
+
+
+_STRINGS_WAT = """
+(module
+  (import "env" "host" (func $host (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "X-Trivial")
+  (data (i32.const 32) "Value-A")
+  (func (export "call") (param i32 i32 i32 i32 i32) (result i32)
+    local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $host)
+  (start $warm)
+  (global $from_start (export "from_start") (mut i32) (i32.const -1))
+  (func $warm (global.set $from_start (call $start_call_inner)))
+  (func $start_call_inner (result i32)
+    i32.const 0 i32.const 16 i32.const 9 i32.const 32 i32.const 7 call $host))
+"""
+
+
+def test_string_arguments_are_read_in_c() -> None:
+    import wasmtime
+
+    from edgegw.wasm.engine import engine
+    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
+
+    seen: list[tuple[object, ...]] = []
+
+    def impl(*args: object) -> int:
+        seen.append(args)
+        return 0
+
+    eng = engine()
+    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_STRINGS_WAT)))
+    store = wasmtime.Store(eng)
+    store.set_epoch_deadline(10**6)
+    linker = wasmtime.Linker(eng)
+    ty = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
+    host = define_host_func(linker, "env", "host", ty, impl, (1, 3))
+    instance = linker.instantiate(store, module)  # its start function calls the host
+    exports = instance.exports(store)
+    # Before the memory is attached (a start function), a header map is not found.
+    from_start = exports["from_start"]
+    assert isinstance(from_start, wasmtime.Global)
+    assert from_start.value(store) == 1  # NOT_FOUND
+    assert seen == []
+    memory = exports["memory"]
+    assert isinstance(memory, wasmtime.Memory)
+    Memory(store, memory).attach(host)
+    call = exports["call"]
+    assert isinstance(call, wasmtime.Func)
+    fast = raw_func(store, call, "call", 10**6)
+    assert fast(2, 16, 9, 32, 7) == 0
+    assert seen == [(2, b"x-trivial", b"Value-A")]  # the name lowercased, the value not
+    # Out of bounds: INVALID_MEMORY_ACCESS, and the Python side is never called.
+    assert fast(2, 65536 - 4, 9, 32, 7) == 6
+    assert fast(2, 16, 9, 0xFFFFFFF0, 0x20) == 6
+    assert len(seen) == 1

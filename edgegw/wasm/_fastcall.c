@@ -7,7 +7,9 @@
  *   Func      a guest export, called like a Python function with i32/i64 arguments;
  *             wasmtime_func_call_unchecked under a fresh epoch deadline.
  *   Host      the env of a host function registered with
- *             wasmtime_linker_define_func_unchecked; host_callback() calls its Python impl.
+ *             wasmtime_linker_define_func_unchecked; host_callback() calls its Python impl,
+ *             after reading the (pointer, length) arguments that name guest strings into
+ *             bytes when the Host is told which they are (the header-map hostcalls).
  *   start_ticker  a native thread that increments the engine's epoch (limits.cpu).
  *
  * It links against nothing: fastcall.py hands over the addresses of the wasmtime
@@ -42,11 +44,19 @@ typedef void *(*CallUncheckedFn)(void *ctx, const void *func, RawVal *vals, size
 typedef void (*SetDeadlineFn)(void *ctx, uint64_t ticks);
 typedef void *(*TrapNewFn)(const char *msg, size_t len);
 typedef void (*IncrementEpochFn)(const void *engine);
+typedef uint8_t *(*MemoryDataFn)(void *ctx, const void *memory);
+typedef size_t (*MemorySizeFn)(void *ctx, const void *memory);
+
+/* proxy-wasm v0.2.1 WasmResult values the callback answers by itself. */
+#define STATUS_NOT_FOUND 1
+#define STATUS_INVALID_MEMORY_ACCESS 6
 
 static CallUncheckedFn call_unchecked;
 static SetDeadlineFn set_epoch_deadline;
 static TrapNewFn trap_new;
 static IncrementEpochFn increment_epoch;
+static MemoryDataFn memory_data;
+static MemorySizeFn memory_size;
 
 static unsigned long long guest_calls, host_calls;
 
@@ -204,11 +214,18 @@ static PyTypeObject FuncType = {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *impl; /* impl(*int_args) -> int */
+    PyObject *impl; /* impl(*args) -> int: ints, and bytes for the guest strings */
     PyObject *name;
     Py_ssize_t nparams;
     int has_result;
     unsigned char is64[MAX_VALS];
+    /* Params i and i+1 are a guest string's pointer and length: impl gets its bytes. */
+    unsigned char is_string[MAX_VALS];
+    int has_strings;
+    int lower_first; /* the first string is a header name: ASCII-lowercase it */
+    void *mem_ctx;   /* the guest's memory, once instantiated (set_memory) */
+    const void *mem;
+    PyObject *mem_owner;
 } HostObject;
 
 static void *
@@ -239,30 +256,75 @@ host_trap(HostObject *host)
     return trap;
 }
 
+/* A guest string as bytes; NULL with *status set (no exception) when it is out of
+ * bounds, as proxy-wasm hosts check memory before anything else. */
+static PyObject *
+guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status)
+{
+    uint8_t *base = memory_data(host->mem_ctx, host->mem);
+    size_t size = memory_size(host->mem_ctx, host->mem);
+    PyObject *bytes;
+
+    ptr &= 0xFFFFFFFFu;
+    len &= 0xFFFFFFFFu;
+    if (ptr + len > size) {
+        *status = STATUS_INVALID_MEMORY_ACCESS;
+        return NULL;
+    }
+    bytes = PyBytes_FromStringAndSize((const char *)base + ptr, (Py_ssize_t)len);
+    if (bytes != NULL && lower) {
+        char *text = PyBytes_AS_STRING(bytes); /* not shared yet: may be written */
+        for (uint64_t i = 0; i < len; i++)
+            if (text[i] >= 'A' && text[i] <= 'Z')
+                text[i] = (char)(text[i] + ('a' - 'A'));
+    }
+    return bytes;
+}
+
 static void *
 host_callback(void *env, void *caller, RawVal *vals, size_t n)
 {
     HostObject *host = (HostObject *)env;
     PyObject *argv[MAX_VALS + 1];
     PyObject *result = NULL;
-    Py_ssize_t made = 0;
+    Py_ssize_t made = 0, param = 0;
+    int status = -1, lower = host->lower_first;
     void *trap = NULL;
     PyGILState_STATE gil = PyGILState_Ensure();
 
     (void)caller;
     (void)n;
     host_calls++;
+    if (host->has_strings && host->mem == NULL)
+        /* Called before instantiation finished (a start function): no stream exists, so
+         * a header map is not found either. */
+        status = STATUS_NOT_FOUND;
     argv[0] = NULL; /* PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee use this slot */
-    for (; made < host->nparams; made++) {
-        uint64_t v = vals[made].lo;
-        PyObject *arg = host->is64[made] ? PyLong_FromUnsignedLongLong(v)
-                                         : PyLong_FromUnsignedLong((uint32_t)v);
+    while (status < 0 && param < host->nparams) {
+        uint64_t v = vals[param].lo;
+        PyObject *arg;
+        if (host->is_string[param]) {
+            arg = guest_bytes(host, v, vals[param + 1].lo, lower, &status);
+            lower = 0;
+            param += 2;
+            if (arg == NULL && status >= 0)
+                break; /* out of bounds: answered without calling impl */
+        } else {
+            arg = host->is64[param] ? PyLong_FromUnsignedLongLong(v)
+                                    : PyLong_FromUnsignedLong((uint32_t)v);
+            param++;
+        }
         if (arg == NULL)
             goto done;
-        argv[made + 1] = arg;
+        argv[++made] = arg;
+    }
+    if (status >= 0) {
+        vals[0].lo = (uint32_t)status;
+        vals[0].hi = 0;
+        goto done;
     }
     result = PyObject_Vectorcall(host->impl, argv + 1,
-                                 (size_t)host->nparams | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+                                 (size_t)made | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (result != NULL && host->has_result) {
         unsigned long v = PyLong_AsUnsignedLongMask(result);
         if (!(v == (unsigned long)-1 && PyErr_Occurred())) {
@@ -271,8 +333,8 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
         }
     }
 done:
-    for (Py_ssize_t i = 0; i < made; i++)
-        Py_DECREF(argv[i + 1]);
+    for (Py_ssize_t i = 1; i <= made; i++)
+        Py_DECREF(argv[i]);
     Py_XDECREF(result);
     if (PyErr_Occurred())
         trap = host_trap(host);
@@ -283,15 +345,16 @@ done:
 static PyObject *
 host_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"impl", "name", "is64", "has_result", NULL};
-    PyObject *impl, *name, *is64, *seq;
-    int has_result;
+    static char *kwlist[] = {"impl", "name", "is64", "has_result", "strings", "lower_first",
+                             NULL};
+    PyObject *impl, *name, *is64, *seq, *strings = NULL, *starts = NULL;
+    int has_result, lower_first = 0;
     HostObject *self;
 
     if (!ready())
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUOp:Host", kwlist, &impl, &name, &is64,
-                                     &has_result))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUOp|Op:Host", kwlist, &impl, &name, &is64,
+                                     &has_result, &strings, &lower_first))
         return NULL;
     seq = PySequence_Fast(is64, "is64 must be a sequence of bools");
     if (seq == NULL)
@@ -313,7 +376,45 @@ host_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->impl = Py_NewRef(impl);
     self->name = Py_NewRef(name);
     self->has_result = has_result;
+    self->lower_first = lower_first;
+    if (strings != NULL) {
+        starts = PySequence_Fast(strings, "strings must be a sequence of parameter indexes");
+        if (starts == NULL)
+            goto fail;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(starts); i++) {
+            Py_ssize_t at = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(starts, i));
+            if (at == -1 && PyErr_Occurred())
+                goto fail;
+            /* A string takes two i32 params; a status must come back for bad memory. */
+            if (at < 0 || at + 1 >= self->nparams || self->is64[at] || self->is64[at + 1] ||
+                !has_result) {
+                PyErr_Format(PyExc_ValueError, "%U: bad string parameter %zd", name, at);
+                goto fail;
+            }
+            self->is_string[at] = 1;
+            self->has_strings = 1;
+        }
+        Py_DECREF(starts);
+    }
     return (PyObject *)self;
+fail:
+    Py_XDECREF(starts);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyObject *
+host_set_memory(HostObject *self, PyObject *args)
+{
+    unsigned long long ctx, mem;
+    PyObject *owner;
+
+    if (!PyArg_ParseTuple(args, "KKO:set_memory", &ctx, &mem, &owner))
+        return NULL;
+    Py_XSETREF(self->mem_owner, Py_NewRef(owner));
+    self->mem_ctx = (void *)(uintptr_t)ctx;
+    self->mem = (const void *)(uintptr_t)mem;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -327,6 +428,7 @@ static int
 host_traverse(HostObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->impl);
+    Py_VISIT(self->mem_owner);
     return 0;
 }
 
@@ -334,6 +436,7 @@ static int
 host_clear(HostObject *self)
 {
     Py_CLEAR(self->impl);
+    Py_CLEAR(self->mem_owner);
     return 0;
 }
 
@@ -346,6 +449,12 @@ host_dealloc(HostObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyMethodDef host_methods[] = {
+    {"set_memory", (PyCFunction)host_set_memory, METH_VARARGS,
+     "set_memory(ctx, memory_ptr, owner): the guest memory strings are read from"},
+    {NULL},
+};
+
 static PyGetSetDef host_getset[] = {
     {"address", (getter)host_address, NULL, "the env pointer to register", NULL},
     {NULL},
@@ -354,7 +463,7 @@ static PyGetSetDef host_getset[] = {
 static PyTypeObject HostType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "edgegw.wasm._fastcall.Host",
-    .tp_doc = "The env of a raw host function: calls impl(*int_args) -> int.",
+    .tp_doc = "The env of a raw host function: calls impl(*args) -> int.",
     .tp_basicsize = sizeof(HostObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = host_new,
@@ -362,6 +471,7 @@ static PyTypeObject HostType = {
     .tp_traverse = (traverseproc)host_traverse,
     .tp_clear = (inquiry)host_clear,
     .tp_getset = host_getset,
+    .tp_methods = host_methods,
 };
 
 /* ---- the epoch ticker ------------------------------------------------------------ */
@@ -428,11 +538,13 @@ start_ticker(PyObject *module, PyObject *args)
 static PyObject *
 init(PyObject *module, PyObject *args)
 {
-    unsigned long long call, deadline, trap, epoch;
+    unsigned long long call, deadline, trap, epoch, data, size;
 
     (void)module;
-    if (!PyArg_ParseTuple(args, "KKKK:init", &call, &deadline, &trap, &epoch))
+    if (!PyArg_ParseTuple(args, "KKKKKK:init", &call, &deadline, &trap, &epoch, &data, &size))
         return NULL;
+    memory_data = (MemoryDataFn)(uintptr_t)data;
+    memory_size = (MemorySizeFn)(uintptr_t)size;
     call_unchecked = (CallUncheckedFn)(uintptr_t)call;
     set_epoch_deadline = (SetDeadlineFn)(uintptr_t)deadline;
     trap_new = (TrapNewFn)(uintptr_t)trap;
@@ -464,8 +576,8 @@ counts(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS,
-     "init(call_unchecked, set_epoch_deadline, trap_new, increment_epoch) -> callback "
-     "address: the wasmtime C functions, by address."},
+     "init(call_unchecked, set_epoch_deadline, trap_new, increment_epoch, memory_data, "
+     "memory_data_size) -> callback address: the wasmtime C functions, by address."},
     {"set_deadline", set_deadline, METH_VARARGS, "set_deadline(ctx, ticks)"},
     {"start_ticker", start_ticker, METH_VARARGS,
      "start_ticker(engine_ptr, engine_obj, interval_ns): once per process."},

@@ -22,11 +22,23 @@ class Host:
     @property
     def address(self) -> int: ...
     def __init__(
-        self, impl: Callable[..., int], name: str, is64: Sequence[bool], has_result: bool
+        self,
+        impl: Callable[..., int],
+        name: str,
+        is64: Sequence[bool],
+        has_result: bool,
+        strings: Sequence[int] = (),
+        lower_first: bool = False,
     ) -> None: ...
+    def set_memory(self, ctx: int, memory_ptr: int, owner: object) -> None: ...
 
 def init(
-    call_unchecked: int, set_epoch_deadline: int, trap_new: int, increment_epoch: int
+    call_unchecked: int,
+    set_epoch_deadline: int,
+    trap_new: int,
+    increment_epoch: int,
+    memory_data: int,
+    memory_data_size: int,
 ) -> int: ...
 def set_deadline(ctx: int, ticks: int) -> None: ...
 def start_ticker(engine_ptr: int, engine: Any, interval_ns: int) -> None: ...

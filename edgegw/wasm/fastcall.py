@@ -23,8 +23,9 @@ from wasmtime import _bindings as ffi
 from edgegw.errors import WasmDeadline, WasmTrap
 from edgegw.wasm import _fastcall
 from edgegw.wasm._fastcall import Func as RawFunc
+from edgegw.wasm._fastcall import Host
 
-__all__ = ["Memory", "RawFunc", "calls", "define_host_func", "raw_func", "set_deadline"]
+__all__ = ["Host", "Memory", "RawFunc", "calls", "define_host_func", "raw_func", "set_deadline"]
 
 MASK32 = 0xFFFFFFFF
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -49,6 +50,8 @@ _HOST_CALLBACK = _fastcall.init(
     _address("wasmtime_context_set_epoch_deadline"),
     _address("wasmtime_trap_new"),
     _address("wasmtime_engine_increment_epoch"),
+    _address("wasmtime_memory_data"),
+    _address("wasmtime_memory_data_size"),
 )
 _memory_data = _private("wasmtime_memory_data", _VP, None)
 _memory_size = _private("wasmtime_memory_data_size", ctypes.c_size_t, None)
@@ -130,6 +133,10 @@ class Memory:
         self._view = memoryview(b"")
         self.refresh()
 
+    def attach(self, host: Host) -> None:
+        """Let ``host`` read its string arguments from this memory."""
+        host.set_memory(self._ctx.value or 0, ctypes.addressof(self._keep), self._keep)
+
     def refresh(self) -> None:
         size = _memory_size(self._ctx, self._mem)
         if size != self._size:
@@ -175,14 +182,20 @@ def define_host_func(
     name: str,
     ty: wasmtime.FuncType,
     impl: HostImpl,
-) -> _fastcall.Host:
-    """Define ``module.name`` as a raw host function calling ``impl(*int_args) -> int``.
+    strings: tuple[int, ...] = (),
+) -> Host:
+    """Define ``module.name`` as a raw host function calling ``impl(*args) -> int``.
 
-    ``impl`` must not raise for bad guest input (it returns a status instead); an
+    The arguments are the guest's ints, except that each (pointer, length) pair starting
+    at a position in ``strings`` arrives as the bytes it points to, the first one
+    ASCII-lowercased (a header name); out of bounds, the guest gets INVALID_MEMORY_ACCESS
+    without ``impl`` being called. Such a host reads memory once ``Memory.attach`` gave
+    it one. ``impl`` must not raise for bad guest input (it returns a status instead); an
     exception anyway becomes a trap in the guest, never a crash of the worker. Returns the
     callback's env, which the caller must keep alive as long as the linker and instances.
     """
-    host = _fastcall.Host(impl, name, [str(p) == "i64" for p in ty.params], bool(ty.results))
+    is64 = [str(p) == "i64" for p in ty.params]
+    host = _fastcall.Host(impl, name, is64, bool(ty.results), strings, bool(strings))
     mod, nm = module.encode(), name.encode()
     linker_ptr = ctypes.cast(linker.ptr(), _VP).value
     type_ptr = ctypes.cast(ty.ptr(), _VP).value

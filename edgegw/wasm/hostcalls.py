@@ -29,6 +29,14 @@ _RESPONSE_HEADERS = int(MapType.RESPONSE_HEADERS)
 _RESPONSE_TRAILERS = int(MapType.RESPONSE_TRAILERS)
 _CALL_HEADERS = int(MapType.HTTP_CALL_RESPONSE_HEADERS)
 _CALL_TRAILERS = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
+#: Hostcalls whose guest strings _fastcall reads into bytes: the positions of their
+#: (pointer, length) parameters (fastcall.define_host_func).
+STRING_ARGS: dict[str, tuple[int, ...]] = {
+    "proxy_get_header_map_value": (1,),
+    "proxy_add_header_map_value": (1, 3),
+    "proxy_replace_header_map_value": (1, 3),
+    "proxy_remove_header_map_value": (1,),
+}
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -234,51 +242,44 @@ class Hostcalls:
         self.memory.write_u32(size_ptr, len(pairs))
         return OK
 
-    @guarded
+    # The header-map hostcalls get their key (lowercased) and value as bytes: _fastcall
+    # reads them from guest memory, answering INVALID_MEMORY_ACCESS itself (STRING_ARGS).
+
     def proxy_get_header_map_value(
-        self, map_type: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int
+        self, map_type: int, key: bytes, ptr_ptr: int, size_ptr: int
     ) -> int:
         pairs = self._map(map_type)
         if pairs is None:
             return NOT_FOUND
-        key = self.memory.read(key_ptr, key_size).lower()
         for k, v in pairs:
             if k == key:
                 # Envoy answers the first of repeated headers (all are in the pairs).
-                return self._return_bytes(v, ptr_ptr, size_ptr)
+                try:
+                    return self._return_bytes(v, ptr_ptr, size_ptr)
+                except IndexError:
+                    return Status.INVALID_MEMORY_ACCESS
         return NOT_FOUND
 
-    @guarded
-    def proxy_add_header_map_value(
-        self, map_type: int, key_ptr: int, key_size: int, val_ptr: int, val_size: int
-    ) -> int:
+    def proxy_add_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
         pairs = self._map(map_type)
         if pairs is None:
             return NOT_FOUND
-        key = self.memory.read(key_ptr, key_size).lower()
-        pairs.append((key, self.memory.read(val_ptr, val_size)))
+        pairs.append((key, value))
         return OK
 
-    @guarded
-    def proxy_replace_header_map_value(
-        self, map_type: int, key_ptr: int, key_size: int, val_ptr: int, val_size: int
-    ) -> int:
+    def proxy_replace_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
         pairs = self._map(map_type)
         if pairs is None:
             return NOT_FOUND
-        key = self.memory.read(key_ptr, key_size).lower()
-        value = self.memory.read(val_ptr, val_size)
         index = next((i for i, (k, _v) in enumerate(pairs) if k == key), None)
         pairs[:] = [(k, v) for k, v in pairs if k != key]
         pairs.insert(len(pairs) if index is None else index, (key, value))
         return OK
 
-    @guarded
-    def proxy_remove_header_map_value(self, map_type: int, key_ptr: int, key_size: int) -> int:
+    def proxy_remove_header_map_value(self, map_type: int, key: bytes) -> int:
         pairs = self._map(map_type)
         if pairs is None:
             return NOT_FOUND
-        key = self.memory.read(key_ptr, key_size).lower()
         pairs[:] = [(k, v) for k, v in pairs if k != key]
         return OK
 

@@ -19,8 +19,16 @@ from edgegw.errors import FilterLoadError, WasmError
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm.abi import ABI_MARKERS
-from edgegw.wasm.fastcall import Memory, RawFunc, define_host_func, raw_func, set_deadline
+from edgegw.wasm.fastcall import (
+    Host,
+    Memory,
+    RawFunc,
+    define_host_func,
+    raw_func,
+    set_deadline,
+)
 from edgegw.wasm.geoip import CountryLookup
+from edgegw.wasm.hostcalls import STRING_ARGS
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
 from edgegw.wasm.state import StreamState
 
@@ -72,7 +80,7 @@ class Plugin(SharedHostcalls):
         self._tick: asyncio.TimerHandle | None = None
         self._tick_period = 0.0
         self.closed = False
-        self._callbacks: list[object] = []  # host function envs must outlive the instance
+        self._callbacks: list[Host] = []  # host function envs must outlive the instance
         self.store = wasmtime.Store(engines.engine())
         self.store.set_limits(memory_size=spec.limits.memory)
         self._instantiate(module)
@@ -106,7 +114,11 @@ class Plugin(SharedHostcalls):
                 impl = getattr(self, name)
             else:
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
-            self._callbacks.append(define_host_func(linker, "env", name, ty, impl))
+            try:
+                host = define_host_func(linker, "env", name, ty, impl, STRING_ARGS.get(name, ()))
+            except ValueError as exc:  # a string parameter where the ABI has none
+                raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
+            self._callbacks.append(host)
         # instantiate runs the start function, which may take a while
         set_deadline(self.store, engines.cpu_ticks(10.0))
         try:
@@ -118,6 +130,8 @@ class Plugin(SharedHostcalls):
         if not isinstance(memory, wasmtime.Memory):
             raise FilterLoadError(self.name, "module exports no memory")
         self.memory = Memory(self.store, memory)
+        for host in self._callbacks:
+            self.memory.attach(host)
         self.funcs: dict[str, RawFunc] = {}
         for name in exports:
             item = found.get(name)
