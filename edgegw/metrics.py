@@ -2,8 +2,8 @@
 
 In ``serve`` every worker writes its samples under PROMETHEUS_MULTIPROC_DIR and the admin
 listener sums them (edgegw/admin.py). Each sample written there is an mmap write under a
-lock: recording a request that way cost ~13.5 µs, a tenth of a proxied request. So the
-hot path only counts in plain dicts, and ``flush()`` hands the sums to prometheus_client
+lock, five per request: a noticeable part of a proxied request. So the hot path only
+counts in plain dicts, and ``flush()`` hands the sums to prometheus_client
 at most ``FLUSH_SECONDS`` later (a loop timer), at shutdown, and before an in-process
 scrape. /metrics of a multi-worker gateway therefore lags by up to ``FLUSH_SECONDS``.
 """

@@ -73,6 +73,7 @@ _STRINGS_WAT = """
   (memory (export "memory") 1)
   (data (i32.const 16) "X-Trivial")
   (data (i32.const 32) "Value-A")
+  (data (i32.const 48) "Q")
   (func (export "call") (param i32 i32 i32 i32 i32) (result i32)
     local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $host)
   (start $warm)
@@ -117,7 +118,12 @@ def test_string_arguments_are_read_in_c() -> None:
     fast = raw_func(store, call, "call", 10**6)
     assert fast(2, 16, 9, 32, 7) == 0
     assert seen == [(2, b"x-trivial", b"Value-A")]  # the name lowercased, the value not
+    # A one-byte name: CPython shares one-byte bytes objects; lowercasing must not write one.
+    assert fast(0, 48, 1, 48, 1) == 0
+    assert seen[-1] == (0, b"q", b"Q")
+    assert bytes([81])[0] == 81 and bytes([81]) == b"Q"
+    seen.clear()
     # Out of bounds: INVALID_MEMORY_ACCESS, and the Python side is never called.
     assert fast(2, 65536 - 4, 9, 32, 7) == 6
     assert fast(2, 16, 9, 0xFFFFFFF0, 0x20) == 6
-    assert len(seen) == 1
+    assert seen == []

@@ -271,12 +271,16 @@ guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status
         *status = STATUS_INVALID_MEMORY_ACCESS;
         return NULL;
     }
-    bytes = PyBytes_FromStringAndSize((const char *)base + ptr, (Py_ssize_t)len);
-    if (bytes != NULL && lower) {
-        char *text = PyBytes_AS_STRING(bytes); /* not shared yet: may be written */
+    if (!lower)
+        return PyBytes_FromStringAndSize((const char *)base + ptr, (Py_ssize_t)len);
+    /* Lowercase into a new object: given the data, CPython would hand back its shared
+     * one-byte objects, which must never be written. */
+    bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+    if (bytes != NULL && len > 0) {
+        const uint8_t *from = base + ptr;
+        char *text = PyBytes_AS_STRING(bytes);
         for (uint64_t i = 0; i < len; i++)
-            if (text[i] >= 'A' && text[i] <= 'Z')
-                text[i] = (char)(text[i] + ('a' - 'A'));
+            text[i] = (char)(from[i] >= 'A' && from[i] <= 'Z' ? from[i] + ('a' - 'A') : from[i]);
     }
     return bytes;
 }
