@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
@@ -138,13 +137,13 @@ class Plugin(SharedHostcalls):
             if isinstance(item, wasmtime.Func):
                 self.funcs[name] = raw_func(self.store, item, name, self.ticks)
         # The stream callbacks, resolved once (None: not exported): the per-request path.
-        self.on_request_headers = self._hook("proxy_on_request_headers")
-        self.on_request_body = self._hook("proxy_on_request_body")
-        self.on_response_headers = self._hook("proxy_on_response_headers")
-        self.on_response_body = self._hook("proxy_on_response_body")
-        self.on_log = self._hook("proxy_on_log")
-        self.on_done = self._hook("proxy_on_done")
-        self.on_delete = self._hook("proxy_on_delete")
+        self.on_request_headers = self.funcs.get("proxy_on_request_headers")
+        self.on_request_body = self.funcs.get("proxy_on_request_body")
+        self.on_response_headers = self.funcs.get("proxy_on_response_headers")
+        self.on_response_body = self.funcs.get("proxy_on_response_body")
+        self.on_log = self.funcs.get("proxy_on_log")
+        self.on_done = self.funcs.get("proxy_on_done")
+        self.on_delete = self.funcs.get("proxy_on_delete")
         alloc = self.funcs.get("proxy_on_memory_allocate") or self.funcs.get("malloc")
         if alloc is None:
             raise FilterLoadError(
@@ -174,9 +173,6 @@ class Plugin(SharedHostcalls):
         if func is None:
             return 0
         return func(*args)
-
-    def _hook(self, name: str) -> Callable[..., int] | None:
-        return self.funcs.get(name)
 
     def allocate(self, size: int) -> int:
         return self._alloc(size)
