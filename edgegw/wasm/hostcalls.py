@@ -16,7 +16,7 @@ from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs,
 from edgegw.wasm.fastcall import Memory
 from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.properties import get_property
-from edgegw.wasm.state import StreamState
+from edgegw.wasm.state import CallMap, HeaderMap, ListMap, StreamState
 
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 _LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: 50}
@@ -103,25 +103,25 @@ class Hostcalls:
         self.memory.write_u32(size_ptr, len(data))
         return OK
 
-    def _map(self, map_type: int) -> Headers | None:
+    def _map(self, map_type: int) -> HeaderMap | None:
         state = self.current
         # The stream's own maps first: nearly every header hostcall is about them.
         if state is not None:
             if map_type == _REQUEST_HEADERS:
-                return state.open_request_map()
+                return state.request_map
             if map_type == _RESPONSE_HEADERS:
-                return state.open_response_map() if state.ex.status else None
+                return state.response_map if state.ex.status else None
             if map_type == _REQUEST_TRAILERS:
-                return state.request_trailers
+                return ListMap(state.request_trailers)
             if map_type == _RESPONSE_TRAILERS:
-                return state.response_trailers
+                return ListMap(state.response_trailers)
+        response = self.call_response
+        if response is None:
+            return None
         if map_type == _CALL_HEADERS:
-            response = self.call_response
-            if response is None:
-                return None
-            return [(b":status", str(response.status).encode()), *response.headers]
+            return CallMap(response.headers, response.status)
         if map_type == _CALL_TRAILERS:
-            return [] if self.call_response is not None else None
+            return ListMap([])
         return None
 
     def _buffer(self, buffer_type: int) -> bytearray | bytes | None:
@@ -220,26 +220,26 @@ class Hostcalls:
 
     @guarded
     def proxy_get_header_map_pairs(self, map_type: int, ptr_ptr: int, size_ptr: int) -> int:
-        pairs = self._map(map_type)
-        if pairs is None:
+        found = self._map(map_type)
+        if found is None:
             return NOT_FOUND
-        return self._return_bytes(encode_pairs(pairs), ptr_ptr, size_ptr)
+        return self._return_bytes(encode_pairs(found.pairs()), ptr_ptr, size_ptr)
 
     @guarded
     def proxy_set_header_map_pairs(self, map_type: int, ptr: int, size: int) -> int:
-        pairs = self._map(map_type)
+        found = self._map(map_type)
         new = decode_pairs(self.memory.read(ptr, size))
-        if pairs is None or new is None:
-            return NOT_FOUND if pairs is None else BAD_ARGUMENT
-        pairs[:] = [(k.lower(), v) for k, v in new]
+        if found is None or new is None:
+            return NOT_FOUND if found is None else BAD_ARGUMENT
+        found.set_pairs([(k.lower(), v) for k, v in new])
         return OK
 
     @guarded
     def proxy_get_header_map_size(self, map_type: int, size_ptr: int) -> int:
-        pairs = self._map(map_type)
-        if pairs is None:
+        found = self._map(map_type)
+        if found is None:
             return NOT_FOUND
-        self.memory.write_u32(size_ptr, len(pairs))
+        self.memory.write_u32(size_ptr, found.size())
         return OK
 
     # The header-map hostcalls get their key (lowercased) and value as bytes: _fastcall
@@ -249,36 +249,31 @@ class Hostcalls:
     def proxy_get_header_map_value(
         self, map_type: int, key: bytes, ptr_ptr: int, size_ptr: int
     ) -> int:
-        pairs = self._map(map_type)
-        if pairs is None:
+        found = self._map(map_type)
+        value = None if found is None else found.get(key)
+        if value is None:
             return NOT_FOUND
-        for k, v in pairs:
-            if k == key:
-                # Envoy answers the first of repeated headers (all are in the pairs).
-                return self._return_bytes(v, ptr_ptr, size_ptr)
-        return NOT_FOUND
+        return self._return_bytes(value, ptr_ptr, size_ptr)
 
     def proxy_add_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
-        pairs = self._map(map_type)
-        if pairs is None:
+        found = self._map(map_type)
+        if found is None:
             return NOT_FOUND
-        pairs.append((key, value))
+        found.add(key, value)
         return OK
 
     def proxy_replace_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
-        pairs = self._map(map_type)
-        if pairs is None:
+        found = self._map(map_type)
+        if found is None:
             return NOT_FOUND
-        index = next((i for i, (k, _v) in enumerate(pairs) if k == key), None)
-        pairs[:] = [(k, v) for k, v in pairs if k != key]
-        pairs.insert(len(pairs) if index is None else index, (key, value))
+        found.replace(key, value)
         return OK
 
     def proxy_remove_header_map_value(self, map_type: int, key: bytes) -> int:
-        pairs = self._map(map_type)
-        if pairs is None:
+        found = self._map(map_type)
+        if found is None:
             return NOT_FOUND
-        pairs[:] = [(k, v) for k, v in pairs if k != key]
+        found.remove(key)
         return OK
 
     # --- properties --------------------------------------------------------------------

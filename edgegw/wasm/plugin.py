@@ -141,9 +141,10 @@ class Plugin(SharedHostcalls):
         self.on_request_body = self.funcs.get("proxy_on_request_body")
         self.on_response_headers = self.funcs.get("proxy_on_response_headers")
         self.on_response_body = self.funcs.get("proxy_on_response_body")
-        self.on_log = self.funcs.get("proxy_on_log")
-        self.on_done = self.funcs.get("proxy_on_done")
-        self.on_delete = self.funcs.get("proxy_on_delete")
+        # The end of a stream, in Envoy's order (exported ones only).
+        ends = ("proxy_on_log", "proxy_on_done", "proxy_on_delete")
+        self.on_end = tuple(self.funcs[name] for name in ends if name in self.funcs)
+        self.on_context_create = self.funcs.get("proxy_on_context_create")
         alloc = self.funcs.get("proxy_on_memory_allocate") or self.funcs.get("malloc")
         if alloc is None:
             raise FilterLoadError(
@@ -182,7 +183,8 @@ class Plugin(SharedHostcalls):
         self._next_context += 1
         self.streams[context] = state
         self.current = state
-        self.call("proxy_on_context_create", context, ROOT_CONTEXT)
+        if self.on_context_create is not None:
+            self.on_context_create(context, ROOT_CONTEXT)
         return context
 
     def enter(self, context: int) -> None:

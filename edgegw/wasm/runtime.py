@@ -27,7 +27,8 @@ class WasmRuntime:
         self.config = config
         self.plugins = plugins
         self.http_call = http_call
-        self._chains: dict[str, tuple[Plugin, ...]] = {}
+        # Per route: its plugins, and whether any of them reads response bodies.
+        self._chains: dict[str, tuple[tuple[Plugin, ...], bool]] = {}
         for plugin in plugins.values():
             plugin.start_ticks()  # ticks asked for during on_configure
 
@@ -60,13 +61,15 @@ class WasmRuntime:
 
     def start(self, ex: Exchange) -> Chain | None:
         route = ex.route
-        plugins = self._chains.get(route.name)
-        if plugins is None:
-            plugins = self._chains[route.name] = self._route_plugins(route)
-        return Chain(plugins, ex, self.reload_plugin) if plugins else None
+        found = self._chains.get(route.name)
+        if found is None:
+            found = self._chains[route.name] = self._route_plugins(route)
+        plugins, wants_response_body = found
+        return Chain(plugins, ex, self.reload_plugin, wants_response_body) if plugins else None
 
-    def _route_plugins(self, route: Route) -> tuple[Plugin, ...]:
-        return tuple(self.plugins[name] for name in route.filters if name in self.plugins)
+    def _route_plugins(self, route: Route) -> tuple[tuple[Plugin, ...], bool]:
+        plugins = tuple(self.plugins[name] for name in route.filters if name in self.plugins)
+        return plugins, any(p.on_response_body is not None for p in plugins)
 
     def reload_plugin(self, plugin: Plugin) -> None:
         """``on_error: reload``: a fresh VM of the same module for the next requests."""

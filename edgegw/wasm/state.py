@@ -1,86 +1,201 @@
-"""Per-request state shared by every filter of a route: header maps, body buffers, the
-local reply and the pause/resume signal. Hostcalls read and write it."""
+"""Per-request state shared by every filter of a route (header maps, body buffers, the
+local reply, the pause/resume signal), and the header maps as hostcalls see them.
+
+A filter sees the request headers with the pseudo-headers ``:authority``, ``:path``,
+``:method``, ``:scheme`` first, and the response headers with ``:status`` first, as in
+Envoy. The pseudo-headers are not stored in the lists: they are read from and written to
+the ``Exchange`` fields when a hostcall names one, so a phase in which no filter asks for
+them builds nothing (most filters only add, read or remove ordinary headers).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
-from edgegw.chain import CallResponse, Exchange, LocalReply
+from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError
 from edgegw.types import Headers
 
 
-@dataclass(slots=True)
 class StreamState:
-    ex: Exchange
-    request_map: Headers | None = None  # pseudo-headers first, as Envoy shows them
-    response_map: Headers | None = None
-    request_trailers: Headers = field(default_factory=list)
-    response_trailers: Headers = field(default_factory=list)
-    request_body: bytearray = field(default_factory=bytearray)
-    response_body: bytearray = field(default_factory=bytearray)
-    local_reply: LocalReply | None = None
-    resume: asyncio.Future[None] | None = None  # set while a filter paused the stream
-    call_response: CallResponse | None = None  # readable during on_http_call_response
-    done: bool = False
-    # (plugin, error): a filter failed in a callback outside the chain's own calls (its
-    # http_call response) while the stream waited; the chain applies its on_error.
-    failure: tuple[object, WasmError] | None = None
-    encoding_local: bool = False  # a local reply is going through the response callbacks
+    """What the filters of one request share."""
 
-    def open_request_map(self) -> Headers:
-        if self.request_map is None:
-            ex = self.ex
-            self.request_map = [
-                (b":authority", ex.authority.encode("latin-1")),
-                (b":path", ex.path.encode("latin-1")),
-                (b":method", ex.method.encode("latin-1")),
-                (b":scheme", ex.scheme.encode("latin-1")),
-                *ex.request_headers,
-            ]
-        return self.request_map
+    __slots__ = (
+        "done",
+        "encoding_local",
+        "ex",
+        "failure",
+        "local_reply",
+        "request_body",
+        "request_map",
+        "request_trailers",
+        "response_body",
+        "response_map",
+        "response_trailers",
+        "resume",
+    )
 
-    def close_request_map(self) -> None:
-        """Write filter edits back to the exchange (pseudo-headers to their fields)."""
-        if self.request_map is None:
-            return
-        ex = self.ex
-        headers: Headers = []
-        for name, value in self.request_map:
-            if name[:1] != b":":
-                headers.append((name, value))
-            elif name == b":path":
-                ex.path = value.decode("latin-1")
-            elif name == b":method":
-                ex.method = value.decode("latin-1")
-            elif name == b":authority":
-                ex.authority = value.decode("latin-1")
-            elif name == b":scheme":
-                ex.scheme = value.decode("latin-1")
-        ex.request_headers[:] = headers
-        self.request_map = None
-
-    def open_response_map(self) -> Headers:
-        if self.response_map is None:
-            status = (b":status", str(self.ex.status).encode())
-            self.response_map = [status, *self.ex.response_headers]
-        return self.response_map
-
-    def close_response_map(self) -> None:
-        if self.response_map is None:
-            return
-        headers: Headers = []
-        for name, value in self.response_map:
-            if name == b":status":
-                if value.isdigit():
-                    self.ex.status = int(value)
-            elif name[:1] != b":":
-                headers.append((name, value))
-        self.ex.response_headers = headers
-        self.response_map = None
+    def __init__(self, ex: Exchange) -> None:
+        # A plain __init__: this runs once per filtered request (a dataclass with
+        # default factories costs about twice as much).
+        self.ex = ex
+        self.request_trailers: Headers = []
+        self.response_trailers: Headers = []
+        self.request_body = bytearray()
+        self.response_body = bytearray()
+        self.local_reply: LocalReply | None = None
+        self.resume: asyncio.Future[None] | None = None  # set while a filter paused
+        self.done = False
+        # (plugin, error): a filter failed in a callback outside the chain's own calls
+        # (its http_call response) while the stream waited; the chain applies on_error.
+        self.failure: tuple[object, WasmError] | None = None
+        self.encoding_local = False  # a local reply is going through the response callbacks
+        self.request_map = RequestMap(ex)
+        self.response_map = ResponseMap(ex)
 
     def wake(self) -> None:
         """Resume a paused stream (continue, local reply or close)."""
         if self.resume is not None and not self.resume.done():
             self.resume.set_result(None)
+
+
+class HeaderMap:
+    """One header map as the hostcalls edit it: the stored ordinary headers (``headers``)
+    plus the pseudo-headers of its kind. Pseudo-headers cannot be removed (Envoy rejects
+    a request without them); removing one is ignored."""
+
+    __slots__ = ()
+    PSEUDO = 0  # how many pseudo-headers the map has
+
+    @property
+    def headers(self) -> Headers:
+        raise NotImplementedError
+
+    def _pseudo(self) -> Headers:
+        return []
+
+    def _set_pseudo(self, name: bytes, value: bytes) -> None:
+        """Set pseudo-header ``name``; names the map does not have are ignored."""
+
+    def size(self) -> int:
+        return self.PSEUDO + len(self.headers)
+
+    def pairs(self) -> Headers:
+        return [*self._pseudo(), *self.headers]
+
+    def get(self, key: bytes) -> bytes | None:
+        # Envoy answers the first of repeated headers (all of them are in the pairs).
+        for k, v in self._pseudo() if key[:1] == b":" and self.PSEUDO else self.headers:
+            if k == key:
+                return v
+        return None
+
+    def add(self, key: bytes, value: bytes) -> None:
+        if key[:1] == b":" and self.PSEUDO:
+            self._set_pseudo(key, value)
+        else:
+            self.headers.append((key, value))
+
+    def replace(self, key: bytes, value: bytes) -> None:
+        if key[:1] == b":" and self.PSEUDO:
+            self._set_pseudo(key, value)
+            return
+        headers = self.headers
+        index = next((i for i, (k, _v) in enumerate(headers) if k == key), None)
+        headers[:] = [(k, v) for k, v in headers if k != key]
+        headers.insert(len(headers) if index is None else index, (key, value))
+
+    def remove(self, key: bytes) -> None:
+        self.headers[:] = [(k, v) for k, v in self.headers if k != key]
+
+    def set_pairs(self, pairs: Headers) -> None:
+        headers: Headers = []
+        for key, value in pairs:
+            if key[:1] == b":" and self.PSEUDO:
+                self._set_pseudo(key, value)
+            else:
+                headers.append((key, value))
+        self.headers[:] = headers
+
+
+class RequestMap(HeaderMap):
+    """The request headers of ``ex``; pseudo-headers in Envoy's order."""
+
+    __slots__ = ("ex",)
+    PSEUDO = 4
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+
+    @property
+    def headers(self) -> Headers:  # the pipeline forwards this very list
+        return self.ex.request_headers
+
+    def _pseudo(self) -> Headers:
+        ex = self.ex
+        return [
+            (b":authority", ex.authority.encode("latin-1")),
+            (b":path", ex.path.encode("latin-1")),
+            (b":method", ex.method.encode("latin-1")),
+            (b":scheme", ex.scheme.encode("latin-1")),
+        ]
+
+    def _set_pseudo(self, name: bytes, value: bytes) -> None:
+        ex, text = self.ex, value.decode("latin-1")
+        if name == b":path":
+            ex.path = text
+        elif name == b":method":
+            ex.method = text
+        elif name == b":authority":
+            ex.authority = text
+        elif name == b":scheme":
+            ex.scheme = text
+
+
+class ResponseMap(HeaderMap):
+    """The response headers of ``ex`` (the pipeline may replace the list: read it
+    through ``ex`` each time) with ``:status``."""
+
+    __slots__ = ("ex",)
+    PSEUDO = 1
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+
+    @property
+    def headers(self) -> Headers:
+        return self.ex.response_headers
+
+    def _pseudo(self) -> Headers:
+        return [(b":status", str(self.ex.status).encode())]
+
+    def _set_pseudo(self, name: bytes, value: bytes) -> None:
+        if name == b":status" and value.isdigit():
+            self.ex.status = int(value)
+
+
+class ListMap(HeaderMap):
+    """A map without pseudo-headers (trailers)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    @property
+    def headers(self) -> Headers:
+        return self._headers
+
+
+class CallMap(ListMap):
+    """The headers of an http_call response, with a read-only ``:status``."""
+
+    __slots__ = ("status",)
+    PSEUDO = 1
+
+    def __init__(self, headers: Headers, status: int) -> None:
+        super().__init__(headers)
+        self.status = status
+
+    def _pseudo(self) -> Headers:
+        return [(b":status", str(self.status).encode())]

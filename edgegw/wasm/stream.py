@@ -42,28 +42,31 @@ class Chain:
     """The filters of one request; built by ``WasmRuntime.start``."""
 
     def __init__(
-        self, plugins: tuple[Plugin, ...], ex: Exchange, reload: Callable[[Plugin], None]
+        self,
+        plugins: tuple[Plugin, ...],
+        ex: Exchange,
+        reload: Callable[[Plugin], None],
+        wants_response_body: bool,
     ) -> None:
-        self.state = StreamState(ex)
+        self.state = state = StreamState(ex)
         self.plugins = plugins
         self.reload = reload
-        self.contexts: list[int] = []
-        # Filters not called again in this request: failed ones, and those the request
-        # never reached because an earlier filter replied.
-        self.skipped: set[int] = set()
         self.wants_request_body = True
-        self.wants_response_body = any(p.on_response_body is not None for p in plugins)
+        self.wants_response_body = wants_response_body
+        # Filters not called again in this request (index -> None): failed ones, and those
+        # the request never reached because an earlier filter replied. A context whose
+        # creation failed maps to its error: Envoy creates a filter's context when the
+        # request reaches it, so the failure takes effect there (``_step``).
+        self.off: dict[int, WasmError | None] = {}
         # Per direction (request: True), the filter a paused body resumes at.
         self._body_at: dict[bool, int | None] = {True: None, False: None}
-        # Contexts whose creation failed: Envoy creates a filter's context when the request
-        # reaches it, so the failure takes effect there (``_step``), after earlier filters.
-        self._broken: dict[int, WasmError] = {}
+        self.contexts: list[int] = []
         for index, plugin in enumerate(plugins):
             try:
-                self.contexts.append(plugin.new_context(self.state))
+                self.contexts.append(plugin.new_context(state))
             except WasmError as exc:
                 self.contexts.append(0)
-                self._broken[index] = exc
+                self.off[index] = exc
 
     # --- driving one callback --------------------------------------------------------
 
@@ -72,10 +75,10 @@ class Chain:
     ) -> LocalReply | _Paused | None:
         """Call ``hook`` of filter ``index`` (None: not exported). None: go on to the next
         filter; a reply: stop; PAUSED: wait (``_paused``), then go on."""
-        if index in self.skipped:
-            return None
-        if index in self._broken:
-            return self._failed(index, self._broken.pop(index))
+        off = self.off
+        if off and index in off:
+            exc = off[index]
+            return None if exc is None else self._failed(index, exc)
         if hook is None:
             return None
         state = self.state
@@ -115,7 +118,7 @@ class Chain:
         plugin = self.plugins[index]
         policy = plugin.spec.on_error
         log.error("filter '%s' failed (%s): %s", plugin.name, policy, exc)
-        self.skipped.add(index)
+        self.off[index] = None
         if policy == "fail_open":
             return None
         if policy == "reload":
@@ -127,28 +130,22 @@ class Chain:
     # --- StreamFilters ---------------------------------------------------------------
 
     async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        state = self.state
-        count = len(state.open_request_map())
-        reply = None
-        try:
-            for index, plugin in enumerate(self.plugins):
-                # No coroutine per filter: only a pause needs one (``_paused``).
-                step = self._step(index, plugin.on_request_headers, count, end_of_stream)
-                reply = await self._paused(index) if step is PAUSED else step
-                if reply is not None:
-                    # The later filters never see this request: in Envoy their stream
-                    # contexts are not created, so they get no response callbacks either.
-                    self.skipped.update(range(index + 1, len(self.plugins)))
-                    break
-                count = len(state.open_request_map())
-        finally:
-            state.close_request_map()
-        return None if reply is None else await self._encode_local(ex, reply)
+        request_map = self.state.request_map
+        for index, plugin in enumerate(self.plugins):
+            # No coroutine per filter: only a pause needs one (``_paused``).
+            step = self._step(index, plugin.on_request_headers, request_map.size(), end_of_stream)
+            reply = await self._paused(index) if step is PAUSED else step
+            if reply is not None:
+                # The later filters never see this request: in Envoy their stream contexts
+                # are not created, so they get no response callbacks either.
+                self.off.update(dict.fromkeys(range(index + 1, len(self.plugins))))
+                return await self._encode_local(ex, reply)
+        return None
 
     async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
         """A local reply sent while decoding passes through the response callbacks, as
         Envoy encodes it through the filter chain: a filter sees its own reply; a failed
-        filter, or one the request never reached, does not (``skipped``)."""
+        filter, or one the request never reached, does not (``off``)."""
         if self.state.encoding_local:
             return reply
         self.state.encoding_local = True
@@ -173,19 +170,14 @@ class Chain:
         return await self._encode_local(ex, reply) if isinstance(reply, LocalReply) else reply
 
     async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        state = self.state
-        count = len(state.open_response_map())
+        response_map = self.state.response_map
         plugins = self.plugins
-        try:
-            for index in range(len(plugins) - 1, -1, -1):
-                hook = plugins[index].on_response_headers
-                step = self._step(index, hook, count, end_of_stream)
-                reply = await self._paused(index) if step is PAUSED else step
-                if reply is not None:
-                    return reply
-                count = len(state.open_response_map())
-        finally:
-            state.close_response_map()
+        for index in range(len(plugins) - 1, -1, -1):
+            hook = plugins[index].on_response_headers
+            step = self._step(index, hook, response_map.size(), end_of_stream)
+            reply = await self._paused(index) if step is PAUSED else step
+            if reply is not None:
+                return reply
         return None
 
     async def response_body(
@@ -224,17 +216,17 @@ class Chain:
         return out
 
     def done(self, ex: Exchange) -> None:
-        self.state.done = True
-        self.state.wake()
+        state = self.state
+        state.done = True
+        state.wake()
         for index, plugin in enumerate(self.plugins):
             context = self.contexts[index]
             if not context or plugin.closed:
                 continue
-            plugin.current = self.state
+            plugin.current = state
             try:
-                for hook in (plugin.on_log, plugin.on_done, plugin.on_delete):
-                    if hook is not None:
-                        hook(context)
+                for hook in plugin.on_end:
+                    hook(context)
             except WasmError as exc:
                 log.error("filter '%s' failed at the end of a request: %s", plugin.name, exc)
             finally:
