@@ -302,6 +302,12 @@ def scenarios() -> list[Scenario]:
             filters=_trivial(1),
         ),
         Scenario("filters-4", "4 trivial wasm filters", filters=_trivial(4)),
+        # What SCHED_BATCH (server._sched_batch) is worth; Envoy runs as in plain.
+        Scenario(
+            "plain-sched-other",
+            "plain proxying, edgegw with sched_batch: false (the default CPU policy)",
+            extra_edgegw_yaml="sched_batch: false\n",
+        ),
     ]
 
 

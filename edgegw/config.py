@@ -62,6 +62,7 @@ TOP_KEYS = (
     "background",
     "geoip",
     "access_log",
+    "sched_batch",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -137,6 +138,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         background=background,
         geoip=geoip,
         access_log=r.convert(top.get("access_log"), as_bool, True),
+        sched_batch=r.convert(top.get("sched_batch"), as_bool, True),
         source=source,
     )
 

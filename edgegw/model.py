@@ -152,4 +152,5 @@ class GatewayConfig:
     background: tuple[str, ...] = ()  # names of filters loaded as root-only plugins
     geoip: GeoIPConfig | None = None
     access_log: bool = True
+    sched_batch: bool = True  # Linux: the workers run under SCHED_BATCH (server.py)
     source: Path | None = None  # the file this was read from

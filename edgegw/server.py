@@ -246,6 +246,25 @@ def _sighup(runtime: Runtime) -> None:
     request_reload(runtime.path)
 
 
+def _sched_batch() -> None:
+    """Put this thread, and so every worker process and thread started after it, under
+    Linux's SCHED_BATCH policy (sched(7)): no wakeup preemption among them.
+
+    A granian worker is a Python thread running the app and a tokio thread doing the HTTP
+    I/O, which needs the GIL for every request. Under the default policy each wakeup of
+    the tokio thread preempts the Python thread, finds the GIL held and sleeps again: two
+    futile context switches. bench/run.py measures the difference (scenario
+    ``plain-sched-other``; docs/benchmarks.md). The policy needs no privilege and keeps
+    the nice value; ``sched_batch: false`` turns it off.
+    """
+    if not hasattr(os, "SCHED_BATCH"):  # not Linux
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:  # a sandbox may forbid it: serve anyway
+        logging.getLogger("edgegw").warning("cannot use SCHED_BATCH: %s", exc)
+
+
 def _app_factory() -> str:
     return os.environ.get(ENV_APP_FACTORY) or APP_FACTORY
 
@@ -278,6 +297,8 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        if config.sched_batch:
+            _sched_batch()  # after the admin thread: it stays interactive
         # Workers start with a fresh interpreter (spawn, as hypercorn does) so they never
         # inherit the supervisor's admin thread, its event loop or its locks mid-use.
         multiprocessing.set_start_method("spawn", force=True)

@@ -62,6 +62,8 @@ def test_defaults() -> None:
     assert config.backends["users"].timeout == 30.0
     assert config.admin.listen is None
     assert config.routes[0].match.prefix == "/users"
+    assert config.sched_batch is True
+    assert parse_config(BASE + "sched_batch: false\n", env={}).sched_batch is False
 
 
 def test_units(wasm_dir: Path) -> None:

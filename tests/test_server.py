@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -46,6 +47,27 @@ def requests_total(admin_url: str, at_least: int) -> float:
         time.sleep(0.1)
 
 
+def worker_policies(supervisor: int) -> set[int]:
+    """The CPU scheduling policies of every thread of the supervisor's descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    policies: set[int] = set()
+    pending = list(children.get(supervisor, []))
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, []))
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            policies.add(os.sched_getscheduler(int(tid)))
+    return policies
+
+
 @pytest.mark.parametrize("server", ["granian", "hypercorn"])
 def test_smoke(
     server: str, run_gateway: RunGateway, backend_factory: MakeBackend, tmp_path: Path
@@ -84,6 +106,8 @@ def test_smoke(
         assert admin.get("/healthz").json() == {"status": "ok"}
         assert admin.get("/readyz").status_code == 200
     assert requests_total(gw.admin_url, 2) >= 2
+    # Linux: workers run under SCHED_BATCH by default (sched_batch, server._sched_batch).
+    assert worker_policies(gw.proc.pid) == {os.SCHED_BATCH}
 
     assert gw.stop(signal.SIGTERM) == 0, gw.output()
     # The supervisor cleans the metrics files it exported; a non-owned runtime dir stays.
@@ -93,7 +117,7 @@ def test_smoke(
 
 def test_granian_two_workers(run_gateway: RunGateway, backend_factory: MakeBackend) -> None:
     backend = backend_factory(name="api")
-    gw = run_gateway(gateway_config(backend), "--workers", "2")
+    gw = run_gateway(gateway_config(backend, sched_batch=False), "--workers", "2")
     n = 20
     with httpx.Client(base_url=gw.url, timeout=10) as client:
         for i in range(n):
@@ -103,6 +127,7 @@ def test_granian_two_workers(run_gateway: RunGateway, backend_factory: MakeBacke
     # /metrics on the supervisor sums every worker's counters.
     assert requests_total(gw.admin_url, n) == n
     assert "worker-2" in gw.output()
+    assert worker_policies(gw.proc.pid) == {os.SCHED_OTHER}  # sched_batch: false
     assert gw.stop(signal.SIGINT) == 0, gw.output()
 
 
