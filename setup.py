@@ -1,16 +1,16 @@
-"""The one compiled part of edgegw: the wasm fast path (edgegw/wasm/_fastcall.c).
+"""The compiled parts of edgegw: the wasm fast path (edgegw/wasm/_fastcall.c) and the
+header-phase loop of a filter chain (edgegw/wasm/_phase.c).
 
 Everything else is in pyproject.toml; setuptools reads C extensions only from here.
 """
 
 from setuptools import Extension, setup
 
+FLAGS = ["-O2", "-Wall", "-Werror", "-Wno-deprecated-declarations"]
+
 setup(
     ext_modules=[
-        Extension(
-            "edgegw.wasm._fastcall",
-            ["edgegw/wasm/_fastcall.c"],
-            extra_compile_args=["-O2", "-Wall", "-Werror", "-Wno-deprecated-declarations"],
-        )
+        Extension("edgegw.wasm._fastcall", ["edgegw/wasm/_fastcall.c"], extra_compile_args=FLAGS),
+        Extension("edgegw.wasm._phase", ["edgegw/wasm/_phase.c"], extra_compile_args=FLAGS),
     ]
 )

@@ -16,7 +16,14 @@ from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs,
 from edgegw.wasm.fastcall import Memory
 from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.properties import get_property
-from edgegw.wasm.state import CallMap, HeaderMap, ListMap, StreamState
+from edgegw.wasm.state import (
+    CallMap,
+    HeaderMap,
+    ListMap,
+    RequestMap,
+    ResponseMap,
+    StreamState,
+)
 
 OK, NOT_FOUND, BAD_ARGUMENT = Status.OK, Status.NOT_FOUND, Status.BAD_ARGUMENT
 _LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: 50}
@@ -108,9 +115,9 @@ class Hostcalls:
         # The stream's own maps first: nearly every header hostcall is about them.
         if state is not None:
             if map_type == _REQUEST_HEADERS:
-                return state.request_map
+                return RequestMap(state.ex)
             if map_type == _RESPONSE_HEADERS:
-                return state.response_map if state.ex.status else None
+                return ResponseMap(state.ex) if state.ex.status else None
             if map_type == _REQUEST_TRAILERS:
                 return ListMap(state.request_trailers)
             if map_type == _RESPONSE_TRAILERS:
@@ -256,6 +263,16 @@ class Hostcalls:
         return self._return_bytes(value, ptr_ptr, size_ptr)
 
     def proxy_add_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
+        state = self.current
+        # The stream's own ordinary headers directly: the one hostcall nearly every
+        # filter makes (HeaderMap.add for the rest).
+        if state is not None and key[:1] != b":":
+            if map_type == _REQUEST_HEADERS:
+                state.ex.request_headers.append((key, value))
+                return OK
+            if map_type == _RESPONSE_HEADERS and state.ex.status:
+                state.ex.response_headers.append((key, value))
+                return OK
         found = self._map(map_type)
         if found is None:
             return NOT_FOUND

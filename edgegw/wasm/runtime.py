@@ -13,7 +13,7 @@ from edgegw.errors import EdgegwError
 from edgegw.model import GatewayConfig, Route
 from edgegw.wasm.geoip import open_country_lookup
 from edgegw.wasm.plugin import Plugin, compile_filter
-from edgegw.wasm.stream import Chain
+from edgegw.wasm.stream import Chain, Plan
 
 log = logging.getLogger("edgegw.wasm")
 
@@ -27,8 +27,7 @@ class WasmRuntime:
         self.config = config
         self.plugins = plugins
         self.http_call = http_call
-        # Per route: its plugins, and whether any of them reads response bodies.
-        self._chains: dict[str, tuple[tuple[Plugin, ...], bool]] = {}
+        self._plans: dict[str, Plan] = {}  # per route name
         for plugin in plugins.values():
             plugin.start_ticks()  # ticks asked for during on_configure
 
@@ -61,15 +60,13 @@ class WasmRuntime:
 
     def start(self, ex: Exchange) -> Chain | None:
         route = ex.route
-        found = self._chains.get(route.name)
-        if found is None:
-            found = self._chains[route.name] = self._route_plugins(route)
-        plugins, wants_response_body = found
-        return Chain(plugins, ex, self.reload_plugin, wants_response_body) if plugins else None
+        plan = self._plans.get(route.name)
+        if plan is None:
+            plan = self._plans[route.name] = self._plan(route)
+        return Chain(plan, ex, self.reload_plugin) if plan.plugins else None
 
-    def _route_plugins(self, route: Route) -> tuple[tuple[Plugin, ...], bool]:
-        plugins = tuple(self.plugins[name] for name in route.filters if name in self.plugins)
-        return plugins, any(p.on_response_body is not None for p in plugins)
+    def _plan(self, route: Route) -> Plan:
+        return Plan(tuple(self.plugins[name] for name in route.filters if name in self.plugins))
 
     def reload_plugin(self, plugin: Plugin) -> None:
         """``on_error: reload``: a fresh VM of the same module for the next requests."""
@@ -81,7 +78,7 @@ class WasmRuntime:
             log.error("filter '%s': reload after failure failed: %s", plugin.name, exc)
             return
         self.plugins[plugin.name] = fresh
-        self._chains.clear()
+        self._plans.clear()
         plugin.close()
         log.warning("filter '%s': replaced by a fresh VM after a failure", plugin.name)
 

@@ -5,7 +5,8 @@ A filter sees the request headers with the pseudo-headers ``:authority``, ``:pat
 ``:method``, ``:scheme`` first, and the response headers with ``:status`` first, as in
 Envoy. The pseudo-headers are not stored in the lists: they are read from and written to
 the ``Exchange`` fields when a hostcall names one, so a phase in which no filter asks for
-them builds nothing (most filters only add, read or remove ordinary headers).
+them builds nothing (most filters only add, read or remove ordinary headers). A map holds
+nothing but its ``Exchange``: the hostcalls make one when they need it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ class StreamState:
         "failure",
         "local_reply",
         "request_body",
-        "request_map",
         "request_trailers",
         "response_body",
-        "response_map",
         "response_trailers",
         "resume",
     )
@@ -50,8 +49,6 @@ class StreamState:
         # (its http_call response) while the stream waited; the chain applies on_error.
         self.failure: tuple[object, WasmError] | None = None
         self.encoding_local = False  # a local reply is going through the response callbacks
-        self.request_map = RequestMap(ex)
-        self.response_map = ResponseMap(ex)
 
     def wake(self) -> None:
         """Resume a paused stream (continue, local reply or close)."""

@@ -19,9 +19,11 @@ from typing import Final
 from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError
 from edgegw.problem import problem
+from edgegw.types import Headers
+from edgegw.wasm import _phase
 from edgegw.wasm.abi import Action
 from edgegw.wasm.plugin import Plugin
-from edgegw.wasm.state import StreamState
+from edgegw.wasm.state import RequestMap, ResponseMap, StreamState
 
 log = logging.getLogger("edgegw.wasm")
 
@@ -36,30 +38,52 @@ class _Paused(enum.Enum):
 
 PAUSED: Final = _Paused.PAUSED  # `step is PAUSED` narrows the type for mypy
 _PAUSE = int(Action.PAUSE)  # an IntEnum member lookup costs ~0.2 µs on Python 3.11
+_phase.set_error_type(WasmError)  # a hook's WasmError is its answer (``Chain._stopped``)
+
+Hook = Callable[..., int]
+
+
+class Plan:
+    """What every request of one route needs of its filters, built once per route."""
+
+    __slots__ = ("plugins", "request_headers", "response_headers", "wants_response_body")
+
+    def __init__(self, plugins: tuple[Plugin, ...]) -> None:
+        self.plugins = plugins
+        self.request_headers = tuple(p.on_request_headers for p in plugins)
+        self.response_headers = tuple(p.on_response_headers for p in plugins)
+        self.wants_response_body = any(p.on_response_body is not None for p in plugins)
 
 
 class Chain:
     """The filters of one request; built by ``WasmRuntime.start``."""
 
-    def __init__(
-        self,
-        plugins: tuple[Plugin, ...],
-        ex: Exchange,
-        reload: Callable[[Plugin], None],
-        wants_response_body: bool,
-    ) -> None:
+    __slots__ = (
+        "_body_at",
+        "contexts",
+        "off",
+        "plan",
+        "plugins",
+        "reload",
+        "state",
+        "wants_request_body",
+        "wants_response_body",
+    )
+
+    def __init__(self, plan: Plan, ex: Exchange, reload: Callable[[Plugin], None]) -> None:
         self.state = state = StreamState(ex)
-        self.plugins = plugins
+        self.plan = plan
+        self.plugins = plugins = plan.plugins
         self.reload = reload
         self.wants_request_body = True
-        self.wants_response_body = wants_response_body
+        self.wants_response_body = plan.wants_response_body
         # Filters not called again in this request (index -> None): failed ones, and those
         # the request never reached because an earlier filter replied. A context whose
         # creation failed maps to its error: Envoy creates a filter's context when the
         # request reaches it, so the failure takes effect there (``_step``).
         self.off: dict[int, WasmError | None] = {}
         # Per direction (request: True), the filter a paused body resumes at.
-        self._body_at: dict[bool, int | None] = {True: None, False: None}
+        self._body_at: list[int | None] = [None, None]  # [response, request]
         self.contexts: list[int] = []
         for index, plugin in enumerate(plugins):
             try:
@@ -70,26 +94,51 @@ class Chain:
 
     # --- driving one callback --------------------------------------------------------
 
-    def _step(
-        self, index: int, hook: Callable[..., int] | None, *args: int
-    ) -> LocalReply | _Paused | None:
+    def _step(self, index: int, hook: Hook | None, *args: int) -> LocalReply | _Paused | None:
         """Call ``hook`` of filter ``index`` (None: not exported). None: go on to the next
         filter; a reply: stop; PAUSED: wait (``_paused``), then go on."""
-        off = self.off
-        if off and index in off:
-            exc = off[index]
-            return None if exc is None else self._failed(index, exc)
+        if self.off and index in self.off:
+            return self._stopped(index, None)
         if hook is None:
             return None
-        state = self.state
-        self.plugins[index].current = state
+        self.plugins[index].current = self.state
         try:
-            action = hook(self.contexts[index], *args)
+            action: object = hook(self.contexts[index], *args)
         except WasmError as exc:
-            return self._failed(index, exc)
-        if state.local_reply is None and action == _PAUSE:
-            return PAUSED
-        return state.local_reply
+            action = exc
+        return self._stopped(index, action)
+
+    def _stopped(self, index: int, result: object) -> LocalReply | _Paused | None:
+        """What filter ``index`` answered (``_step``, ``_phase.run``): None when it is
+        off, the WasmError it raised, or its action."""
+        if result is None:
+            exc = self.off[index]
+            return None if exc is None else self._failed(index, exc)
+        if isinstance(result, WasmError):
+            return self._failed(index, result)
+        reply = self.state.local_reply
+        return PAUSED if reply is None and result == _PAUSE else reply
+
+    def _headers(
+        self, hooks: tuple[Hook | None, ...], headers: Headers, pseudo: int,
+        end_of_stream: bool, index: int, step: int,
+    ) -> tuple[int, LocalReply | _Paused | None]:  # fmt: skip
+        """Run a header phase from filter ``index`` on (``step`` 1: config order for the
+        request, -1: reverse for the response), each filter called with the map's size
+        (its list plus ``pseudo``), until one stops it: (that index, reply or PAUSED), or
+        (-1, None) at the end. The loop runs in C while filters continue (``_phase``)."""
+        stop = len(self.plugins) if step == 1 else -1
+        while True:
+            index, result = _phase.run(
+                self.plugins, hooks, self.contexts, self.off, self.state, headers, pseudo,
+                index, stop, step, end_of_stream,
+            )  # fmt: skip
+            if index < 0:
+                return -1, None
+            stopped = self._stopped(index, result)
+            if stopped is not None:
+                return index, stopped
+            index += step
 
     async def _paused(self, index: int) -> LocalReply | None:
         state = self.state
@@ -130,16 +179,17 @@ class Chain:
     # --- StreamFilters ---------------------------------------------------------------
 
     async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        request_map = self.state.request_map
-        for index, plugin in enumerate(self.plugins):
-            # No coroutine per filter: only a pause needs one (``_paused``).
-            step = self._step(index, plugin.on_request_headers, request_map.size(), end_of_stream)
-            reply = await self._paused(index) if step is PAUSED else step
+        # No coroutine per filter: only a pause needs one (``_paused``).
+        hooks, headers, pseudo = self.plan.request_headers, ex.request_headers, RequestMap.PSEUDO
+        index, stopped = self._headers(hooks, headers, pseudo, end_of_stream, 0, 1)
+        while stopped is not None:
+            reply = await self._paused(index) if stopped is PAUSED else stopped
             if reply is not None:
                 # The later filters never see this request: in Envoy their stream contexts
                 # are not created, so they get no response callbacks either.
                 self.off.update(dict.fromkeys(range(index + 1, len(self.plugins))))
                 return await self._encode_local(ex, reply)
+            index, stopped = self._headers(hooks, headers, pseudo, end_of_stream, index + 1, 1)
         return None
 
     async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
@@ -170,14 +220,15 @@ class Chain:
         return await self._encode_local(ex, reply) if isinstance(reply, LocalReply) else reply
 
     async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        response_map = self.state.response_map
-        plugins = self.plugins
-        for index in range(len(plugins) - 1, -1, -1):
-            hook = plugins[index].on_response_headers
-            step = self._step(index, hook, response_map.size(), end_of_stream)
-            reply = await self._paused(index) if step is PAUSED else step
+        hooks, headers, pseudo = self.plan.response_headers, ex.response_headers, ResponseMap.PSEUDO
+        index, stopped = self._headers(
+            hooks, headers, pseudo, end_of_stream, len(self.plugins) - 1, -1
+        )
+        while stopped is not None:
+            reply = await self._paused(index) if stopped is PAUSED else stopped
             if reply is not None:
                 return reply
+            index, stopped = self._headers(hooks, headers, pseudo, end_of_stream, index - 1, -1)
         return None
 
     async def response_body(
