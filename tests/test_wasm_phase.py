@@ -15,6 +15,8 @@ from edgegw.wasm import _phase, stream  # noqa: F401  (stream sets the error typ
 class FakePlugin:
     def __init__(self) -> None:
         self.current: object = None
+        self.streams: dict[int, object] = {}
+        self.closed = False
 
 
 class FakeState:
@@ -128,3 +130,66 @@ def test_inconsistent_arguments_are_refused() -> None:
         _phase.run(plugins, hooks, [1, 2], {}, state, headers, 4, 5, 2, 1, True)
     with pytest.raises(TypeError):
         _phase.run(plugins, hooks, (1, 2), {}, state, headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
+
+
+def test_open_creates_a_context_in_every_filter() -> None:
+    plugins = tuple(FakePlugin() for _ in range(3))
+    state, seen, trap = FakeState(), [], WasmTrap("f: unreachable")
+
+    def create(index: int) -> Callable[[int, int], int]:
+        def call(context: int, root: int) -> int:
+            assert plugins[index].current is state and plugins[index].streams == {7: state}
+            seen.append((index, context, root))
+            if index == 1:
+                raise trap
+            return 0
+
+        return call
+
+    contexts = [7, 7, 7]
+    hooks = (create(0), create(1), None)
+    assert _phase.open(plugins, hooks, state, contexts, 1) == {1: trap}
+    assert seen == [(0, 7, 1), (1, 7, 1)]
+    # The filter whose creation failed has no context and no stream; the others do.
+    assert contexts == [7, 0, 7]
+    assert [p.streams for p in plugins] == [{7: state}, {}, {7: state}]
+
+
+def test_close_ends_every_stream_and_releases_it() -> None:
+    plugins = tuple(FakePlugin() for _ in range(4))
+    state, seen, trap = FakeState(), [], WasmTrap("f: unreachable")
+    for plugin in plugins:
+        plugin.streams[9] = state
+    plugins[3].closed = True  # replaced by a fresh VM (on_error: reload) meanwhile
+
+    def end(index: int, name: str) -> Callable[[int], int]:
+        def call(context: int) -> int:
+            assert plugins[index].current is state
+            seen.append((index, name, context))
+            if (index, name) == (0, "done"):
+                raise trap
+            return 0
+
+        return call
+
+    hooks = tuple((end(i, "log"), end(i, "done"), end(i, "delete")) for i in range(4))
+    assert _phase.close(plugins, hooks, state, [9, 0, 9, 9]) == [(0, trap)]
+    # Filter 0 is not called again after its failure; 1 had no context; 3 is closed.
+    assert seen == [(0, "log", 9), (0, "done", 9), (2, "log", 9), (2, "done", 9),
+                    (2, "delete", 9)]  # fmt: skip
+    assert [p.streams for p in plugins] == [{}, {9: state}, {}, {9: state}]
+    assert plugins[0].current is None and plugins[2].current is None
+
+
+def test_open_and_close_raise_other_errors() -> None:
+    plugins = (FakePlugin(),)
+
+    def broken(*_args: int) -> int:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        _phase.open(plugins, (broken,), FakeState(), [5], 1)
+    with pytest.raises(KeyError):
+        _phase.close(plugins, ((broken,),), FakeState(), [5])
+    with pytest.raises(TypeError):
+        _phase.close(plugins, (broken,), FakeState(), [5])  # type: ignore[arg-type]

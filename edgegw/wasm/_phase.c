@@ -1,12 +1,16 @@
-/* edgegw.wasm._phase: one header phase of a filter chain, the loop in C.
+/* edgegw.wasm._phase: the per-filter loops of a request's filter chain, in C.
  *
- * A request's header phases call one hook per filter: set the plugin's current stream,
- * call on_request_headers / on_response_headers with the header count, look at the
- * answer. Written in Python (Chain._step) the loop cost more per filter than the guest
- * call and the hostcall together (bench/chain.py); here it is a few C calls. Only the
+ * Every request calls each of its filters a few times: create its stream context, run
+ * the request and response header phases, end the stream. Written in Python
+ * (edgegw/wasm/stream.py) those loops cost more per filter than the guest calls and the
+ * hostcalls they make (bench/chain.py); here each step is a few C-API calls. Only the
  * common case is decided here: a filter that continues. Anything else (a pause, a local
- * reply, a failure, a filter that is off) stops the loop and is handed back to
- * Chain._stopped, which owns those rules.
+ * reply, a failure, a filter that is off) is handed back to Chain, which owns those
+ * rules.
+ *
+ *   open   create each filter's stream context (proxy_on_context_create)
+ *   run    one header phase, from a filter on, while filters continue
+ *   close  end each filter's stream (proxy_on_log, proxy_on_done, proxy_on_delete)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -14,7 +18,9 @@
 #define ACTION_PAUSE 1 /* proxy-wasm FilterHeadersStatus StopIteration */
 
 static PyObject *error_type;  /* exceptions of this type are answers (WasmError) */
-static PyObject *str_current; /* Plugin.current */
+static PyObject *str_current;     /* Plugin.current */
+static PyObject *str_streams;     /* Plugin.streams: context id -> StreamState */
+static PyObject *str_closed;      /* Plugin.closed */
 static PyObject *str_local_reply; /* StreamState.local_reply */
 static PyObject *went_on;         /* (-1, None): every filter continued */
 
@@ -30,12 +36,11 @@ stop_at(Py_ssize_t index, PyObject *result)
     return out;
 }
 
-/* The hook raised: an error_type exception is the filter's answer, anything else
- * propagates. */
+/* The WasmError being raised, taken (NULL: another error, left raised). */
 static PyObject *
-failed_at(Py_ssize_t index)
+take_error(void)
 {
-    PyObject *type, *value, *tb, *out;
+    PyObject *type, *value, *tb;
 
     if (error_type == NULL || !PyErr_ExceptionMatches(error_type))
         return NULL;
@@ -43,10 +48,21 @@ failed_at(Py_ssize_t index)
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL)
         PyException_SetTraceback(value, tb);
-    out = stop_at(index, value);
     Py_XDECREF(type);
-    Py_XDECREF(value);
     Py_XDECREF(tb);
+    return value;
+}
+
+/* The hook raised: a WasmError is the filter's answer, anything else propagates. */
+static PyObject *
+failed_at(Py_ssize_t index)
+{
+    PyObject *exc = take_error(), *out;
+
+    if (exc == NULL)
+        return NULL;
+    out = stop_at(index, exc);
+    Py_DECREF(exc);
     return out;
 }
 
@@ -136,6 +152,139 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(went_on);
 }
 
+static int
+check_chain(PyObject *plugins, PyObject *hooks, PyObject *contexts)
+{
+    if (!PyTuple_Check(plugins) || !PyTuple_Check(hooks) || !PyList_Check(contexts) ||
+        PyTuple_GET_SIZE(hooks) != PyTuple_GET_SIZE(plugins) ||
+        PyList_GET_SIZE(contexts) != PyTuple_GET_SIZE(plugins)) {
+        PyErr_SetString(PyExc_TypeError, "a chain is (tuple, tuple of the same size, list)");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+open_contexts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *plugins, *hooks, *state, *contexts, *root, *failed;
+
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "open() takes 5 arguments");
+        return NULL;
+    }
+    plugins = args[0], hooks = args[1], state = args[2], contexts = args[3], root = args[4];
+    if (!check_chain(plugins, hooks, contexts) || (failed = PyDict_New()) == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
+        PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *hook = PyTuple_GET_ITEM(hooks, i);
+        PyObject *context = PyList_GET_ITEM(contexts, i), *argv[3], *result = NULL, *exc;
+        PyObject *streams = PyObject_GetAttr(plugin, str_streams);
+        int ok = streams != NULL && PyDict_SetItem(streams, context, state) == 0 &&
+                 PyObject_SetAttr(plugin, str_current, state) == 0;
+
+        if (ok && hook != Py_None) {
+            Py_INCREF(context); /* the hook runs Python: hold our own reference */
+            argv[0] = NULL, argv[1] = context, argv[2] = root;
+            result = PyObject_Vectorcall(hook, argv + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                         NULL);
+            ok = result != NULL;
+            Py_XDECREF(result);
+            if (!ok && (exc = take_error()) != NULL) {
+                /* The filter is off for this request (Chain._stopped): no stream. */
+                PyObject *index = PyLong_FromSsize_t(i), *zero = PyLong_FromLong(0);
+                ok = index != NULL && zero != NULL && PyDict_DelItem(streams, context) == 0 &&
+                     PyDict_SetItem(failed, index, exc) == 0;
+                if (ok) {
+                    PyList_SetItem(contexts, i, zero); /* steals zero */
+                    zero = NULL;
+                }
+                Py_XDECREF(index);
+                Py_XDECREF(zero);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(context);
+        }
+        Py_XDECREF(streams);
+        if (!ok) {
+            Py_DECREF(failed);
+            return NULL;
+        }
+    }
+    return failed;
+}
+
+/* Plugin.streams loses `context`, Plugin.current is None again. */
+static int
+release(PyObject *plugin, PyObject *context)
+{
+    PyObject *streams = PyObject_GetAttr(plugin, str_streams);
+    int rc = streams == NULL ? -1 : PyDict_Contains(streams, context);
+
+    if (rc == 1)
+        rc = PyDict_DelItem(streams, context);
+    Py_XDECREF(streams);
+    return rc < 0 ? -1 : PyObject_SetAttr(plugin, str_current, Py_None);
+}
+
+static PyObject *
+close_contexts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *plugins, *hooks, *state, *contexts, *failed;
+
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "close() takes 4 arguments");
+        return NULL;
+    }
+    plugins = args[0], hooks = args[1], state = args[2], contexts = args[3];
+    if (!check_chain(plugins, hooks, contexts) || (failed = PyList_New(0)) == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
+        PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *ends = PyTuple_GET_ITEM(hooks, i);
+        PyObject *context = PyList_GET_ITEM(contexts, i), *closed, *exc = NULL;
+        int skip, ok;
+
+        closed = PyTuple_Check(ends) ? PyObject_GetAttr(plugin, str_closed) : NULL;
+        if (closed == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "close(): each filter's hooks are a tuple");
+            goto fail;
+        }
+        /* No context (its creation failed), or a VM replaced since (on_error: reload). */
+        skip = PyObject_Not(context) || closed == Py_True;
+        Py_DECREF(closed);
+        if (skip)
+            continue;
+        Py_INCREF(context); /* the hooks run Python: hold our own reference */
+        ok = PyObject_SetAttr(plugin, str_current, state) == 0;
+        for (Py_ssize_t k = 0; ok && exc == NULL && k < PyTuple_GET_SIZE(ends); k++) {
+            PyObject *argv[2] = {NULL, context};
+            PyObject *result = PyObject_Vectorcall(PyTuple_GET_ITEM(ends, k), argv + 1,
+                                                   1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            /* A failed filter is not called again: its later end hooks are skipped. */
+            if (result == NULL)
+                ok = (exc = take_error()) != NULL;
+            Py_XDECREF(result);
+        }
+        if (exc != NULL) {
+            PyObject *pair = Py_BuildValue("(nN)", i, exc); /* steals exc */
+            ok = pair != NULL && PyList_Append(failed, pair) == 0;
+            Py_XDECREF(pair);
+        }
+        /* The stream is over whatever its hooks did. */
+        ok = ok && release(plugin, context) == 0;
+        Py_DECREF(context);
+        if (!ok)
+            goto fail;
+    }
+    return failed;
+fail:
+    Py_DECREF(failed);
+    return NULL;
+}
+
 static PyObject *
 set_error_type(PyObject *module, PyObject *type)
 {
@@ -157,6 +306,16 @@ static PyMethodDef methods[] = {
      "plugins[index].current = state. (-1, None): every filter continued. Otherwise the "
      "filter where it stopped, with None (index in off), the exception it raised (of the "
      "set_error_type class) or its action (it paused or set state.local_reply)."},
+    {"open", (PyCFunction)(void (*)(void))open_contexts, METH_FASTCALL,
+     "open(plugins, hooks, state, contexts, root) -> {index: error}: for each filter, "
+     "plugins[i].streams[contexts[i]] = state, plugins[i].current = state, then "
+     "hooks[i](contexts[i], root) unless None. A filter whose hook raised a WasmError: "
+     "its stream entry removed, contexts[i] = 0, and the error in the answer."},
+    {"close", (PyCFunction)(void (*)(void))close_contexts, METH_FASTCALL,
+     "close(plugins, hooks, state, contexts) -> [(index, error)]: for each filter with a "
+     "context whose VM is not closed: current = state, each of the tuple hooks[i] called "
+     "with contexts[i] (the rest skipped after a WasmError), then its stream released "
+     "(del streams[contexts[i]], current = None)."},
     {"set_error_type", set_error_type, METH_O,
      "set_error_type(cls): exceptions of cls raised by a hook are returned, not raised."},
     {NULL, NULL, 0, NULL},
@@ -171,8 +330,11 @@ PyInit__phase(void)
 {
     str_current = PyUnicode_InternFromString("current");
     str_local_reply = PyUnicode_InternFromString("local_reply");
+    str_streams = PyUnicode_InternFromString("streams");
+    str_closed = PyUnicode_InternFromString("closed");
     went_on = Py_BuildValue("(nO)", (Py_ssize_t)-1, Py_None);
-    if (str_current == NULL || str_local_reply == NULL || went_on == NULL)
+    if (str_current == NULL || str_local_reply == NULL || str_streams == NULL ||
+        str_closed == NULL || went_on == NULL)
         return NULL;
     return PyModule_Create(&moduledef);
 }

@@ -72,7 +72,6 @@ class Plugin(SharedHostcalls):
         self.current: StreamState | None = None
         self.call_response: CallResponse | None = None
         self.geo: CountryLookup | None = None
-        self._next_context = ROOT_CONTEXT + 1
         self._next_token = 1
         self._calls: dict[int, int] = {}  # token -> context id that dispatched it
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,23 +176,6 @@ class Plugin(SharedHostcalls):
 
     def allocate(self, size: int) -> int:
         return self._alloc(size)
-
-    def new_context(self, state: StreamState) -> int:
-        context = self._next_context
-        self._next_context += 1
-        self.streams[context] = state
-        self.current = state
-        if self.on_context_create is not None:
-            self.on_context_create(context, ROOT_CONTEXT)
-        return context
-
-    def enter(self, context: int) -> None:
-        self.current = self.streams.get(context)
-
-    def release(self, context: int) -> None:
-        self.streams.pop(context, None)
-        if self.current is not None and self.current.done:
-            self.current = None
 
     # --- asynchronous work: http calls, ticks, queues -----------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -22,12 +23,13 @@ from edgegw.problem import problem
 from edgegw.types import Headers
 from edgegw.wasm import _phase
 from edgegw.wasm.abi import Action
-from edgegw.wasm.plugin import Plugin
+from edgegw.wasm.plugin import ROOT_CONTEXT, Plugin
 from edgegw.wasm.state import RequestMap, ResponseMap, StreamState
 
 log = logging.getLogger("edgegw.wasm")
 
 PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
+_context_ids = itertools.count(ROOT_CONTEXT + 1)
 
 
 class _Paused(enum.Enum):
@@ -46,12 +48,21 @@ Hook = Callable[..., int]
 class Plan:
     """What every request of one route needs of its filters, built once per route."""
 
-    __slots__ = ("plugins", "request_headers", "response_headers", "wants_response_body")
+    __slots__ = (
+        "context_create",
+        "ends",
+        "plugins",
+        "request_headers",
+        "response_headers",
+        "wants_response_body",
+    )
 
     def __init__(self, plugins: tuple[Plugin, ...]) -> None:
         self.plugins = plugins
+        self.context_create = tuple(p.on_context_create for p in plugins)
         self.request_headers = tuple(p.on_request_headers for p in plugins)
         self.response_headers = tuple(p.on_response_headers for p in plugins)
+        self.ends = tuple(p.on_end for p in plugins)
         self.wants_response_body = any(p.on_response_body is not None for p in plugins)
 
 
@@ -77,20 +88,18 @@ class Chain:
         self.reload = reload
         self.wants_request_body = True
         self.wants_response_body = plan.wants_response_body
-        # Filters not called again in this request (index -> None): failed ones, and those
-        # the request never reached because an earlier filter replied. A context whose
-        # creation failed maps to its error: Envoy creates a filter's context when the
-        # request reaches it, so the failure takes effect there (``_step``).
-        self.off: dict[int, WasmError | None] = {}
         # Per direction (request: True), the filter a paused body resumes at.
         self._body_at: list[int | None] = [None, None]  # [response, request]
-        self.contexts: list[int] = []
-        for index, plugin in enumerate(plugins):
-            try:
-                self.contexts.append(plugin.new_context(state))
-            except WasmError as exc:
-                self.contexts.append(0)
-                self.off[index] = exc
+        # One stream context id in every VM of the chain: ids only need to be unique
+        # within a VM (each Envoy VM numbers its own).
+        self.contexts = [next(_context_ids)] * len(plugins)
+        # Filters not called again in this request (index -> None): failed ones, and those
+        # the request never reached because an earlier filter replied. A context whose
+        # creation failed maps to its error (its id becomes 0): Envoy creates a filter's
+        # context when the request reaches it, so the failure takes effect there.
+        self.off: dict[int, WasmError | None] = _phase.open(
+            plugins, plan.context_create, state, self.contexts, ROOT_CONTEXT
+        )
 
     # --- driving one callback --------------------------------------------------------
 
@@ -270,15 +279,6 @@ class Chain:
         state = self.state
         state.done = True
         state.wake()
-        for index, plugin in enumerate(self.plugins):
-            context = self.contexts[index]
-            if not context or plugin.closed:
-                continue
-            plugin.current = state
-            try:
-                for hook in plugin.on_end:
-                    hook(context)
-            except WasmError as exc:
-                log.error("filter '%s' failed at the end of a request: %s", plugin.name, exc)
-            finally:
-                plugin.release(context)
+        for index, exc in _phase.close(self.plugins, self.plan.ends, state, self.contexts):
+            name = self.plugins[index].name
+            log.error("filter '%s' failed at the end of a request: %s", name, exc)

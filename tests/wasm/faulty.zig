@@ -6,10 +6,12 @@
 //   stall  -> pauses the request body and never resumes it (the host's pause timeout ends it)
 //   calltrap -> pauses for an http_call to cluster `api` and traps in its response callback
 // Without the header it adds `x-faulty: ok` to the response.
+// Configured with the string "trap-on-create", it traps creating every stream context.
 const std = @import("std");
 
 extern "env" fn proxy_add_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize) u32;
 extern "env" fn proxy_http_call(upstream_ptr: [*]const u8, upstream_len: usize, headers_ptr: [*]const u8, headers_len: usize, body_ptr: [*]const u8, body_len: usize, trailers_ptr: [*]const u8, trailers_len: usize, timeout_ms: u32, token_ptr: *u32) u32;
+extern "env" fn proxy_get_buffer_bytes(buffer_type: u32, start: usize, max_size: usize, ptr: *[*]u8, size: *usize) u32;
 extern "env" fn proxy_get_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: *[*]u8, value_len: *usize) u32;
 
 var heap: [64 * 1024]u8 = undefined;
@@ -17,6 +19,7 @@ var fba = std.heap.FixedBufferAllocator.init(&heap);
 var spin: u32 = 0;
 var fault: [16]u8 = undefined;
 var fault_len: usize = 0;
+var trap_on_create = false;
 
 export fn proxy_abi_version_0_2_1() void {}
 
@@ -30,7 +33,7 @@ export fn proxy_on_memory_allocate(size: usize) ?[*]u8 {
 
 export fn proxy_on_context_create(context_id: u32, parent_id: u32) void {
     _ = context_id;
-    _ = parent_id;
+    if (parent_id != 0 and trap_on_create) @trap();
 }
 
 export fn proxy_on_vm_start(root_id: u32, size: u32) bool {
@@ -41,7 +44,11 @@ export fn proxy_on_vm_start(root_id: u32, size: u32) bool {
 
 export fn proxy_on_configure(root_id: u32, size: u32) bool {
     _ = root_id;
-    _ = size;
+    var ptr: [*]u8 = undefined;
+    var len: usize = 0;
+    const plugin_configuration = 7;
+    if (size > 0 and proxy_get_buffer_bytes(plugin_configuration, 0, size, &ptr, &len) == 0)
+        trap_on_create = std.mem.eql(u8, ptr[0..len], "trap-on-create");
     return true;
 }
 
