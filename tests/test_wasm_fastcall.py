@@ -74,6 +74,7 @@ _STRINGS_WAT = """
   (data (i32.const 16) "X-Trivial")
   (data (i32.const 32) "Value-A")
   (data (i32.const 48) "Q")
+  (data (i32.const 64) ":path")
   (func (export "call") (param i32 i32 i32 i32 i32) (result i32)
     local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $host)
   (start $warm)
@@ -127,3 +128,61 @@ def test_string_arguments_are_read_in_c() -> None:
     assert fast(2, 65536 - 4, 9, 32, 7) == 6
     assert fast(2, 16, 9, 0xFFFFFFF0, 0x20) == 6
     assert seen == []
+
+
+def test_an_ordinary_header_is_added_in_c() -> None:
+    import wasmtime
+
+    from edgegw.chain import Exchange
+    from edgegw.wasm.engine import engine
+    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
+    from edgegw.wasm.state import StreamState
+
+    class Owner:  # what Host.set_fast_add reads: a Plugin's current stream
+        current: StreamState | None = None
+
+    seen: list[tuple[object, ...]] = []
+
+    def impl(*args: object) -> int:
+        seen.append(args)
+        return 1
+
+    eng = engine()
+    store = wasmtime.Store(eng)
+    store.set_epoch_deadline(10**6)
+    linker = wasmtime.Linker(eng)
+    ty = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
+    host = define_host_func(linker, "env", "host", ty, impl, (1, 3))
+    owner = Owner()
+    host.set_fast_add(owner)
+    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_STRINGS_WAT)))
+    exports = linker.instantiate(store, module).exports(store)
+    seen.clear()  # the start function's call
+    memory = exports["memory"]
+    call = exports["call"]
+    assert isinstance(memory, wasmtime.Memory) and isinstance(call, wasmtime.Func)
+    Memory(store, memory).attach(host)
+    add = raw_func(store, call, "call", 10**6)
+
+    ex = Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
+                  request_headers=[(b"host", b"gw")], client=("127.0.0.1", 1),
+                  server=("127.0.0.1", 2), connection_id=1, start_ns=0)  # fmt: skip
+    assert add(0, 16, 9, 32, 7) == 1 and len(seen) == 1  # no current stream: impl
+    owner.current = StreamState(ex)
+    assert add(0, 16, 9, 32, 7) == 0  # OK, in C
+    assert ex.request_headers == [(b"host", b"gw"), (b"x-trivial", b"Value-A")]
+    assert add(2, 16, 9, 32, 7) == 1 and len(seen) == 2  # no response yet: impl
+    ex.status, ex.response_headers = 200, []
+    assert add(2, 16, 9, 32, 7) == 0
+    assert ex.response_headers == [(b"x-trivial", b"Value-A")]
+    assert add(0, 64, 5, 32, 7) == 1 and seen[-1] == (0, b":path", b"Value-A")  # pseudo
+    assert add(3, 16, 9, 32, 7) == 1 and seen[-1][0] == 3  # a trailers map: impl
+    # Memory grown after the first access: a string beyond the old end is still read.
+    memory.grow(store, 1)
+    memory.write(store, b"x-grown", 65536 + 8)
+    assert add(0, 65536 + 8, 7, 32, 7) == 0
+    assert ex.request_headers[-1] == (b"x-grown", b"Value-A")
+    assert add(0, 2 * 65536 - 2, 7, 32, 7) == 6  # INVALID_MEMORY_ACCESS
+    assert len(seen) == 4
+    with pytest.raises(ValueError):
+        define_host_func(wasmtime.Linker(eng), "env", "log", ty, impl).set_fast_add(owner)

@@ -226,6 +226,9 @@ typedef struct {
     void *mem_ctx;   /* the guest's memory, once instantiated (set_memory) */
     const void *mem;
     PyObject *mem_owner;
+    uint8_t *mem_base; /* never moves (memory_may_move is off); the size only grows */
+    size_t mem_size;
+    PyObject *plugin; /* set_fast_add: proxy_add_header_map_value's common case in C */
 } HostObject;
 
 static void *
@@ -261,16 +264,20 @@ host_trap(HostObject *host)
 static PyObject *
 guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status)
 {
-    uint8_t *base = memory_data(host->mem_ctx, host->mem);
-    size_t size = memory_size(host->mem_ctx, host->mem);
+    uint8_t *base;
     PyObject *bytes;
 
     ptr &= 0xFFFFFFFFu;
     len &= 0xFFFFFFFFu;
-    if (ptr + len > size) {
-        *status = STATUS_INVALID_MEMORY_ACCESS;
-        return NULL;
+    if (ptr + len > host->mem_size) { /* grown since, or really out of bounds */
+        host->mem_base = memory_data(host->mem_ctx, host->mem);
+        host->mem_size = memory_size(host->mem_ctx, host->mem);
+        if (ptr + len > host->mem_size) {
+            *status = STATUS_INVALID_MEMORY_ACCESS;
+            return NULL;
+        }
     }
+    base = host->mem_base;
     if (!lower)
         return PyBytes_FromStringAndSize((const char *)base + ptr, (Py_ssize_t)len);
     /* Lowercase into a new object: given the data, CPython would hand back its shared
@@ -283,6 +290,50 @@ guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status
             text[i] = (char)(from[i] >= 'A' && from[i] <= 'Z' ? from[i] + ('a' - 'A') : from[i]);
     }
     return bytes;
+}
+
+static PyObject *str_current, *str_ex, *str_status, *str_request_headers,
+    *str_response_headers;
+
+/* proxy_add_header_map_value(map, key, value) for an ordinary header of the stream's own
+ * request (map 0) or response (map 2) headers: appended to the Exchange's list, as
+ * HeaderMap.add does, without a Python frame. 1: done; 0: not that case (impl decides);
+ * -1: an error is set. */
+static int
+fast_add(HostObject *host, uint64_t map, PyObject *key, PyObject *value)
+{
+    PyObject *state, *ex, *headers = NULL, *pair;
+    int done = 0;
+
+    if ((map != 0 && map != 2) || PyBytes_GET_SIZE(key) == 0 || PyBytes_AS_STRING(key)[0] == ':')
+        return 0;
+    state = PyObject_GetAttr(host->plugin, str_current);
+    if (state == NULL)
+        return -1;
+    ex = state == Py_None ? NULL : PyObject_GetAttr(state, str_ex);
+    Py_DECREF(state);
+    if (ex == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (map == 2) { /* no response yet: the map does not exist (impl answers NOT_FOUND) */
+        PyObject *status = PyObject_GetAttr(ex, str_status);
+        int has = status == NULL ? -1 : PyObject_IsTrue(status);
+        Py_XDECREF(status);
+        if (has <= 0) {
+            Py_DECREF(ex);
+            return has;
+        }
+    }
+    headers = PyObject_GetAttr(ex, map == 0 ? str_request_headers : str_response_headers);
+    Py_DECREF(ex);
+    if (headers == NULL)
+        return -1;
+    if (PyList_CheckExact(headers)) {
+        pair = PyTuple_Pack(2, key, value);
+        done = pair == NULL || PyList_Append(headers, pair) < 0 ? -1 : 1;
+        Py_XDECREF(pair);
+    }
+    Py_DECREF(headers);
+    return done;
 }
 
 static void *
@@ -326,6 +377,14 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
         vals[0].lo = (uint32_t)status;
         vals[0].hi = 0;
         goto done;
+    }
+    if (host->plugin != NULL && made == 3) {
+        int added = fast_add(host, vals[0].lo & 0xFFFFFFFFu, argv[2], argv[3]);
+        if (added != 0) {
+            vals[0].lo = 0; /* OK */
+            vals[0].hi = 0;
+            goto done;
+        }
     }
     result = PyObject_Vectorcall(host->impl, argv + 1,
                                  (size_t)made | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -418,6 +477,19 @@ host_set_memory(HostObject *self, PyObject *args)
     Py_XSETREF(self->mem_owner, Py_NewRef(owner));
     self->mem_ctx = (void *)(uintptr_t)ctx;
     self->mem = (const void *)(uintptr_t)mem;
+    self->mem_base = NULL;
+    self->mem_size = 0; /* read at the first access */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+host_set_fast_add(HostObject *self, PyObject *plugin)
+{
+    if (self->nparams != 5 || !self->is_string[1] || !self->is_string[3]) {
+        PyErr_Format(PyExc_ValueError, "%U is not proxy_add_header_map_value", self->name);
+        return NULL;
+    }
+    Py_XSETREF(self->plugin, Py_NewRef(plugin));
     Py_RETURN_NONE;
 }
 
@@ -433,6 +505,7 @@ host_traverse(HostObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->impl);
     Py_VISIT(self->mem_owner);
+    Py_VISIT(self->plugin);
     return 0;
 }
 
@@ -441,6 +514,7 @@ host_clear(HostObject *self)
 {
     Py_CLEAR(self->impl);
     Py_CLEAR(self->mem_owner);
+    Py_CLEAR(self->plugin);
     return 0;
 }
 
@@ -456,6 +530,10 @@ host_dealloc(HostObject *self)
 static PyMethodDef host_methods[] = {
     {"set_memory", (PyCFunction)host_set_memory, METH_VARARGS,
      "set_memory(ctx, memory_ptr, owner): the guest memory strings are read from"},
+    {"set_fast_add", (PyCFunction)host_set_fast_add, METH_O,
+     "set_fast_add(plugin): this Host is proxy_add_header_map_value; an ordinary header "
+     "added to plugin.current.ex's request_headers (map 0) or, once ex.status is set, "
+     "response_headers (map 2) is appended in C; anything else goes to impl."},
     {NULL},
 };
 
@@ -599,6 +677,13 @@ PyInit__fastcall(void)
     PyObject *m;
 
     if (PyType_Ready(&FuncType) < 0 || PyType_Ready(&HostType) < 0)
+        return NULL;
+    str_current = PyUnicode_InternFromString("current");
+    str_ex = PyUnicode_InternFromString("ex");
+    str_status = PyUnicode_InternFromString("status");
+    str_request_headers = PyUnicode_InternFromString("request_headers");
+    str_response_headers = PyUnicode_InternFromString("response_headers");
+    if (!str_current || !str_ex || !str_status || !str_request_headers || !str_response_headers)
         return NULL;
     m = PyModule_Create(&moduledef);
     if (m == NULL)

@@ -263,16 +263,9 @@ class Hostcalls:
         return self._return_bytes(value, ptr_ptr, size_ptr)
 
     def proxy_add_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
-        state = self.current
-        # The stream's own ordinary headers directly: the one hostcall nearly every
-        # filter makes (HeaderMap.add for the rest).
-        if state is not None and key[:1] != b":":
-            if map_type == _REQUEST_HEADERS:
-                state.ex.request_headers.append((key, value))
-                return OK
-            if map_type == _RESPONSE_HEADERS and state.ex.status:
-                state.ex.response_headers.append((key, value))
-                return OK
+        # An ordinary header added to the stream's own request or response headers, the
+        # one hostcall nearly every filter makes, is appended in C before this is called
+        # (Host.set_fast_add): this is the rest.
         found = self._map(map_type)
         if found is None:
             return NOT_FOUND
