@@ -119,9 +119,9 @@ class Hostcalls:
             if map_type == _RESPONSE_HEADERS:
                 return ResponseMap(state.ex) if state.ex.status else None
             if map_type == _REQUEST_TRAILERS:
-                return ListMap(state.request_trailers)
+                return ListMap(state.trailers(True))
             if map_type == _RESPONSE_TRAILERS:
-                return ListMap(state.response_trailers)
+                return ListMap(state.trailers(False))
         response = self.call_response
         if response is None:
             return None
@@ -142,9 +142,9 @@ class Hostcalls:
         if state is None:
             return None
         if buffer_type == BufferType.HTTP_REQUEST_BODY:
-            return state.request_body
+            return state.body(True)
         if buffer_type == BufferType.HTTP_RESPONSE_BODY:
-            return state.response_body
+            return state.body(False)
         return None
 
     # --- logging, time, lifecycle ------------------------------------------------------

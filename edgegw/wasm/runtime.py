@@ -63,10 +63,11 @@ class WasmRuntime:
         plan = self._plans.get(route.name)
         if plan is None:
             plan = self._plans[route.name] = self._plan(route)
-        return Chain(plan, ex, self.reload_plugin) if plan.plugins else None
+        return Chain(plan, ex) if plan.plugins else None
 
     def _plan(self, route: Route) -> Plan:
-        return Plan(tuple(self.plugins[name] for name in route.filters if name in self.plugins))
+        plugins = tuple(self.plugins[name] for name in route.filters if name in self.plugins)
+        return Plan(plugins, self.reload_plugin)
 
     def reload_plugin(self, plugin: Plugin) -> None:
         """``on_error: reload``: a fresh VM of the same module for the next requests."""

@@ -38,10 +38,11 @@ class StreamState:
         # A plain __init__: this runs once per filtered request (a dataclass with
         # default factories costs about twice as much).
         self.ex = ex
-        self.request_trailers: Headers = []
-        self.response_trailers: Headers = []
-        self.request_body = bytearray()
-        self.response_body = bytearray()
+        # Made when first used (``body``, ``trailers``): most requests need none of them.
+        self.request_trailers: Headers | None = None
+        self.response_trailers: Headers | None = None
+        self.request_body: bytearray | None = None
+        self.response_body: bytearray | None = None
         self.local_reply: LocalReply | None = None
         self.resume: asyncio.Future[None] | None = None  # set while a filter paused
         self.done = False
@@ -49,6 +50,26 @@ class StreamState:
         # (its http_call response) while the stream waited; the chain applies on_error.
         self.failure: tuple[object, WasmError] | None = None
         self.encoding_local = False  # a local reply is going through the response callbacks
+
+    def body(self, request: bool) -> bytearray:
+        """The request's or the response's body buffer."""
+        if request:
+            if self.request_body is None:
+                self.request_body = bytearray()
+            return self.request_body
+        if self.response_body is None:
+            self.response_body = bytearray()
+        return self.response_body
+
+    def trailers(self, request: bool) -> Headers:
+        """The request's or the response's trailers (empty: the servers give none)."""
+        if request:
+            if self.request_trailers is None:
+                self.request_trailers = []
+            return self.request_trailers
+        if self.response_trailers is None:
+            self.response_trailers = []
+        return self.response_trailers
 
     def wake(self) -> None:
         """Resume a paused stream (continue, local reply or close)."""

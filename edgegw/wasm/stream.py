@@ -52,13 +52,15 @@ class Plan:
         "context_create",
         "ends",
         "plugins",
+        "reload",
         "request_headers",
         "response_headers",
         "wants_response_body",
     )
 
-    def __init__(self, plugins: tuple[Plugin, ...]) -> None:
+    def __init__(self, plugins: tuple[Plugin, ...], reload: Callable[[Plugin], None]) -> None:
         self.plugins = plugins
+        self.reload = reload  # on_error: reload
         self.context_create = tuple(p.on_context_create for p in plugins)
         self.request_headers = tuple(p.on_request_headers for p in plugins)
         self.response_headers = tuple(p.on_response_headers for p in plugins)
@@ -69,24 +71,13 @@ class Plan:
 class Chain:
     """The filters of one request; built by ``WasmRuntime.start``."""
 
-    __slots__ = (
-        "_body_at",
-        "contexts",
-        "off",
-        "plan",
-        "plugins",
-        "reload",
-        "state",
-        "wants_request_body",
-        "wants_response_body",
-    )
+    __slots__ = ("_body_at", "contexts", "off", "plan", "plugins", "state", "wants_response_body")
+    wants_request_body = True
 
-    def __init__(self, plan: Plan, ex: Exchange, reload: Callable[[Plugin], None]) -> None:
+    def __init__(self, plan: Plan, ex: Exchange) -> None:
         self.state = state = StreamState(ex)
         self.plan = plan
         self.plugins = plugins = plan.plugins
-        self.reload = reload
-        self.wants_request_body = True
         self.wants_response_body = plan.wants_response_body
         # Per direction (request: True), the filter a paused body resumes at.
         self._body_at: list[int | None] = [None, None]  # [response, request]
@@ -128,26 +119,28 @@ class Chain:
         reply = self.state.local_reply
         return PAUSED if reply is None and result == _PAUSE else reply
 
-    def _headers(
-        self, hooks: tuple[Hook | None, ...], headers: Headers, pseudo: int,
-        end_of_stream: bool, index: int, step: int,
-    ) -> tuple[int, LocalReply | _Paused | None]:  # fmt: skip
-        """Run a header phase from filter ``index`` on (``step`` 1: config order for the
-        request, -1: reverse for the response), each filter called with the map's size
-        (its list plus ``pseudo``), until one stops it: (that index, reply or PAUSED), or
-        (-1, None) at the end. The loop runs in C while filters continue (``_phase``)."""
+    async def _after_stop(
+        self, index: int, result: object, hooks: tuple[Hook | None, ...], headers: Headers,
+        pseudo: int, end_of_stream: bool, step: int,
+    ) -> tuple[int, LocalReply | None]:  # fmt: skip
+        """The rest of a header phase that ``_phase.run`` stopped at filter ``index``:
+        apply what the filter answered (wait if it paused), then run the filters after it
+        (``step`` 1: config order, -1: reverse), each called with the map's size (its
+        list plus ``pseudo``). Returns the filter that replied and its reply, or
+        (-1, None) when every filter went on."""
         stop = len(self.plugins) if step == 1 else -1
         while True:
+            stopped = self._stopped(index, result)
+            # No coroutine per filter: only a pause needs one (``_paused``).
+            reply = await self._paused(index) if stopped is PAUSED else stopped
+            if reply is not None:
+                return index, reply
             index, result = _phase.run(
                 self.plugins, hooks, self.contexts, self.off, self.state, headers, pseudo,
-                index, stop, step, end_of_stream,
+                index + step, stop, step, end_of_stream,
             )  # fmt: skip
             if index < 0:
                 return -1, None
-            stopped = self._stopped(index, result)
-            if stopped is not None:
-                return index, stopped
-            index += step
 
     async def _paused(self, index: int) -> LocalReply | None:
         state = self.state
@@ -180,7 +173,7 @@ class Chain:
         if policy == "fail_open":
             return None
         if policy == "reload":
-            self.reload(plugin)
+            self.plan.reload(plugin)
         reply = problem(503, f"filter '{plugin.name}' failed", filter=plugin.name)
         self.state.local_reply = reply
         return reply
@@ -188,18 +181,22 @@ class Chain:
     # --- StreamFilters ---------------------------------------------------------------
 
     async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        # No coroutine per filter: only a pause needs one (``_paused``).
-        hooks, headers, pseudo = self.plan.request_headers, ex.request_headers, RequestMap.PSEUDO
-        index, stopped = self._headers(hooks, headers, pseudo, end_of_stream, 0, 1)
-        while stopped is not None:
-            reply = await self._paused(index) if stopped is PAUSED else stopped
-            if reply is not None:
-                # The later filters never see this request: in Envoy their stream contexts
-                # are not created, so they get no response callbacks either.
-                self.off.update(dict.fromkeys(range(index + 1, len(self.plugins))))
-                return await self._encode_local(ex, reply)
-            index, stopped = self._headers(hooks, headers, pseudo, end_of_stream, index + 1, 1)
-        return None
+        hooks, count = self.plan.request_headers, len(self.plugins)
+        index, result = _phase.run(
+            self.plugins, hooks, self.contexts, self.off, self.state, ex.request_headers,
+            RequestMap.PSEUDO, 0, count, 1, end_of_stream,
+        )  # fmt: skip
+        if index < 0:  # every filter went on: one C call
+            return None
+        index, reply = await self._after_stop(
+            index, result, hooks, ex.request_headers, RequestMap.PSEUDO, end_of_stream, 1
+        )
+        if reply is None:
+            return None
+        # The later filters never see this request: in Envoy their stream contexts are not
+        # created, so they get no response callbacks either.
+        self.off.update(dict.fromkeys(range(index + 1, count)))
+        return await self._encode_local(ex, reply)
 
     async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
         """A local reply sent while decoding passes through the response callbacks, as
@@ -224,27 +221,30 @@ class Chain:
     async def request_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
-        self.state.request_body += chunk
-        reply = await self._body(self.state.request_body, end_of_stream, True)
+        buffer = self.state.body(True)
+        buffer += chunk
+        reply = await self._body(buffer, end_of_stream, True)
         return await self._encode_local(ex, reply) if isinstance(reply, LocalReply) else reply
 
     async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        hooks, headers, pseudo = self.plan.response_headers, ex.response_headers, ResponseMap.PSEUDO
-        index, stopped = self._headers(
-            hooks, headers, pseudo, end_of_stream, len(self.plugins) - 1, -1
+        hooks, last = self.plan.response_headers, len(self.plugins) - 1
+        index, result = _phase.run(
+            self.plugins, hooks, self.contexts, self.off, self.state, ex.response_headers,
+            ResponseMap.PSEUDO, last, -1, -1, end_of_stream,
+        )  # fmt: skip
+        if index < 0:  # every filter went on: one C call
+            return None
+        _index, reply = await self._after_stop(
+            index, result, hooks, ex.response_headers, ResponseMap.PSEUDO, end_of_stream, -1
         )
-        while stopped is not None:
-            reply = await self._paused(index) if stopped is PAUSED else stopped
-            if reply is not None:
-                return reply
-            index, stopped = self._headers(hooks, headers, pseudo, end_of_stream, index - 1, -1)
-        return None
+        return reply
 
     async def response_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
-        self.state.response_body += chunk
-        return await self._body(self.state.response_body, end_of_stream, False)
+        buffer = self.state.body(False)
+        buffer += chunk
+        return await self._body(buffer, end_of_stream, False)
 
     async def _body(
         self, buffer: bytearray, end_of_stream: bool, request: bool
