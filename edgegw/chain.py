@@ -53,13 +53,19 @@ class Exchange:
 
 class StreamFilters(Protocol):
     """The filters of one request. Every method may suspend (a filter waiting on an
-    http_call); ``None`` means continue."""
+    http_call); ``None`` means continue.
+
+    The header phases return ``None`` when every filter went on without suspending, the
+    common case, and otherwise an awaitable of the outcome: a request then makes no
+    coroutine for them (``await pending if pending is not None else None``)."""
 
     #: False when no filter needs the body: the pipeline streams it without calling in.
     wants_request_body: bool
     wants_response_body: bool
 
-    async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None: ...
+    def request_headers(
+        self, ex: Exchange, end_of_stream: bool
+    ) -> Awaitable[LocalReply | None] | None: ...
 
     async def request_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
@@ -67,7 +73,9 @@ class StreamFilters(Protocol):
         """Returns the bytes to forward now (``b""`` while filters buffer)."""
         ...
 
-    async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None: ...
+    def response_headers(
+        self, ex: Exchange, end_of_stream: bool
+    ) -> Awaitable[LocalReply | None] | None: ...
 
     async def response_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool

@@ -154,7 +154,8 @@ class Pipeline:
                 return
             has_body = bool(first.get("body")) or first.get("more_body", False)
         if filters is not None:
-            reply = await filters.request_headers(ex, not has_body)
+            pending = filters.request_headers(ex, not has_body)
+            reply = await pending if pending is not None else None
             if reply is not None:
                 await _send_reply(send, reply, counters)
                 return
@@ -264,7 +265,8 @@ class Pipeline:
         ex.response_headers = strip_hop_by_hop(headers)
         no_body = status in _NO_BODY_STATUS or ex.method == "HEAD"
         if filters is not None:
-            reply = await filters.response_headers(ex, no_body)
+            pending = filters.response_headers(ex, no_body)
+            reply = await pending if pending is not None else None
             if reply is not None:
                 await _send_reply(send, reply, counters)
                 return

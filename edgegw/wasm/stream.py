@@ -14,7 +14,7 @@ import asyncio
 import enum
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from edgegw.chain import Exchange, LocalReply
@@ -180,22 +180,29 @@ class Chain:
 
     # --- StreamFilters ---------------------------------------------------------------
 
-    async def request_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        hooks, count = self.plan.request_headers, len(self.plugins)
+    def request_headers(
+        self, ex: Exchange, end_of_stream: bool
+    ) -> Awaitable[LocalReply | None] | None:
         index, result = _phase.run(
-            self.plugins, hooks, self.contexts, self.off, self.state, ex.request_headers,
-            RequestMap.PSEUDO, 0, count, 1, end_of_stream,
+            self.plugins, self.plan.request_headers, self.contexts, self.off, self.state,
+            ex.request_headers, RequestMap.PSEUDO, 0, len(self.plugins), 1, end_of_stream,
         )  # fmt: skip
-        if index < 0:  # every filter went on: one C call
+        if index < 0:  # every filter went on: one C call, no coroutine
             return None
+        return self._request_stopped(ex, index, result, end_of_stream)
+
+    async def _request_stopped(
+        self, ex: Exchange, index: int, result: object, end_of_stream: bool
+    ) -> LocalReply | None:
+        hooks, headers = self.plan.request_headers, ex.request_headers
         index, reply = await self._after_stop(
-            index, result, hooks, ex.request_headers, RequestMap.PSEUDO, end_of_stream, 1
+            index, result, hooks, headers, RequestMap.PSEUDO, end_of_stream, 1
         )
         if reply is None:
             return None
         # The later filters never see this request: in Envoy their stream contexts are not
         # created, so they get no response callbacks either.
-        self.off.update(dict.fromkeys(range(index + 1, count)))
+        self.off.update(dict.fromkeys(range(index + 1, len(self.plugins))))
         return await self._encode_local(ex, reply)
 
     async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
@@ -207,7 +214,8 @@ class Chain:
         self.state.encoding_local = True
         self.state.local_reply = None
         ex.status, ex.response_headers = reply.status, list(reply.headers)
-        again = await self.response_headers(ex, not reply.body)
+        pending = self.response_headers(ex, not reply.body)
+        again = await pending if pending is not None else None
         if again is not None:
             return again
         body = reply.body
@@ -226,16 +234,24 @@ class Chain:
         reply = await self._body(buffer, end_of_stream, True)
         return await self._encode_local(ex, reply) if isinstance(reply, LocalReply) else reply
 
-    async def response_headers(self, ex: Exchange, end_of_stream: bool) -> LocalReply | None:
-        hooks, last = self.plan.response_headers, len(self.plugins) - 1
+    def response_headers(
+        self, ex: Exchange, end_of_stream: bool
+    ) -> Awaitable[LocalReply | None] | None:
         index, result = _phase.run(
-            self.plugins, hooks, self.contexts, self.off, self.state, ex.response_headers,
-            ResponseMap.PSEUDO, last, -1, -1, end_of_stream,
+            self.plugins, self.plan.response_headers, self.contexts, self.off, self.state,
+            ex.response_headers, ResponseMap.PSEUDO, len(self.plugins) - 1, -1, -1,
+            end_of_stream,
         )  # fmt: skip
-        if index < 0:  # every filter went on: one C call
+        if index < 0:  # every filter went on: one C call, no coroutine
             return None
+        return self._response_stopped(ex, index, result, end_of_stream)
+
+    async def _response_stopped(
+        self, ex: Exchange, index: int, result: object, end_of_stream: bool
+    ) -> LocalReply | None:
+        hooks, headers = self.plan.response_headers, ex.response_headers
         _index, reply = await self._after_stop(
-            index, result, hooks, ex.response_headers, ResponseMap.PSEUDO, end_of_stream, -1
+            index, result, hooks, headers, ResponseMap.PSEUDO, end_of_stream, -1
         )
         return reply
 
@@ -278,7 +294,8 @@ class Chain:
     def done(self, ex: Exchange) -> None:
         state = self.state
         state.done = True
-        state.wake()
+        if state.resume is not None:
+            state.wake()
         for index, exc in _phase.close(self.plugins, self.plan.ends, state, self.contexts):
             name = self.plugins[index].name
             log.error("filter '%s' failed at the end of a request: %s", name, exc)
