@@ -288,9 +288,9 @@ def build_wasm(source: Path) -> Path:
     return out
 
 
-def _trivial(n: int) -> tuple[Filter, ...]:
-    wasm = build_wasm(ROOT / "bench" / "filters" / "trivial.zig")
-    return tuple(Filter(f"trivial{i}", wasm, f"n{i}") for i in range(n))
+def _trivial(n: int, source: str = "trivial") -> tuple[Filter, ...]:
+    wasm = build_wasm(ROOT / "bench" / "filters" / f"{source}.zig")
+    return tuple(Filter(f"{source}{i}", wasm, f"n{i}") for i in range(n))
 
 
 def scenarios() -> list[Scenario]:
@@ -302,6 +302,11 @@ def scenarios() -> list[Scenario]:
             filters=_trivial(1),
         ),
         Scenario("filters-4", "4 trivial wasm filters", filters=_trivial(4)),
+        Scenario(
+            "noop-1",
+            "1 wasm filter without stream callbacks (the fixed cost of a filtered request)",
+            filters=_trivial(1, "noop"),
+        ),
         # What SCHED_BATCH (server._sched_batch) is worth; Envoy runs as in plain.
         Scenario(
             "plain-sched-other",

@@ -6,6 +6,9 @@ http_call) or replies. A failing filter follows its ``on_error`` policy and is n
 again for that request (Envoy never calls a failed VM again). A local or failure reply
 sent in the request direction goes through the response callbacks of the filters the
 request reached (Envoy's ``sendLocalReply``), in reverse order.
+
+The per-filter loops run in C (``_phase``: create the contexts, run a header phase while
+filters continue, end the streams); whatever stops a loop comes back here.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ _context_ids = itertools.count(ROOT_CONTEXT + 1)
 
 
 class _Paused(enum.Enum):
-    """The marker ``Chain._step`` returns when a filter paused the stream."""
+    """The marker ``Chain._stopped`` returns when a filter paused the stream."""
 
     PAUSED = enum.auto()
 
@@ -122,25 +125,29 @@ class Chain:
     async def _after_stop(
         self, index: int, result: object, hooks: tuple[Hook | None, ...], headers: Headers,
         pseudo: int, end_of_stream: bool, step: int,
-    ) -> tuple[int, LocalReply | None]:  # fmt: skip
+    ) -> LocalReply | None:  # fmt: skip
         """The rest of a header phase that ``_phase.run`` stopped at filter ``index``:
         apply what the filter answered (wait if it paused), then run the filters after it
-        (``step`` 1: config order, -1: reverse), each called with the map's size (its
-        list plus ``pseudo``). Returns the filter that replied and its reply, or
-        (-1, None) when every filter went on."""
+        (``step`` 1: the request, config order; -1: the response, reverse), each called
+        with the map's size (its list plus ``pseudo``). Returns the reply that ended the
+        phase, None when every filter went on."""
         stop = len(self.plugins) if step == 1 else -1
         while True:
             stopped = self._stopped(index, result)
             # No coroutine per filter: only a pause needs one (``_paused``).
             reply = await self._paused(index) if stopped is PAUSED else stopped
             if reply is not None:
-                return index, reply
+                if step == 1:
+                    # The later filters never see this request: in Envoy their stream
+                    # contexts are not created, so they get no response callbacks either.
+                    self.off.update(dict.fromkeys(range(index + 1, stop)))
+                return reply
             index, result = _phase.run(
                 self.plugins, hooks, self.contexts, self.off, self.state, headers, pseudo,
                 index + step, stop, step, end_of_stream,
             )  # fmt: skip
             if index < 0:
-                return -1, None
+                return None
 
     async def _paused(self, index: int) -> LocalReply | None:
         state = self.state
@@ -183,27 +190,23 @@ class Chain:
     def request_headers(
         self, ex: Exchange, end_of_stream: bool
     ) -> Awaitable[LocalReply | None] | None:
+        hooks, headers = self.plan.request_headers, ex.request_headers
         index, result = _phase.run(
-            self.plugins, self.plan.request_headers, self.contexts, self.off, self.state,
-            ex.request_headers, RequestMap.PSEUDO, 0, len(self.plugins), 1, end_of_stream,
+            self.plugins, hooks, self.contexts, self.off, self.state, headers,
+            RequestMap.PSEUDO, 0, len(self.plugins), 1, end_of_stream,
         )  # fmt: skip
         if index < 0:  # every filter went on: one C call, no coroutine
             return None
-        return self._request_stopped(ex, index, result, end_of_stream)
-
-    async def _request_stopped(
-        self, ex: Exchange, index: int, result: object, end_of_stream: bool
-    ) -> LocalReply | None:
-        hooks, headers = self.plan.request_headers, ex.request_headers
-        index, reply = await self._after_stop(
+        stopped = self._after_stop(
             index, result, hooks, headers, RequestMap.PSEUDO, end_of_stream, 1
         )
-        if reply is None:
-            return None
-        # The later filters never see this request: in Envoy their stream contexts are not
-        # created, so they get no response callbacks either.
-        self.off.update(dict.fromkeys(range(index + 1, len(self.plugins))))
-        return await self._encode_local(ex, reply)
+        return self._encode_stopped(ex, stopped)
+
+    async def _encode_stopped(
+        self, ex: Exchange, stopped: Awaitable[LocalReply | None]
+    ) -> LocalReply | None:
+        reply = await stopped
+        return None if reply is None else await self._encode_local(ex, reply)
 
     async def _encode_local(self, ex: Exchange, reply: LocalReply) -> LocalReply:
         """A local reply sent while decoding passes through the response callbacks, as
@@ -237,23 +240,20 @@ class Chain:
     def response_headers(
         self, ex: Exchange, end_of_stream: bool
     ) -> Awaitable[LocalReply | None] | None:
+        hooks, headers, last = (
+            self.plan.response_headers,
+            ex.response_headers,
+            len(self.plugins) - 1,
+        )
         index, result = _phase.run(
-            self.plugins, self.plan.response_headers, self.contexts, self.off, self.state,
-            ex.response_headers, ResponseMap.PSEUDO, len(self.plugins) - 1, -1, -1,
-            end_of_stream,
+            self.plugins, hooks, self.contexts, self.off, self.state, headers,
+            ResponseMap.PSEUDO, last, -1, -1, end_of_stream,
         )  # fmt: skip
         if index < 0:  # every filter went on: one C call, no coroutine
             return None
-        return self._response_stopped(ex, index, result, end_of_stream)
-
-    async def _response_stopped(
-        self, ex: Exchange, index: int, result: object, end_of_stream: bool
-    ) -> LocalReply | None:
-        hooks, headers = self.plan.response_headers, ex.response_headers
-        _index, reply = await self._after_stop(
+        return self._after_stop(
             index, result, hooks, headers, ResponseMap.PSEUDO, end_of_stream, -1
         )
-        return reply
 
     async def response_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
