@@ -262,10 +262,12 @@ def wrk(url: str, duration: float, connections: int, headers: tuple[str, ...] = 
 
 
 def build_wasm(source: Path) -> Path:
-    """Compile a self-contained Zig filter with the pinned toolchain (cached by mtime)."""
+    """Compile a Zig filter with the pinned toolchain (cached by mtime: newer than every
+    .zig file beside it, which it may import)."""
     out_dir = ROOT / "bench" / ".build"
     out = out_dir / f"{source.stem}.wasm"
-    if out.exists() and out.stat().st_mtime >= source.stat().st_mtime:
+    newest = max(path.stat().st_mtime for path in source.parent.glob("*.zig"))
+    if out.exists() and out.stat().st_mtime >= newest:
         return out
     out_dir.mkdir(exist_ok=True)
     cmd = [
