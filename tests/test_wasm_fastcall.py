@@ -138,7 +138,7 @@ def test_an_ordinary_header_is_added_in_c() -> None:
     from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
     from edgegw.wasm.state import StreamState
 
-    class Owner:  # what Host.set_fast_add reads: a Plugin's current stream
+    class Owner:  # what Host.set_fast_edit reads: a Plugin's current stream
         current: StreamState | None = None
 
     seen: list[tuple[object, ...]] = []
@@ -154,7 +154,7 @@ def test_an_ordinary_header_is_added_in_c() -> None:
     ty = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
     host = define_host_func(linker, "env", "host", ty, impl, (1, 3))
     owner = Owner()
-    host.set_fast_add(owner)
+    host.set_fast_edit(owner, "add")
     module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_STRINGS_WAT)))
     exports = linker.instantiate(store, module).exports(store)
     seen.clear()  # the start function's call
@@ -185,4 +185,94 @@ def test_an_ordinary_header_is_added_in_c() -> None:
     assert add(0, 2 * 65536 - 2, 7, 32, 7) == 6  # INVALID_MEMORY_ACCESS
     assert len(seen) == 4
     with pytest.raises(ValueError):
-        define_host_func(wasmtime.Linker(eng), "env", "log", ty, impl).set_fast_add(owner)
+        define_host_func(wasmtime.Linker(eng), "env", "log", ty, impl).set_fast_edit(owner, "add")
+
+
+_EDITS_WAT = """
+(module
+  (import "env" "edit" (func $edit (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "remove" (func $remove (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "X-A")
+  (data (i32.const 32) "new")
+  (data (i32.const 48) ":path")
+  (func (export "edit") (param i32 i32 i32 i32 i32) (result i32)
+    local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $edit)
+  (func (export "remove") (param i32 i32 i32) (result i32)
+    local.get 0 local.get 1 local.get 2 call $remove))
+"""
+
+
+def test_replace_and_remove_are_made_in_c() -> None:
+    import wasmtime
+
+    from edgegw.chain import Exchange
+    from edgegw.wasm.engine import engine
+    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
+    from edgegw.wasm.state import RequestMap, StreamState
+
+    class Owner:
+        current: StreamState | None = None
+
+    seen: list[tuple[object, ...]] = []
+
+    def impl(*args: object) -> int:
+        seen.append(args)
+        return 1
+
+    eng = engine()
+    store = wasmtime.Store(eng)
+    store.set_epoch_deadline(10**6)
+    linker = wasmtime.Linker(eng)
+    i32 = wasmtime.ValType.i32()
+    owner = Owner()
+    five, three = wasmtime.FuncType([i32] * 5, [i32]), wasmtime.FuncType([i32] * 3, [i32])
+    edit = define_host_func(linker, "env", "edit", five, impl, (1, 3))
+    remove = define_host_func(linker, "env", "remove", three, impl, (1,))
+    edit.set_fast_edit(owner, "replace")
+    remove.set_fast_edit(owner, "remove")
+    with pytest.raises(ValueError):
+        remove.set_fast_edit(owner, "add")  # add has a value: not this shape
+    with pytest.raises(ValueError):
+        edit.set_fast_edit(owner, "rename")
+    edit.set_fast_edit(owner, "replace")
+    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_EDITS_WAT)))
+    exports = linker.instantiate(store, module).exports(store)
+    memory, call_edit, call_remove = exports["memory"], exports["edit"], exports["remove"]
+    assert isinstance(memory, wasmtime.Memory)
+    assert isinstance(call_edit, wasmtime.Func) and isinstance(call_remove, wasmtime.Func)
+    Memory(store, memory).attach(edit)
+    Memory(store, memory).attach(remove)
+    replace_ = raw_func(store, call_edit, "edit", 10**6)
+    remove_ = raw_func(store, call_remove, "remove", 10**6)
+
+    def exchange() -> Exchange:
+        headers = [(b"x-a", b"1"), (b"b", b"2"), (b"x-a", b"3"), (b"c", b"4")]
+        return Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
+                        request_headers=headers, client=("127.0.0.1", 1),
+                        server=("127.0.0.1", 2), connection_id=1, start_ns=0)  # fmt: skip
+
+    # The C edits give what HeaderMap (the Python path) gives, and never call impl.
+    ex, reference = exchange(), exchange()
+    owner.current = StreamState(ex)
+    assert replace_(0, 16, 3, 32, 3) == 0
+    RequestMap(reference).replace(b"x-a", b"new")
+    assert ex.request_headers == reference.request_headers
+    assert ex.request_headers == [(b"x-a", b"new"), (b"b", b"2"), (b"c", b"4")]
+    assert remove_(0, 16, 3) == 0
+    RequestMap(reference).remove(b"x-a")
+    assert ex.request_headers == reference.request_headers == [(b"b", b"2"), (b"c", b"4")]
+    assert replace_(0, 16, 3, 32, 3) == 0  # absent: appended
+    assert ex.request_headers[-1] == (b"x-a", b"new")
+    assert seen == []
+    # Not the common case: impl decides, and nothing was changed before it.
+    before = list(ex.request_headers)
+    assert replace_(0, 48, 5, 32, 3) == 1 and seen[-1] == (0, b":path", b"new")
+    assert remove_(2, 16, 3) == 1 and seen[-1] == (2, b"x-a")  # no response yet
+    ex.request_headers.append((b"x-a", "not bytes"))  # type: ignore[arg-type]
+    ex.request_headers.append(["x-a", b"4"])  # type: ignore[arg-type]
+    assert remove_(0, 16, 3) == 1  # an item that is not a (bytes, bytes) pair
+    assert ex.request_headers[: len(before)] == before
+    ex.status, ex.response_headers = 200, [(b"x-a", b"1")]
+    assert remove_(2, 16, 3) == 0 and ex.response_headers == []
+    assert len(seen) == 3

@@ -228,8 +228,11 @@ typedef struct {
     PyObject *mem_owner;
     uint8_t *mem_base; /* never moves (memory_may_move is off); the size only grows */
     size_t mem_size;
-    PyObject *plugin; /* set_fast_add: proxy_add_header_map_value's common case in C */
+    PyObject *plugin; /* set_fast_edit: a header-map edit's common case in C */
+    int edit;         /* EDIT_ADD, EDIT_REPLACE or EDIT_REMOVE, with plugin */
 } HostObject;
+
+enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE };
 
 static void *
 host_trap(HostObject *host)
@@ -295,43 +298,96 @@ guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status
 static PyObject *str_current, *str_ex, *str_status, *str_request_headers,
     *str_response_headers;
 
-/* proxy_add_header_map_value(map, key, value) for an ordinary header of the stream's own
- * request (map 0) or response (map 2) headers: appended to the Exchange's list, as
- * HeaderMap.add does, without a Python frame. 1: done; 0: not that case (impl decides);
- * -1: an error is set. */
-static int
-fast_add(HostObject *host, uint64_t map, PyObject *key, PyObject *value)
+/* The stream's own header list, plugin.current.ex's request_headers (map 0) or, once
+ * ex.status is set, response_headers (map 2); NULL without an error when there is none
+ * (no stream, no response yet, another map). */
+static PyObject *
+stream_headers(HostObject *host, uint64_t map)
 {
-    PyObject *state, *ex, *headers = NULL, *pair;
-    int done = 0;
+    PyObject *state, *ex, *headers;
 
-    if ((map != 0 && map != 2) || PyBytes_GET_SIZE(key) == 0 || PyBytes_AS_STRING(key)[0] == ':')
-        return 0;
+    if (map != 0 && map != 2)
+        return NULL;
     state = PyObject_GetAttr(host->plugin, str_current);
     if (state == NULL)
-        return -1;
+        return NULL;
     ex = state == Py_None ? NULL : PyObject_GetAttr(state, str_ex);
     Py_DECREF(state);
     if (ex == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+        return NULL;
     if (map == 2) { /* no response yet: the map does not exist (impl answers NOT_FOUND) */
         PyObject *status = PyObject_GetAttr(ex, str_status);
         int has = status == NULL ? -1 : PyObject_IsTrue(status);
         Py_XDECREF(status);
         if (has <= 0) {
             Py_DECREF(ex);
-            return has;
+            return NULL;
         }
     }
     headers = PyObject_GetAttr(ex, map == 0 ? str_request_headers : str_response_headers);
     Py_DECREF(ex);
-    if (headers == NULL)
-        return -1;
-    if (PyList_CheckExact(headers)) {
-        pair = PyTuple_Pack(2, key, value);
-        done = pair == NULL || PyList_Append(headers, pair) < 0 ? -1 : 1;
-        Py_XDECREF(pair);
+    if (headers != NULL && !PyList_CheckExact(headers))
+        Py_CLEAR(headers);
+    return headers;
+}
+
+/* headers without the pairs named key, the first one's position in *at (-1: none);
+ * NULL without an error when an item is not a (bytes, bytes) pair (impl decides). */
+static PyObject *
+without(PyObject *headers, PyObject *key, Py_ssize_t *at)
+{
+    PyObject *kept = PyList_New(0);
+
+    *at = -1;
+    for (Py_ssize_t i = 0; kept != NULL && i < PyList_GET_SIZE(headers); i++) {
+        PyObject *item = PyList_GET_ITEM(headers, i), *name;
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyBytes_CheckExact(name = PyTuple_GET_ITEM(item, 0))) {
+            Py_CLEAR(kept);
+            break;
+        }
+        if (PyBytes_GET_SIZE(name) == PyBytes_GET_SIZE(key) &&
+            memcmp(PyBytes_AS_STRING(name), PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) == 0) {
+            if (*at < 0)
+                *at = PyList_GET_SIZE(kept);
+        } else if (PyList_Append(kept, item) < 0) {
+            Py_CLEAR(kept);
+        }
     }
+    return kept;
+}
+
+/* add / replace / remove_header_map_value(map, key[, value]) for an ordinary header of
+ * the stream's own request or response headers, edited as HeaderMap.add / replace /
+ * remove do, without a Python frame. 1: done; 0: not that case (impl decides, nothing
+ * was changed); -1: an error is set. */
+static int
+fast_edit(HostObject *host, uint64_t map, PyObject *key, PyObject *value)
+{
+    PyObject *headers, *kept = NULL, *pair = NULL;
+    Py_ssize_t at;
+    int done = 0;
+
+    if (host->edit == 0 || (host->edit != EDIT_REMOVE) != (value != NULL))
+        return 0; /* not a shape set_fast_edit accepted */
+    if (PyBytes_GET_SIZE(key) == 0 || PyBytes_AS_STRING(key)[0] == ':')
+        return 0; /* pseudo-headers live in the Exchange's fields */
+    headers = stream_headers(host, map);
+    if (headers == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (host->edit != EDIT_REMOVE && (pair = PyTuple_Pack(2, key, value)) == NULL)
+        done = -1;
+    else if (host->edit == EDIT_ADD)
+        done = PyList_Append(headers, pair) < 0 ? -1 : 1;
+    else if ((kept = without(headers, key, &at)) == NULL)
+        done = PyErr_Occurred() ? -1 : 0;
+    else if (host->edit == EDIT_REPLACE &&
+             PyList_Insert(kept, at < 0 ? PyList_GET_SIZE(kept) : at, pair) < 0)
+        done = -1; /* the new pair takes the first one's place (HeaderMap.replace) */
+    else
+        done = PyList_SetSlice(headers, 0, PyList_GET_SIZE(headers), kept) < 0 ? -1 : 1;
+    Py_XDECREF(kept);
+    Py_XDECREF(pair);
     Py_DECREF(headers);
     return done;
 }
@@ -378,9 +434,9 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
         vals[0].hi = 0;
         goto done;
     }
-    if (host->plugin != NULL && made == 3) {
-        int added = fast_add(host, vals[0].lo & 0xFFFFFFFFu, argv[2], argv[3]);
-        if (added != 0) {
+    if (host->plugin != NULL) { /* made: 3 (map, key, value) or 2 (remove) */
+        int edited = fast_edit(host, vals[0].lo & 0xFFFFFFFFu, argv[2], made == 3 ? argv[3] : NULL);
+        if (edited != 0) {
             vals[0].lo = 0; /* OK */
             vals[0].hi = 0;
             goto done;
@@ -483,12 +539,29 @@ host_set_memory(HostObject *self, PyObject *args)
 }
 
 static PyObject *
-host_set_fast_add(HostObject *self, PyObject *plugin)
+host_set_fast_edit(HostObject *self, PyObject *args)
 {
-    if (self->nparams != 5 || !self->is_string[1] || !self->is_string[3]) {
-        PyErr_Format(PyExc_ValueError, "%U is not proxy_add_header_map_value", self->name);
+    PyObject *plugin;
+    const char *name;
+    int edit, ok;
+
+    if (!PyArg_ParseTuple(args, "Os:set_fast_edit", &plugin, &name))
+        return NULL;
+    edit = strcmp(name, "add") == 0       ? EDIT_ADD
+           : strcmp(name, "replace") == 0 ? EDIT_REPLACE
+           : strcmp(name, "remove") == 0  ? EDIT_REMOVE
+                                          : 0;
+    /* The shapes of proxy_{add,replace}_header_map_value(map, key, value) and
+     * proxy_remove_header_map_value(map, key), their strings read by this Host. */
+    if (edit == EDIT_REMOVE)
+        ok = self->nparams == 3 && self->is_string[1];
+    else
+        ok = edit != 0 && self->nparams == 5 && self->is_string[1] && self->is_string[3];
+    if (!ok) { /* this Host stays as it was */
+        PyErr_Format(PyExc_ValueError, "%U cannot be a '%s' header edit", self->name, name);
         return NULL;
     }
+    self->edit = edit;
     Py_XSETREF(self->plugin, Py_NewRef(plugin));
     Py_RETURN_NONE;
 }
@@ -530,10 +603,11 @@ host_dealloc(HostObject *self)
 static PyMethodDef host_methods[] = {
     {"set_memory", (PyCFunction)host_set_memory, METH_VARARGS,
      "set_memory(ctx, memory_ptr, owner): the guest memory strings are read from"},
-    {"set_fast_add", (PyCFunction)host_set_fast_add, METH_O,
-     "set_fast_add(plugin): this Host is proxy_add_header_map_value; an ordinary header "
-     "added to plugin.current.ex's request_headers (map 0) or, once ex.status is set, "
-     "response_headers (map 2) is appended in C; anything else goes to impl."},
+    {"set_fast_edit", (PyCFunction)host_set_fast_edit, METH_VARARGS,
+     "set_fast_edit(plugin, 'add' | 'replace' | 'remove'): this Host is that header-map "
+     "hostcall; an ordinary header of plugin.current.ex's request_headers (map 0) or, once "
+     "ex.status is set, response_headers (map 2) is edited in C; anything else goes to "
+     "impl."},
     {NULL},
 };
 

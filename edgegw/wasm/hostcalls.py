@@ -44,6 +44,13 @@ STRING_ARGS: dict[str, tuple[int, ...]] = {
     "proxy_replace_header_map_value": (1, 3),
     "proxy_remove_header_map_value": (1,),
 }
+#: The header-map edits _fastcall makes itself for an ordinary header of the stream's own
+#: request or response headers (Host.set_fast_edit); their methods below do the rest.
+FAST_EDITS = {
+    "proxy_add_header_map_value": "add",
+    "proxy_replace_header_map_value": "replace",
+    "proxy_remove_header_map_value": "remove",
+}
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -263,9 +270,8 @@ class Hostcalls:
         return self._return_bytes(value, ptr_ptr, size_ptr)
 
     def proxy_add_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
-        # An ordinary header added to the stream's own request or response headers, the
-        # one hostcall nearly every filter makes, is appended in C before this is called
-        # (Host.set_fast_add): this is the rest.
+        # Like replace and remove: an ordinary header of the stream's own request or
+        # response headers is edited in C before this is called (FAST_EDITS).
         found = self._map(map_type)
         if found is None:
             return NOT_FOUND

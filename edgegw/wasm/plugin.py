@@ -27,7 +27,7 @@ from edgegw.wasm.fastcall import (
     set_deadline,
 )
 from edgegw.wasm.geoip import CountryLookup
-from edgegw.wasm.hostcalls import STRING_ARGS
+from edgegw.wasm.hostcalls import FAST_EDITS, STRING_ARGS
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
 from edgegw.wasm.state import StreamState
 
@@ -116,8 +116,8 @@ class Plugin(SharedHostcalls):
                 host = define_host_func(linker, "env", name, ty, impl, STRING_ARGS.get(name, ()))
             except ValueError as exc:  # a string parameter where the ABI has none
                 raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
-            if name == "proxy_add_header_map_value":
-                host.set_fast_add(self)  # its common case in C (_fastcall.fast_add)
+            if name in FAST_EDITS:  # their common case in C (_fastcall.fast_edit)
+                host.set_fast_edit(self, FAST_EDITS[name])
             self._callbacks.append(host)
         # instantiate runs the start function, which may take a while
         set_deadline(self.store, engines.cpu_ticks(10.0))
