@@ -276,3 +276,84 @@ def test_replace_and_remove_are_made_in_c() -> None:
     ex.status, ex.response_headers = 200, [(b"x-a", b"1")]
     assert remove_(2, 16, 3) == 0 and ex.response_headers == []
     assert len(seen) == 3
+
+
+_GET_WAT = """
+(module
+  (import "env" "get" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $next (export "next") (mut i32) (i32.const 1024))
+  (data (i32.const 16) "X-A")
+  (data (i32.const 32) "empty")
+  (data (i32.const 48) ":path")
+  (func (export "alloc") (param i32) (result i32)
+    (if (i32.eq (global.get $next) (i32.const -1)) (then unreachable))
+    global.get $next)
+  (func (export "get") (param i32 i32 i32 i32 i32) (result i32)
+    local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $get))
+"""
+
+
+def test_a_header_is_read_in_c() -> None:
+    import wasmtime
+
+    from edgegw.chain import Exchange
+    from edgegw.errors import WasmTrap
+    from edgegw.wasm.engine import engine
+    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
+    from edgegw.wasm.state import StreamState
+
+    class Owner:
+        current: StreamState | None = None
+
+    seen: list[tuple[object, ...]] = []
+
+    def impl(*args: object) -> int:
+        seen.append(args)
+        return 2
+
+    eng = engine()
+    store = wasmtime.Store(eng)
+    store.set_epoch_deadline(10**6)
+    linker = wasmtime.Linker(eng)
+    five = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
+    host = define_host_func(linker, "env", "get", five, impl, (1,))
+    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_GET_WAT)))
+    exports = linker.instantiate(store, module).exports(store)
+    memory, call, alloc, next_ = (exports[n] for n in ("memory", "get", "alloc", "next"))
+    assert isinstance(memory, wasmtime.Memory) and isinstance(next_, wasmtime.Global)
+    assert isinstance(call, wasmtime.Func) and isinstance(alloc, wasmtime.Func)
+    Memory(store, memory).attach(host)
+    owner = Owner()
+    with pytest.raises(ValueError):
+        host.set_fast_edit(owner, "get")  # no allocator
+    host.set_fast_edit(owner, "get", raw_func(store, alloc, "alloc", 10**6))
+    get = raw_func(store, call, "get", 10**6)
+
+    def u32(at: int) -> int:
+        return int.from_bytes(memory.read(store, at, at + 4), "little")
+
+    ex = Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
+                  request_headers=[(b"x-a", b"first"), (b"empty", b""), (b"x-a", b"second")],
+                  client=("127.0.0.1", 1), server=("127.0.0.1", 2), connection_id=1,
+                  start_ns=0)  # fmt: skip
+    owner.current = StreamState(ex)
+    assert get(0, 16, 3, 200, 204) == 0  # OK: the first of repeated headers, lowercased key
+    assert (u32(200), u32(204)) == (1024, 5)
+    assert memory.read(store, 1024, 1029) == b"first"
+    assert get(0, 32, 5, 200, 204) == 0 and (u32(200), u32(204)) == (0, 0)  # empty: no alloc
+    ex.request_headers = [(b"b", b"1")]
+    assert get(0, 16, 3, 200, 204) == 1  # NOT_FOUND
+    assert get(2, 16, 3, 200, 204) == 2  # no response yet: impl
+    assert get(0, 48, 5, 200, 204) == 2  # a pseudo-header: impl
+    assert len(seen) == 2
+    ex.request_headers = [(b"x-a", b"vv")]
+    assert get(0, 16, 3, 65536 - 2, 204) == 6  # ptr_ptr out of bounds
+    next_.set_value(store, 0)
+    assert get(0, 16, 3, 200, 204) == 6  # the allocator failed
+    next_.set_value(store, 65536 - 1)
+    assert get(0, 16, 3, 200, 204) == 6  # it answered memory the value does not fit in
+    next_.set_value(store, -1)
+    with pytest.raises(WasmTrap):  # it trapped: the hostcall traps too
+        get(0, 16, 3, 200, 204)
+    assert len(seen) == 2

@@ -228,11 +228,12 @@ typedef struct {
     PyObject *mem_owner;
     uint8_t *mem_base; /* never moves (memory_may_move is off); the size only grows */
     size_t mem_size;
-    PyObject *plugin; /* set_fast_edit: a header-map edit's common case in C */
-    int edit;         /* EDIT_ADD, EDIT_REPLACE or EDIT_REMOVE, with plugin */
+    PyObject *plugin; /* set_fast_edit: a header-map hostcall's common case in C */
+    int edit;         /* EDIT_*, with plugin */
+    PyObject *alloc;  /* EDIT_GET: the guest's allocator (a Func), for the answer */
 } HostObject;
 
-enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE };
+enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE, EDIT_GET };
 
 static void *
 host_trap(HostObject *host)
@@ -262,25 +263,48 @@ host_trap(HostObject *host)
     return trap;
 }
 
-/* A guest string as bytes; NULL with *status set (no exception) when it is out of
- * bounds, as proxy-wasm hosts check memory before anything else. */
-static PyObject *
-guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status)
+/* Guest memory [ptr, ptr + len) as a C pointer; NULL when out of bounds. */
+static uint8_t *
+guest_span(HostObject *host, uint64_t ptr, uint64_t len)
 {
-    uint8_t *base;
-    PyObject *bytes;
-
     ptr &= 0xFFFFFFFFu;
     len &= 0xFFFFFFFFu;
     if (ptr + len > host->mem_size) { /* grown since, or really out of bounds */
         host->mem_base = memory_data(host->mem_ctx, host->mem);
         host->mem_size = memory_size(host->mem_ctx, host->mem);
-        if (ptr + len > host->mem_size) {
-            *status = STATUS_INVALID_MEMORY_ACCESS;
+        if (ptr + len > host->mem_size)
             return NULL;
-        }
     }
-    base = host->mem_base;
+    return host->mem_base + ptr;
+}
+
+/* Write a little-endian u32 (wasm's byte order) at guest address ptr; 0: out of bounds. */
+static int
+guest_put_u32(HostObject *host, uint64_t ptr, uint32_t value)
+{
+    uint8_t *to = guest_span(host, ptr, 4);
+
+    if (to == NULL)
+        return 0;
+    for (int i = 0; i < 4; i++)
+        to[i] = (uint8_t)(value >> (8 * i));
+    return 1;
+}
+
+/* A guest string as bytes; NULL with *status set (no exception) when it is out of
+ * bounds, as proxy-wasm hosts check memory before anything else. */
+static PyObject *
+guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status)
+{
+    uint8_t *base = guest_span(host, ptr, len);
+    PyObject *bytes;
+
+    if (base == NULL) {
+        *status = STATUS_INVALID_MEMORY_ACCESS;
+        return NULL;
+    }
+    ptr = 0; /* base already points at it */
+    len &= 0xFFFFFFFFu;
     if (!lower)
         return PyBytes_FromStringAndSize((const char *)base + ptr, (Py_ssize_t)len);
     /* Lowercase into a new object: given the data, CPython would hand back its shared
@@ -392,6 +416,69 @@ fast_edit(HostObject *host, uint64_t map, PyObject *key, PyObject *value)
     return done;
 }
 
+/* get_header_map_value(map, key, ptr_ptr, size_ptr) for an ordinary header of the
+ * stream's own request or response headers: the first value, copied into memory from
+ * the guest's allocator, its address and size written at ptr_ptr and size_ptr, as
+ * HeaderMap.get and Hostcalls._return_bytes do. 1: answered with *status; 0: not that
+ * case (impl decides); -1: an error is set (the allocator trapped). */
+static int
+fast_get(HostObject *host, uint64_t map, PyObject *key, uint64_t ptr_ptr, uint64_t size_ptr,
+         int *status)
+{
+    PyObject *headers, *value = NULL, *addr_obj;
+    Py_ssize_t len;
+    uint64_t addr = 0;
+
+    if (host->alloc == NULL || PyBytes_GET_SIZE(key) == 0 || PyBytes_AS_STRING(key)[0] == ':')
+        return 0;
+    headers = stream_headers(host, map);
+    if (headers == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *item = PyList_GET_ITEM(headers, i), *name;
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyBytes_CheckExact(name = PyTuple_GET_ITEM(item, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            Py_DECREF(headers);
+            return 0;
+        }
+        if (PyBytes_GET_SIZE(name) == PyBytes_GET_SIZE(key) &&
+            memcmp(PyBytes_AS_STRING(name), PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) == 0) {
+            value = Py_NewRef(PyTuple_GET_ITEM(item, 1)); /* Envoy answers the first */
+            break;
+        }
+    }
+    Py_DECREF(headers);
+    *status = 0; /* OK */
+    if (value == NULL) {
+        *status = STATUS_NOT_FOUND;
+        return 1;
+    }
+    len = PyBytes_GET_SIZE(value);
+    if (len > 0) { /* the allocator is guest code: it may grow (not move) memory */
+        uint8_t *to;
+        PyObject *size = PyLong_FromSsize_t(len);
+        addr_obj = size == NULL ? NULL : PyObject_CallOneArg(host->alloc, size);
+        Py_XDECREF(size);
+        if (addr_obj == NULL) {
+            Py_DECREF(value);
+            return -1;
+        }
+        addr = PyLong_AsUnsignedLongLongMask(addr_obj) & 0xFFFFFFFFu;
+        Py_DECREF(addr_obj);
+        to = addr == 0 ? NULL : guest_span(host, addr, (uint64_t)len);
+        if (to == NULL)
+            *status = STATUS_INVALID_MEMORY_ACCESS;
+        else
+            memcpy(to, PyBytes_AS_STRING(value), (size_t)len);
+    }
+    Py_DECREF(value);
+    if (*status == 0 && (!guest_put_u32(host, ptr_ptr, (uint32_t)addr) ||
+                         !guest_put_u32(host, size_ptr, (uint32_t)len)))
+        *status = STATUS_INVALID_MEMORY_ACCESS;
+    return 1;
+}
+
 static void *
 host_callback(void *env, void *caller, RawVal *vals, size_t n)
 {
@@ -434,7 +521,15 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
         vals[0].hi = 0;
         goto done;
     }
-    if (host->plugin != NULL) { /* made: 3 (map, key, value) or 2 (remove) */
+    if (host->edit == EDIT_GET) { /* (map, key, ptr_ptr, size_ptr) */
+        int answered = fast_get(host, vals[0].lo & 0xFFFFFFFFu, argv[2], vals[3].lo,
+                                vals[4].lo, &status);
+        if (answered != 0) {
+            vals[0].lo = answered > 0 ? (uint32_t)status : 0;
+            vals[0].hi = 0;
+            goto done;
+        }
+    } else if (host->edit != 0) { /* made: 3 (map, key, value) or 2 (remove) */
         int edited = fast_edit(host, vals[0].lo & 0xFFFFFFFFu, argv[2], made == 3 ? argv[3] : NULL);
         if (edited != 0) {
             vals[0].lo = 0; /* OK */
@@ -541,28 +636,34 @@ host_set_memory(HostObject *self, PyObject *args)
 static PyObject *
 host_set_fast_edit(HostObject *self, PyObject *args)
 {
-    PyObject *plugin;
+    PyObject *plugin, *alloc = NULL;
     const char *name;
     int edit, ok;
 
-    if (!PyArg_ParseTuple(args, "Os:set_fast_edit", &plugin, &name))
+    if (!PyArg_ParseTuple(args, "Os|O:set_fast_edit", &plugin, &name, &alloc))
         return NULL;
     edit = strcmp(name, "add") == 0       ? EDIT_ADD
            : strcmp(name, "replace") == 0 ? EDIT_REPLACE
            : strcmp(name, "remove") == 0  ? EDIT_REMOVE
+           : strcmp(name, "get") == 0     ? EDIT_GET
                                           : 0;
-    /* The shapes of proxy_{add,replace}_header_map_value(map, key, value) and
-     * proxy_remove_header_map_value(map, key), their strings read by this Host. */
+    /* The shapes of proxy_{add,replace}_header_map_value(map, key, value),
+     * proxy_remove_header_map_value(map, key) and proxy_get_header_map_value(map, key,
+     * ptr_ptr, size_ptr), their strings read by this Host; get needs the allocator. */
     if (edit == EDIT_REMOVE)
         ok = self->nparams == 3 && self->is_string[1];
+    else if (edit == EDIT_GET)
+        ok = self->nparams == 5 && self->is_string[1] && !self->is_string[3] &&
+             alloc != NULL && PyCallable_Check(alloc);
     else
         ok = edit != 0 && self->nparams == 5 && self->is_string[1] && self->is_string[3];
     if (!ok) { /* this Host stays as it was */
-        PyErr_Format(PyExc_ValueError, "%U cannot be a '%s' header edit", self->name, name);
+        PyErr_Format(PyExc_ValueError, "%U cannot be a '%s' header hostcall", self->name, name);
         return NULL;
     }
     self->edit = edit;
     Py_XSETREF(self->plugin, Py_NewRef(plugin));
+    Py_XSETREF(self->alloc, edit == EDIT_GET ? Py_NewRef(alloc) : NULL);
     Py_RETURN_NONE;
 }
 
@@ -579,6 +680,7 @@ host_traverse(HostObject *self, visitproc visit, void *arg)
     Py_VISIT(self->impl);
     Py_VISIT(self->mem_owner);
     Py_VISIT(self->plugin);
+    Py_VISIT(self->alloc);
     return 0;
 }
 
@@ -588,6 +690,7 @@ host_clear(HostObject *self)
     Py_CLEAR(self->impl);
     Py_CLEAR(self->mem_owner);
     Py_CLEAR(self->plugin);
+    Py_CLEAR(self->alloc);
     return 0;
 }
 
@@ -604,10 +707,11 @@ static PyMethodDef host_methods[] = {
     {"set_memory", (PyCFunction)host_set_memory, METH_VARARGS,
      "set_memory(ctx, memory_ptr, owner): the guest memory strings are read from"},
     {"set_fast_edit", (PyCFunction)host_set_fast_edit, METH_VARARGS,
-     "set_fast_edit(plugin, 'add' | 'replace' | 'remove'): this Host is that header-map "
-     "hostcall; an ordinary header of plugin.current.ex's request_headers (map 0) or, once "
-     "ex.status is set, response_headers (map 2) is edited in C; anything else goes to "
-     "impl."},
+     "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get', alloc=None): this Host "
+     "is that header-map hostcall; an ordinary header of plugin.current.ex's "
+     "request_headers (map 0) or, once ex.status is set, response_headers (map 2) is "
+     "edited or read in C (get answers through alloc, the guest's allocator); anything "
+     "else goes to impl."},
     {NULL},
 };
 

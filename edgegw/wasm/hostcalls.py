@@ -46,6 +46,8 @@ STRING_ARGS: dict[str, tuple[int, ...]] = {
 }
 #: The header-map edits _fastcall makes itself for an ordinary header of the stream's own
 #: request or response headers (Host.set_fast_edit); their methods below do the rest.
+#: proxy_get_header_map_value's common case is C too, once the guest's allocator is known
+#: (Plugin._instantiate).
 FAST_EDITS = {
     "proxy_add_header_map_value": "add",
     "proxy_replace_header_map_value": "replace",
