@@ -22,7 +22,6 @@ class StreamState:
     """What the filters of one request share."""
 
     __slots__ = (
-        "done",
         "encoding_local",
         "ex",
         "failure",
@@ -45,7 +44,6 @@ class StreamState:
         self.response_body: bytearray | None = None
         self.local_reply: LocalReply | None = None
         self.resume: asyncio.Future[None] | None = None  # set while a filter paused
-        self.done = False
         # (plugin, error): a filter failed in a callback outside the chain's own calls
         # (its http_call response) while the stream waited; the chain applies on_error.
         self.failure: tuple[object, WasmError] | None = None

@@ -293,7 +293,6 @@ class Chain:
 
     def done(self, ex: Exchange) -> None:
         state = self.state
-        state.done = True
         if state.resume is not None:
             state.wake()
         for index, exc in _phase.close(self.plugins, self.plan.ends, state, self.contexts):
