@@ -44,11 +44,11 @@ STRING_ARGS: dict[str, tuple[int, ...]] = {
     "proxy_replace_header_map_value": (1, 3),
     "proxy_remove_header_map_value": (1,),
 }
-#: The header-map edits _fastcall makes itself for an ordinary header of the stream's own
-#: request or response headers (Host.set_fast_edit); their methods below do the rest.
-#: proxy_get_header_map_value's common case is C too, once the guest's allocator is known
-#: (Plugin._instantiate).
+#: The header-map hostcalls _fastcall makes itself for an ordinary header of the stream's
+#: own request or response headers (Host.set_fast_edit; get answers through the guest's
+#: allocator); their methods below do the rest.
 FAST_EDITS = {
+    "proxy_get_header_map_value": "get",
     "proxy_add_header_map_value": "add",
     "proxy_replace_header_map_value": "replace",
     "proxy_remove_header_map_value": "remove",

@@ -90,7 +90,7 @@ class Plugin(SharedHostcalls):
         if not any(marker in exports for marker in ABI_MARKERS):
             raise FilterLoadError(self.name, "not a proxy-wasm module (no ABI 0.2.x marker export)")
         linker = wasmtime.Linker(engines.engine())
-        get_host: Host | None = None
+        fast: list[tuple[str, Host]] = []  # header hostcalls whose common case is C
         linker.allow_shadowing = True
         if any(imp.module in _WASI for imp in module.imports):
             wasi = wasmtime.WasiConfig()
@@ -115,12 +115,10 @@ class Plugin(SharedHostcalls):
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
             try:
                 host = define_host_func(linker, "env", name, ty, impl, STRING_ARGS.get(name, ()))
-                if name in FAST_EDITS:  # their common case in C (_fastcall.fast_edit)
-                    host.set_fast_edit(self, FAST_EDITS[name])
-            except ValueError as exc:  # a parameter where the ABI has none
+            except ValueError as exc:  # a string parameter where the ABI has none
                 raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
-            if name == "proxy_get_header_map_value":
-                get_host = host  # its common case in C too, once the allocator exists
+            if name in FAST_EDITS:
+                fast.append((name, host))
             self._callbacks.append(host)
         # instantiate runs the start function, which may take a while
         set_deadline(self.store, engines.cpu_ticks(10.0))
@@ -155,11 +153,12 @@ class Plugin(SharedHostcalls):
                 self.name, "no allocator export (proxy_on_memory_allocate/malloc)"
             )
         self._alloc = alloc
-        if get_host is not None:
+        # Until now (a start function) these answered NOT_FOUND from C: no memory yet.
+        for name, host in fast:
             try:
-                get_host.set_fast_edit(self, "get", alloc)
-            except ValueError as exc:
-                raise FilterLoadError(self.name, f"import env.{exc}") from exc
+                host.set_fast_edit(self, FAST_EDITS[name], alloc)  # _fastcall.fast_edit
+            except ValueError as exc:  # a parameter where the ABI has none
+                raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
         try:
             for start in ("_initialize", "_start"):
                 if start in self.funcs:
