@@ -355,6 +355,21 @@ stream_headers(HostObject *host, uint64_t map)
     return headers;
 }
 
+/* 1: item is a (bytes, bytes) pair named key; 0: another pair; -1: not such a pair
+ * (then impl decides). */
+static int
+pair_named(PyObject *item, PyObject *key)
+{
+    PyObject *name;
+
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 ||
+        !PyBytes_CheckExact(name = PyTuple_GET_ITEM(item, 0)) ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1)))
+        return -1;
+    return PyBytes_GET_SIZE(name) == PyBytes_GET_SIZE(key) &&
+           memcmp(PyBytes_AS_STRING(name), PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) == 0;
+}
+
 /* headers without the pairs named key, the first one's position in *at (-1: none);
  * NULL without an error when an item is not a (bytes, bytes) pair (impl decides). */
 static PyObject *
@@ -364,14 +379,13 @@ without(PyObject *headers, PyObject *key, Py_ssize_t *at)
 
     *at = -1;
     for (Py_ssize_t i = 0; kept != NULL && i < PyList_GET_SIZE(headers); i++) {
-        PyObject *item = PyList_GET_ITEM(headers, i), *name;
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 ||
-            !PyBytes_CheckExact(name = PyTuple_GET_ITEM(item, 0))) {
+        PyObject *item = PyList_GET_ITEM(headers, i);
+        int named = pair_named(item, key);
+        if (named < 0) {
             Py_CLEAR(kept);
             break;
         }
-        if (PyBytes_GET_SIZE(name) == PyBytes_GET_SIZE(key) &&
-            memcmp(PyBytes_AS_STRING(name), PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) == 0) {
+        if (named) {
             if (*at < 0)
                 *at = PyList_GET_SIZE(kept);
         } else if (PyList_Append(kept, item) < 0) {
@@ -435,15 +449,13 @@ fast_get(HostObject *host, uint64_t map, PyObject *key, uint64_t ptr_ptr, uint64
     if (headers == NULL)
         return PyErr_Occurred() ? -1 : 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
-        PyObject *item = PyList_GET_ITEM(headers, i), *name;
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 ||
-            !PyBytes_CheckExact(name = PyTuple_GET_ITEM(item, 0)) ||
-            !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+        PyObject *item = PyList_GET_ITEM(headers, i);
+        int named = pair_named(item, key);
+        if (named < 0) {
             Py_DECREF(headers);
             return 0;
         }
-        if (PyBytes_GET_SIZE(name) == PyBytes_GET_SIZE(key) &&
-            memcmp(PyBytes_AS_STRING(name), PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) == 0) {
+        if (named) {
             value = Py_NewRef(PyTuple_GET_ITEM(item, 1)); /* Envoy answers the first */
             break;
         }
