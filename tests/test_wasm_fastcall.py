@@ -9,10 +9,13 @@ import httpx
 import pytest
 
 from edgegw.app import GatewayApp, wasm_chains
+from edgegw.chain import Exchange
 from edgegw.config import parse_config
+from edgegw.types import Headers
 from edgegw.wasm import _fastcall, fastcall
 from edgegw.wasm.fastcall import RawFunc
 from edgegw.wasm.plugin import Plugin
+from edgegw.wasm.state import StreamState
 from tests.conftest import LoopbackBackend
 
 
@@ -130,43 +133,74 @@ def test_string_arguments_are_read_in_c() -> None:
     assert seen == []
 
 
+class _Guest:
+    """A WAT module whose imports named in ``imports`` (name -> (parameter count, string
+    positions)) are _fastcall Hosts recording their calls in ``seen`` and answering
+    ``status``; ``owner.current`` is the stream their C paths read (a Plugin's)."""
+
+    def __init__(self, wat: str, imports: dict[str, tuple[int, tuple[int, ...]]], status: int):
+        import wasmtime
+
+        from edgegw.wasm.engine import engine
+        from edgegw.wasm.fastcall import Memory, define_host_func
+
+        self.seen: list[tuple[object, ...]] = []
+        self.owner = _Owner()
+
+        def impl(*args: object) -> int:
+            self.seen.append(args)
+            return status
+
+        i32 = wasmtime.ValType.i32()
+        self.engine = engine()
+        self.store = wasmtime.Store(self.engine)
+        self.store.set_epoch_deadline(10**6)
+        linker = wasmtime.Linker(self.engine)
+        self.hosts = {
+            name: define_host_func(linker, "env", name, wasmtime.FuncType([i32] * n, [i32]),
+                                   impl, strings)
+            for name, (n, strings) in imports.items()
+        }  # fmt: skip
+        self.impl = impl
+        module = wasmtime.Module(self.engine, bytes(wasmtime.wat2wasm(wat)))
+        self.exports = linker.instantiate(self.store, module).exports(self.store)
+        memory = self.exports["memory"]
+        assert isinstance(memory, wasmtime.Memory)
+        self.memory = memory
+        for host in self.hosts.values():
+            Memory(self.store, memory).attach(host)
+
+    def func(self, name: str) -> RawFunc:
+        import wasmtime
+
+        from edgegw.wasm.fastcall import raw_func
+
+        export = self.exports[name]
+        assert isinstance(export, wasmtime.Func)
+        return raw_func(self.store, export, name, 10**6)
+
+
+class _Owner:  # what Host.set_fast_edit reads: a Plugin's current stream
+    current: StreamState | None = None
+
+
+def _exchange(headers: Headers) -> Exchange:
+    return Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
+                    request_headers=headers, client=("127.0.0.1", 1), server=("127.0.0.1", 2),
+                    connection_id=1, start_ns=0)  # fmt: skip
+
+
 def test_an_ordinary_header_is_added_in_c() -> None:
     import wasmtime
 
-    from edgegw.chain import Exchange
-    from edgegw.wasm.engine import engine
-    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
-    from edgegw.wasm.state import StreamState
+    from edgegw.wasm.fastcall import define_host_func
 
-    class Owner:  # what Host.set_fast_edit reads: a Plugin's current stream
-        current: StreamState | None = None
+    guest = _Guest(_STRINGS_WAT, {"host": (5, (1, 3))}, status=1)
+    seen, owner, memory, store = guest.seen, guest.owner, guest.memory, guest.store
+    guest.hosts["host"].set_fast_edit(owner, "add")
+    add = guest.func("call")
 
-    seen: list[tuple[object, ...]] = []
-
-    def impl(*args: object) -> int:
-        seen.append(args)
-        return 1
-
-    eng = engine()
-    store = wasmtime.Store(eng)
-    store.set_epoch_deadline(10**6)
-    linker = wasmtime.Linker(eng)
-    ty = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
-    host = define_host_func(linker, "env", "host", ty, impl, (1, 3))
-    owner = Owner()
-    host.set_fast_edit(owner, "add")
-    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_STRINGS_WAT)))
-    exports = linker.instantiate(store, module).exports(store)
-    seen.clear()  # the start function's call
-    memory = exports["memory"]
-    call = exports["call"]
-    assert isinstance(memory, wasmtime.Memory) and isinstance(call, wasmtime.Func)
-    Memory(store, memory).attach(host)
-    add = raw_func(store, call, "call", 10**6)
-
-    ex = Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
-                  request_headers=[(b"host", b"gw")], client=("127.0.0.1", 1),
-                  server=("127.0.0.1", 2), connection_id=1, start_ns=0)  # fmt: skip
+    ex = _exchange([(b"host", b"gw")])
     assert add(0, 16, 9, 32, 7) == 1 and len(seen) == 1  # no current stream: impl
     owner.current = StreamState(ex)
     assert add(0, 16, 9, 32, 7) == 0  # OK, in C
@@ -184,8 +218,10 @@ def test_an_ordinary_header_is_added_in_c() -> None:
     assert ex.request_headers[-1] == (b"x-grown", b"Value-A")
     assert add(0, 2 * 65536 - 2, 7, 32, 7) == 6  # INVALID_MEMORY_ACCESS
     assert len(seen) == 4
+    ty = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
+    log = define_host_func(wasmtime.Linker(guest.engine), "env", "log", ty, guest.impl)
     with pytest.raises(ValueError):
-        define_host_func(wasmtime.Linker(eng), "env", "log", ty, impl).set_fast_edit(owner, "add")
+        log.set_fast_edit(owner, "add")
 
 
 _EDITS_WAT = """
@@ -204,31 +240,11 @@ _EDITS_WAT = """
 
 
 def test_replace_and_remove_are_made_in_c() -> None:
-    import wasmtime
+    from edgegw.wasm.state import RequestMap
 
-    from edgegw.chain import Exchange
-    from edgegw.wasm.engine import engine
-    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
-    from edgegw.wasm.state import RequestMap, StreamState
-
-    class Owner:
-        current: StreamState | None = None
-
-    seen: list[tuple[object, ...]] = []
-
-    def impl(*args: object) -> int:
-        seen.append(args)
-        return 1
-
-    eng = engine()
-    store = wasmtime.Store(eng)
-    store.set_epoch_deadline(10**6)
-    linker = wasmtime.Linker(eng)
-    i32 = wasmtime.ValType.i32()
-    owner = Owner()
-    five, three = wasmtime.FuncType([i32] * 5, [i32]), wasmtime.FuncType([i32] * 3, [i32])
-    edit = define_host_func(linker, "env", "edit", five, impl, (1, 3))
-    remove = define_host_func(linker, "env", "remove", three, impl, (1,))
+    guest = _Guest(_EDITS_WAT, {"edit": (5, (1, 3)), "remove": (3, (1,))}, status=1)
+    seen, owner = guest.seen, guest.owner
+    edit, remove = guest.hosts["edit"], guest.hosts["remove"]
     edit.set_fast_edit(owner, "replace")
     remove.set_fast_edit(owner, "remove")
     with pytest.raises(ValueError):
@@ -236,21 +252,10 @@ def test_replace_and_remove_are_made_in_c() -> None:
     with pytest.raises(ValueError):
         edit.set_fast_edit(owner, "rename")
     edit.set_fast_edit(owner, "replace")
-    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_EDITS_WAT)))
-    exports = linker.instantiate(store, module).exports(store)
-    memory, call_edit, call_remove = exports["memory"], exports["edit"], exports["remove"]
-    assert isinstance(memory, wasmtime.Memory)
-    assert isinstance(call_edit, wasmtime.Func) and isinstance(call_remove, wasmtime.Func)
-    Memory(store, memory).attach(edit)
-    Memory(store, memory).attach(remove)
-    replace_ = raw_func(store, call_edit, "edit", 10**6)
-    remove_ = raw_func(store, call_remove, "remove", 10**6)
+    replace_, remove_ = guest.func("edit"), guest.func("remove")
 
     def exchange() -> Exchange:
-        headers = [(b"x-a", b"1"), (b"b", b"2"), (b"x-a", b"3"), (b"c", b"4")]
-        return Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
-                        request_headers=headers, client=("127.0.0.1", 1),
-                        server=("127.0.0.1", 2), connection_id=1, start_ns=0)  # fmt: skip
+        return _exchange([(b"x-a", b"1"), (b"b", b"2"), (b"x-a", b"3"), (b"c", b"4")])
 
     # The C edits give what HeaderMap (the Python path) gives, and never call impl.
     ex, reference = exchange(), exchange()
@@ -297,46 +302,22 @@ _GET_WAT = """
 def test_a_header_is_read_in_c() -> None:
     import wasmtime
 
-    from edgegw.chain import Exchange
     from edgegw.errors import WasmTrap
-    from edgegw.wasm.engine import engine
-    from edgegw.wasm.fastcall import Memory, define_host_func, raw_func
-    from edgegw.wasm.state import StreamState
 
-    class Owner:
-        current: StreamState | None = None
-
-    seen: list[tuple[object, ...]] = []
-
-    def impl(*args: object) -> int:
-        seen.append(args)
-        return 2
-
-    eng = engine()
-    store = wasmtime.Store(eng)
-    store.set_epoch_deadline(10**6)
-    linker = wasmtime.Linker(eng)
-    five = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
-    host = define_host_func(linker, "env", "get", five, impl, (1,))
-    module = wasmtime.Module(eng, bytes(wasmtime.wat2wasm(_GET_WAT)))
-    exports = linker.instantiate(store, module).exports(store)
-    memory, call, alloc, next_ = (exports[n] for n in ("memory", "get", "alloc", "next"))
-    assert isinstance(memory, wasmtime.Memory) and isinstance(next_, wasmtime.Global)
-    assert isinstance(call, wasmtime.Func) and isinstance(alloc, wasmtime.Func)
-    Memory(store, memory).attach(host)
-    owner = Owner()
+    guest = _Guest(_GET_WAT, {"get": (5, (1,))}, status=2)
+    seen, owner, memory, store = guest.seen, guest.owner, guest.memory, guest.store
+    next_ = guest.exports["next"]
+    assert isinstance(next_, wasmtime.Global)
+    host = guest.hosts["get"]
     with pytest.raises(ValueError):
         host.set_fast_edit(owner, "get")  # no allocator
-    host.set_fast_edit(owner, "get", raw_func(store, alloc, "alloc", 10**6))
-    get = raw_func(store, call, "get", 10**6)
+    host.set_fast_edit(owner, "get", guest.func("alloc"))
+    get = guest.func("get")
 
     def u32(at: int) -> int:
         return int.from_bytes(memory.read(store, at, at + 4), "little")
 
-    ex = Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
-                  request_headers=[(b"x-a", b"first"), (b"empty", b""), (b"x-a", b"second")],
-                  client=("127.0.0.1", 1), server=("127.0.0.1", 2), connection_id=1,
-                  start_ns=0)  # fmt: skip
+    ex = _exchange([(b"x-a", b"first"), (b"empty", b""), (b"x-a", b"second")])
     owner.current = StreamState(ex)
     assert get(0, 16, 3, 200, 204) == 0  # OK: the first of repeated headers, lowercased key
     assert (u32(200), u32(204)) == (1024, 5)
