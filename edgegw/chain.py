@@ -59,9 +59,11 @@ class StreamFilters(Protocol):
     common case, and otherwise an awaitable of the outcome: a request then makes no
     coroutine for them (``await pending if pending is not None else None``)."""
 
-    #: False when no filter needs the body: the pipeline streams it without calling in.
-    wants_request_body: bool
-    wants_response_body: bool
+    # False when no filter needs the body: the pipeline streams it without calling in.
+    @property
+    def wants_request_body(self) -> bool: ...
+    @property
+    def wants_response_body(self) -> bool: ...
 
     def request_headers(
         self, ex: Exchange, end_of_stream: bool

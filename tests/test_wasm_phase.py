@@ -1,34 +1,43 @@
-"""The header-phase loop in C (edgegw/wasm/_phase.c), driven with Python callables in
-place of guest hooks: where it goes on, where it stops and what it hands back."""
+"""A request's filter chain in C (edgegw/wasm/_phase*.c), driven with Python callables
+in place of guest hooks: where a phase goes on, where it stops and what it hands back;
+how a Chain creates and ends its filters' streams."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import pytest
 
+from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError, WasmTrap
 from edgegw.types import Headers
-from edgegw.wasm import _phase, stream  # noqa: F401  (stream sets the error type)
+from edgegw.wasm import _phase
+from edgegw.wasm.state import StreamState
+from edgegw.wasm.stream import Chain
+
+REPLY = LocalReply(418)
 
 
 class FakePlugin:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "f") -> None:
+        self.name = name
         self.current: object = None
         self.streams: dict[int, object] = {}
         self.closed = False
 
 
-class FakeState:
-    def __init__(self) -> None:
-        self.local_reply: object = None
+def exchange(headers: Headers) -> Exchange:
+    return Exchange(route=None, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
+                    request_headers=headers, client=("127.0.0.1", 1), server=("127.0.0.1", 2),
+                    connection_id=1, start_ns=0)  # fmt: skip
 
 
 Calls = list[tuple[int, int, int, bool]]
 
 
 def hook(
-    index: int, calls: Calls, plugin: FakePlugin, state: FakeState, headers: Headers,
+    index: int, calls: Calls, plugin: FakePlugin, state: StreamState, headers: Headers,
     **then: object,
 ) -> Callable[[int, int, bool], int]:  # fmt: skip
     """A hook that records (filter, context, header count, end_of_stream), checks that it
@@ -39,8 +48,8 @@ def hook(
         calls.append((index, context, count, eos))
         if then.get("add"):
             headers.append((b"x", b"y"))
-        if "reply" in then:
-            state.local_reply = then["reply"]
+        if then.get("reply"):
+            state.local_reply = REPLY
         if "raise" in then:
             exc = then["raise"]
             assert isinstance(exc, Exception)
@@ -53,11 +62,12 @@ def hook(
 
 
 def chain(n: int, **per_index: dict[str, object]) -> tuple[
-    tuple[FakePlugin, ...], tuple[Callable[[int, int, bool], int] | None, ...], FakeState,
+    tuple[FakePlugin, ...], tuple[Callable[[int, int, bool], int] | None, ...], StreamState,
     Calls, Headers,
 ]:  # fmt: skip
     plugins = tuple(FakePlugin() for _ in range(n))
-    state, calls, headers = FakeState(), [], [(b"host", b"gw")]
+    headers: Headers = [(b"host", b"gw")]
+    state, calls = StreamState(exchange(headers)), []
     hooks = tuple(
         hook(i, calls, plugins[i], state, headers, **per_index.get(f"f{i}", {})) for i in range(n)
     )
@@ -84,7 +94,7 @@ def test_reverse_order_and_a_missing_hook() -> None:
 
 @pytest.mark.parametrize(
     ("then", "expected"),
-    [({"action": 1}, 1), ({"reply": "local"}, 0), ({"reply": "local", "action": 1}, 1)],
+    [({"action": 1}, 1), ({"reply": True}, 0), ({"reply": True, "action": 1}, 1)],
 )
 def test_a_pause_or_a_local_reply_stops_at_that_filter(
     then: dict[str, object], expected: int
@@ -130,15 +140,31 @@ def test_inconsistent_arguments_are_refused() -> None:
         _phase.run(plugins, hooks, [1, 2], {}, state, headers, 4, 5, 2, 1, True)
     with pytest.raises(TypeError):
         _phase.run(plugins, hooks, (1, 2), {}, state, headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # the state is a State: run reads its reply in C
+        _phase.run(plugins, hooks, [1, 2], {}, object(), headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
 
 
-def test_open_creates_a_context_in_every_filter() -> None:
+# --- Chain: the contexts of one request --------------------------------------------
+
+
+def plan(
+    plugins: tuple[FakePlugin, ...], create: tuple[Callable[[int, int], int] | None, ...],
+    ends: tuple[tuple[Callable[[int], int], ...], ...] | None = None,
+) -> _phase.Plan:  # fmt: skip
+    none = (None,) * len(plugins)
+    ends = ((),) * len(plugins) if ends is None else ends
+    return _phase.Plan(plugins, create, none, none, ends, False, lambda _plugin: None)
+
+
+def test_a_chain_creates_a_context_in_every_filter() -> None:
     plugins = tuple(FakePlugin() for _ in range(3))
-    state, seen, trap = FakeState(), [], WasmTrap("f: unreachable")
+    seen: list[tuple[int, int, int]] = []
+    trap = WasmTrap("f: unreachable")
 
     def create(index: int) -> Callable[[int, int], int]:
         def call(context: int, root: int) -> int:
-            assert plugins[index].current is state and plugins[index].streams == {7: state}
+            state = plugins[index].current
+            assert isinstance(state, StreamState) and plugins[index].streams == {context: state}
             seen.append((index, context, root))
             if index == 1:
                 raise trap
@@ -146,25 +172,30 @@ def test_open_creates_a_context_in_every_filter() -> None:
 
         return call
 
-    contexts = [7, 7, 7]
-    hooks = (create(0), create(1), None)
-    assert _phase.open(plugins, hooks, state, contexts, 1) == {1: trap}
-    assert seen == [(0, 7, 1), (1, 7, 1)]
-    # The filter whose creation failed has no context and no stream; the others do.
-    assert contexts == [7, 0, 7]
-    assert [p.streams for p in plugins] == [{7: state}, {}, {7: state}]
+    ex = exchange([])
+    first = Chain(plan(plugins, (create(0), create(1), None)), ex)
+    state = first.state
+    assert type(state) is StreamState and state.ex is ex and state.local_reply is None
+    context = seen[0][1]
+    assert seen == [(0, context, _phase.ROOT_CONTEXT), (1, context, _phase.ROOT_CONTEXT)]
+    # The filter whose creation failed has no context and no stream, and is off with its
+    # error; the others share one context id.
+    assert first.contexts == [context, 0, context] and first.off == {1: trap}
+    assert [p.streams for p in plugins] == [{context: state}, {}, {context: state}]
+    # The next request gets the next id, the same in every VM.
+    second = Chain(plan(plugins, (None, None, None)), ex)
+    assert second.contexts == [context + 1] * 3 and second.off == {}
+    assert plugins[0].streams == {context: state, context + 1: second.state}
 
 
-def test_close_ends_every_stream_and_releases_it() -> None:
-    plugins = tuple(FakePlugin() for _ in range(4))
-    state, seen, trap = FakeState(), [], WasmTrap("f: unreachable")
-    for plugin in plugins:
-        plugin.streams[9] = state
-    plugins[3].closed = True  # replaced by a fresh VM (on_error: reload) meanwhile
+def test_done_ends_every_stream_and_releases_it(caplog: pytest.LogCaptureFixture) -> None:
+    plugins = tuple(FakePlugin(f"f{i}") for i in range(4))
+    seen: list[tuple[int, str, int]] = []
+    trap = WasmTrap("f: unreachable")
 
     def end(index: int, name: str) -> Callable[[int], int]:
         def call(context: int) -> int:
-            assert plugins[index].current is state
+            assert plugins[index].current is not None
             seen.append((index, name, context))
             if (index, name) == (0, "done"):
                 raise trap
@@ -172,24 +203,59 @@ def test_close_ends_every_stream_and_releases_it() -> None:
 
         return call
 
-    hooks = tuple((end(i, "log"), end(i, "done"), end(i, "delete")) for i in range(4))
-    assert _phase.close(plugins, hooks, state, [9, 0, 9, 9]) == [(0, trap)]
+    def create(index: int) -> Callable[[int, int], int] | None:
+        def fail(_context: int, _root: int) -> int:
+            raise trap
+
+        return fail if index == 1 else None
+
+    ends = tuple((end(i, "log"), end(i, "done"), end(i, "delete")) for i in range(4))
+    ex = exchange([])
+    one = Chain(plan(plugins, tuple(create(i) for i in range(4)), ends), ex)
+    context = one.contexts[0]
+    plugins[3].closed = True  # replaced by a fresh VM (on_error: reload) meanwhile
+    one.done(ex)
     # Filter 0 is not called again after its failure; 1 had no context; 3 is closed.
-    assert seen == [(0, "log", 9), (0, "done", 9), (2, "log", 9), (2, "done", 9),
-                    (2, "delete", 9)]  # fmt: skip
-    assert [p.streams for p in plugins] == [{}, {9: state}, {}, {9: state}]
+    assert seen == [(0, "log", context), (0, "done", context), (2, "log", context),
+                    (2, "done", context), (2, "delete", context)]  # fmt: skip
+    assert [p.streams for p in plugins] == [{}, {}, {}, {context: one.state}]
     assert plugins[0].current is None and plugins[2].current is None
+    assert "filter 'f0' failed at the end of a request" in caplog.text
 
 
-def test_open_and_close_raise_other_errors() -> None:
+def test_other_errors_raise_and_bad_plans_are_refused() -> None:
     plugins = (FakePlugin(),)
 
     def broken(*_args: int) -> int:
         raise KeyError("bug")
 
+    ex = exchange([])
     with pytest.raises(KeyError):
-        _phase.open(plugins, (broken,), FakeState(), [5], 1)
+        Chain(plan(plugins, (broken,)), ex)
+    one = Chain(plan(plugins, (None,), ((broken,),)), ex)
     with pytest.raises(KeyError):
-        _phase.close(plugins, ((broken,),), FakeState(), [5])
+        one.done(ex)
+    with pytest.raises(ValueError):  # one hook of each kind per filter
+        plan(plugins, (None, None))
+    with pytest.raises(TypeError):  # each filter's ends are a tuple
+        plan(plugins, (None,), (broken,))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _phase.close(plugins, (broken,), FakeState(), [5])  # type: ignore[arg-type]
+        Chain(object(), ex)  # type: ignore[arg-type]
+
+
+def test_a_chain_in_a_reference_cycle_is_collected() -> None:
+    collected: list[bool] = []
+
+    class Marker:
+        def __del__(self) -> None:
+            collected.append(True)
+
+    one = Chain(plan((FakePlugin(),), (None,)), exchange([]))
+    # A failure remembered on the state that refers back to the chain: a cycle through
+    # the C fields, which only their traverse functions let the collector see.
+    one.state.failure = (Marker(), WasmTrap(repr(one)))
+    one.state.resume = one  # type: ignore[assignment]
+    one.plugins[0].streams.clear()
+    del one
+    gc.collect()
+    assert collected == [True]

@@ -17,6 +17,7 @@ from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import FilterLoadError, WasmError
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
+from edgegw.wasm._phase import ROOT_CONTEXT
 from edgegw.wasm.abi import ABI_MARKERS
 from edgegw.wasm.fastcall import (
     Host,
@@ -34,7 +35,6 @@ from edgegw.wasm.state import StreamState
 _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
 _NOOP_IMPORTS = ("emscripten_notify_memory_growth", "proxy_done")
 _GRPC = frozenset(f"proxy_grpc_{op}" for op in ("call", "stream", "send", "cancel", "close"))
-ROOT_CONTEXT = 1
 _CONNECT_FAILURE_BODY = b"upstream connect error or disconnect/reset before headers"
 _CONNECT_FAILURE_HEADERS = (
     (b"content-length", str(len(_CONNECT_FAILURE_BODY)).encode()),

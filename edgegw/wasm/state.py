@@ -11,43 +11,21 @@ nothing but its ``Exchange``: the hostcalls make one when they need it.
 
 from __future__ import annotations
 
-import asyncio
-
-from edgegw.chain import Exchange, LocalReply
-from edgegw.errors import WasmError
+from edgegw.chain import Exchange
 from edgegw.types import Headers
+from edgegw.wasm import _phase
 
 
-class StreamState:
-    """What the filters of one request share."""
+class StreamState(_phase.State):
+    """What the filters of one request share: ``ex``, ``local_reply`` (a filter replied),
+    ``resume`` (set while a filter paused), ``failure`` (a filter failed in a callback
+    outside the chain's own calls, e.g. its http_call response, while the stream waited:
+    the chain applies on_error), ``encoding_local`` (a local reply is going through the
+    response callbacks), the bodies and trailers (made when first used: most requests
+    need none). The fields are in C (``_phase.State``): a Chain makes one without a
+    Python frame."""
 
-    __slots__ = (
-        "encoding_local",
-        "ex",
-        "failure",
-        "local_reply",
-        "request_body",
-        "request_trailers",
-        "response_body",
-        "response_trailers",
-        "resume",
-    )
-
-    def __init__(self, ex: Exchange) -> None:
-        # A plain __init__: this runs once per filtered request (a dataclass with
-        # default factories costs about twice as much).
-        self.ex = ex
-        # Made when first used (``body``, ``trailers``): most requests need none of them.
-        self.request_trailers: Headers | None = None
-        self.response_trailers: Headers | None = None
-        self.request_body: bytearray | None = None
-        self.response_body: bytearray | None = None
-        self.local_reply: LocalReply | None = None
-        self.resume: asyncio.Future[None] | None = None  # set while a filter paused
-        # (plugin, error): a filter failed in a callback outside the chain's own calls
-        # (its http_call response) while the stream waited; the chain applies on_error.
-        self.failure: tuple[object, WasmError] | None = None
-        self.encoding_local = False  # a local reply is going through the response callbacks
+    __slots__ = ()
 
     def body(self, request: bool) -> bytearray:
         """The request's or the response's body buffer."""
@@ -138,7 +116,7 @@ class RequestMap(HeaderMap):
     """The request headers of ``ex``; pseudo-headers in Envoy's order."""
 
     __slots__ = ("ex",)
-    PSEUDO = 4
+    PSEUDO = _phase.REQUEST_PSEUDO  # the four below
 
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex
@@ -173,7 +151,7 @@ class ResponseMap(HeaderMap):
     through ``ex`` each time) with ``:status``."""
 
     __slots__ = ("ex",)
-    PSEUDO = 1
+    PSEUDO = _phase.RESPONSE_PSEUDO  # :status
 
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex

@@ -7,15 +7,15 @@ again for that request (Envoy never calls a failed VM again). A local or failure
 sent in the request direction goes through the response callbacks of the filters the
 request reached (Envoy's ``sendLocalReply``), in reverse order.
 
-The per-filter loops run in C (``_phase``: create the contexts, run a header phase while
-filters continue, end the streams); whatever stops a loop comes back here.
+The common case runs in C (``_phase.Chain``, which this ``Chain`` extends): create the
+contexts, run a header phase while filters continue, end the streams. Whatever stops a
+loop comes back here, as do the body phases.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -26,13 +26,12 @@ from edgegw.problem import problem
 from edgegw.types import Headers
 from edgegw.wasm import _phase
 from edgegw.wasm.abi import Action
-from edgegw.wasm.plugin import ROOT_CONTEXT, Plugin
-from edgegw.wasm.state import RequestMap, ResponseMap, StreamState
+from edgegw.wasm.plugin import Plugin
+from edgegw.wasm.state import StreamState
 
 log = logging.getLogger("edgegw.wasm")
 
 PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
-_context_ids = itertools.count(ROOT_CONTEXT + 1)
 
 
 class _Paused(enum.Enum):
@@ -43,57 +42,49 @@ class _Paused(enum.Enum):
 
 PAUSED: Final = _Paused.PAUSED  # `step is PAUSED` narrows the type for mypy
 _PAUSE = int(Action.PAUSE)  # an IntEnum member lookup costs ~0.2 µs on Python 3.11
-_phase.set_error_type(WasmError)  # a hook's WasmError is its answer (``Chain._stopped``)
+# A hook's WasmError is its answer (``Chain._stopped``); a Chain's state a StreamState.
+_phase.set_types(WasmError, StreamState)
 
 Hook = Callable[..., int]
 
 
-class Plan:
+class Plan(_phase.Plan):
     """What every request of one route needs of its filters, built once per route."""
 
-    __slots__ = (
-        "context_create",
-        "ends",
-        "plugins",
-        "reload",
-        "request_headers",
-        "response_headers",
-        "wants_response_body",
-    )
+    __slots__ = ()
+    plugins: tuple[Plugin, ...]
 
     def __init__(self, plugins: tuple[Plugin, ...], reload: Callable[[Plugin], None]) -> None:
-        self.plugins = plugins
-        self.reload = reload  # on_error: reload
-        self.context_create = tuple(p.on_context_create for p in plugins)
-        self.request_headers = tuple(p.on_request_headers for p in plugins)
-        self.response_headers = tuple(p.on_response_headers for p in plugins)
-        self.ends = tuple(p.on_end for p in plugins)
-        self.wants_response_body = any(p.on_response_body is not None for p in plugins)
-
-
-class Chain:
-    """The filters of one request; built by ``WasmRuntime.start``."""
-
-    __slots__ = ("_body_at", "contexts", "off", "plan", "plugins", "state", "wants_response_body")
-    wants_request_body = True
-
-    def __init__(self, plan: Plan, ex: Exchange) -> None:
-        self.state = state = StreamState(ex)
-        self.plan = plan
-        self.plugins = plugins = plan.plugins
-        self.wants_response_body = plan.wants_response_body
-        # Per direction (request: True), the filter a paused body resumes at.
-        self._body_at: list[int | None] = [None, None]  # [response, request]
-        # One stream context id in every VM of the chain: ids only need to be unique
-        # within a VM (each Envoy VM numbers its own).
-        self.contexts = [next(_context_ids)] * len(plugins)
-        # Filters not called again in this request (index -> None): failed ones, and those
-        # the request never reached because an earlier filter replied. A context whose
-        # creation failed maps to its error (its id becomes 0): Envoy creates a filter's
-        # context when the request reaches it, so the failure takes effect there.
-        self.off: dict[int, WasmError | None] = _phase.open(
-            plugins, plan.context_create, state, self.contexts, ROOT_CONTEXT
+        super().__init__(
+            plugins,
+            tuple(p.on_context_create for p in plugins),
+            tuple(p.on_request_headers for p in plugins),
+            tuple(p.on_response_headers for p in plugins),
+            tuple(p.on_end for p in plugins),
+            any(p.on_response_body is not None for p in plugins),
+            reload,  # on_error: reload
         )
+
+
+class Chain(_phase.Chain):
+    """The filters of one request; built by ``WasmRuntime.start``.
+
+    Made, run through the header phases while every filter continues, and ended in C
+    (``_phase.Chain``): creating it creates each filter's stream context, one id shared
+    by every VM of the chain (ids only need to be unique within a VM, as each Envoy VM
+    numbers its own). Everything else is here.
+
+    ``off`` holds the filters not called again in this request (index -> None): failed
+    ones, and those the request never reached because an earlier filter replied. A
+    context whose creation failed maps to its error (its id is 0): Envoy creates a
+    filter's context when the request reaches it, so the failure takes effect there.
+    """
+
+    __slots__ = ()
+    wants_request_body = True
+    plan: Plan
+    plugins: tuple[Plugin, ...]
+    state: StreamState
 
     # --- driving one callback --------------------------------------------------------
 
@@ -187,21 +178,6 @@ class Chain:
 
     # --- StreamFilters ---------------------------------------------------------------
 
-    def request_headers(
-        self, ex: Exchange, end_of_stream: bool
-    ) -> Awaitable[LocalReply | None] | None:
-        hooks, headers = self.plan.request_headers, ex.request_headers
-        index, result = _phase.run(
-            self.plugins, hooks, self.contexts, self.off, self.state, headers,
-            RequestMap.PSEUDO, 0, len(self.plugins), 1, end_of_stream,
-        )  # fmt: skip
-        if index < 0:  # every filter went on: one C call, no coroutine
-            return None
-        stopped = self._after_stop(
-            index, result, hooks, headers, RequestMap.PSEUDO, end_of_stream, 1
-        )
-        return self._encode_stopped(ex, stopped)
-
     async def _encode_stopped(
         self, ex: Exchange, stopped: Awaitable[LocalReply | None]
     ) -> LocalReply | None:
@@ -237,24 +213,6 @@ class Chain:
         reply = await self._body(buffer, end_of_stream, True)
         return await self._encode_local(ex, reply) if isinstance(reply, LocalReply) else reply
 
-    def response_headers(
-        self, ex: Exchange, end_of_stream: bool
-    ) -> Awaitable[LocalReply | None] | None:
-        hooks, headers, last = (
-            self.plan.response_headers,
-            ex.response_headers,
-            len(self.plugins) - 1,
-        )
-        index, result = _phase.run(
-            self.plugins, hooks, self.contexts, self.off, self.state, headers,
-            ResponseMap.PSEUDO, last, -1, -1, end_of_stream,
-        )  # fmt: skip
-        if index < 0:  # every filter went on: one C call, no coroutine
-            return None
-        return self._after_stop(
-            index, result, hooks, headers, ResponseMap.PSEUDO, end_of_stream, -1
-        )
-
     async def response_body(
         self, ex: Exchange, chunk: bytes, end_of_stream: bool
     ) -> bytes | LocalReply:
@@ -271,6 +229,8 @@ class Chain:
         more arrives. A reply is returned as sent: the caller decides how it is encoded."""
         count = len(self.plugins)
         order = range(count) if request else range(count - 1, -1, -1)
+        if self._body_at is None:  # per direction (request: True), where a paused body resumes
+            self._body_at = [None, None]
         resume = self._body_at[request]
         for index in order:
             if resume is not None and index != resume:
@@ -291,10 +251,9 @@ class Chain:
         buffer.clear()
         return out
 
-    def done(self, ex: Exchange) -> None:
-        state = self.state
-        if state.resume is not None:
-            state.wake()
-        for index, exc in _phase.close(self.plugins, self.plan.ends, state, self.contexts):
+    def _end_failed(self, failed: list[tuple[int, WasmError]]) -> None:
+        """Filters that failed while their streams ended (``done``): nothing is left to
+        apply a policy to."""
+        for index, exc in failed:
             name = self.plugins[index].name
             log.error("filter '%s' failed at the end of a request: %s", name, exc)
