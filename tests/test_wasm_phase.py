@@ -19,12 +19,9 @@ from edgegw.wasm.stream import Chain
 REPLY = LocalReply(418)
 
 
-class FakePlugin:
+class FakePlugin(_phase.Vm):
     def __init__(self, name: str = "f") -> None:
         self.name = name
-        self.current: object = None
-        self.streams: dict[int, object] = {}
-        self.closed = False
 
 
 def exchange(headers: Headers) -> Exchange:
@@ -142,6 +139,8 @@ def test_inconsistent_arguments_are_refused() -> None:
         _phase.run(plugins, hooks, (1, 2), {}, state, headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
     with pytest.raises(TypeError):  # the state is a State: run reads its reply in C
         _phase.run(plugins, hooks, [1, 2], {}, object(), headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # and each filter a Vm: run sets its stream in C
+        _phase.run((object(),), hooks[:1], [1], {}, state, headers, 4, 0, 1, 1, True)  # type: ignore[arg-type]
 
 
 # --- Chain: the contexts of one request --------------------------------------------
@@ -239,6 +238,8 @@ def test_other_errors_raise_and_bad_plans_are_refused() -> None:
         plan(plugins, (None, None))
     with pytest.raises(TypeError):  # each filter's ends are a tuple
         plan(plugins, (None,), (broken,))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # each filter is a Vm
+        plan((object(),), (None,))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Chain(object(), ex)  # type: ignore[arg-type]
 

@@ -20,9 +20,24 @@
 
 PyObject *phase_error_type;
 PyTypeObject *phase_state_class = &PhaseState_Type;
-static PyObject *str_current; /* Plugin.current */
-static PyObject *str_streams; /* Plugin.streams: context id -> StreamState */
-static PyObject *str_closed;  /* Plugin.closed */
+
+/* The filter's VM runs callbacks of `state` (None: of none). */
+static void
+enter(PyObject *plugin, PyObject *state)
+{
+    Py_XSETREF(((PhaseVm *)plugin)->current, Py_NewRef(state));
+}
+
+/* Its open streams (NULL and an error only while the collector tears the VM down). */
+static PyObject *
+streams_of(PyObject *plugin)
+{
+    PyObject *streams = ((PhaseVm *)plugin)->streams;
+
+    if (streams == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "a filter VM without streams");
+    return streams;
+}
 
 /* The WasmError being raised, taken (NULL: another error, left raised). */
 static PyObject *
@@ -80,9 +95,7 @@ phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
         hook = PyTuple_GET_ITEM(hooks, index);
         if (hook == Py_None)
             continue; /* the filter does not export this callback */
-        if (PyObject_SetAttr(PyTuple_GET_ITEM(plugins, index), str_current,
-                             (PyObject *)state) < 0)
-            return -2;
+        enter(PyTuple_GET_ITEM(plugins, index), (PyObject *)state);
         argv[0] = NULL;
         argv[1] = PyList_GET_ITEM(contexts, index);
         argv[2] = PyLong_FromSsize_t(PyList_GET_SIZE(headers) + pseudo);
@@ -122,11 +135,11 @@ phase_open(PyObject *plugins, PyObject *hooks, PhaseState *state, PyObject *cont
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
         PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *hook = PyTuple_GET_ITEM(hooks, i);
         PyObject *context = PyList_GET_ITEM(contexts, i), *argv[3], *result = NULL, *exc;
-        PyObject *streams = PyObject_GetAttr(plugin, str_streams);
-        int ok = streams != NULL &&
-                 PyDict_SetItem(streams, context, (PyObject *)state) == 0 &&
-                 PyObject_SetAttr(plugin, str_current, (PyObject *)state) == 0;
+        PyObject *streams = Py_XNewRef(streams_of(plugin)); /* held: the hook runs Python */
+        int ok = streams != NULL && PyDict_SetItem(streams, context, (PyObject *)state) == 0;
 
+        if (ok)
+            enter(plugin, (PyObject *)state);
         if (ok && hook != Py_None) {
             Py_INCREF(context); /* the hook runs Python: hold our own reference */
             argv[0] = NULL, argv[1] = context, argv[2] = root;
@@ -165,13 +178,13 @@ fail:
 static int
 release(PyObject *plugin, PyObject *context)
 {
-    PyObject *streams = PyObject_GetAttr(plugin, str_streams);
+    PyObject *streams = streams_of(plugin);
     int rc = streams == NULL ? -1 : PyDict_Contains(streams, context);
 
     if (rc == 1)
         rc = PyDict_DelItem(streams, context);
-    Py_XDECREF(streams);
-    return rc < 0 ? -1 : PyObject_SetAttr(plugin, str_current, Py_None);
+    enter(plugin, Py_None);
+    return rc < 0 ? -1 : 0;
 }
 
 PyObject *
@@ -183,18 +196,14 @@ phase_close(PyObject *plugins, PyObject *hooks, PhaseState *state, PyObject *con
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
         PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *ends = PyTuple_GET_ITEM(hooks, i);
-        PyObject *context = PyList_GET_ITEM(contexts, i), *closed, *exc = NULL;
-        int skip, ok;
+        PyObject *context = PyList_GET_ITEM(contexts, i), *exc = NULL;
+        int ok = 1;
 
-        if ((closed = PyObject_GetAttr(plugin, str_closed)) == NULL)
-            goto fail;
         /* No context (its creation failed), or a VM replaced since (on_error: reload). */
-        skip = PyObject_Not(context) || closed == Py_True;
-        Py_DECREF(closed);
-        if (skip)
+        if (PyObject_Not(context) || ((PhaseVm *)plugin)->closed)
             continue;
         Py_INCREF(context); /* the hooks run Python: hold our own reference */
-        ok = PyObject_SetAttr(plugin, str_current, (PyObject *)state) == 0;
+        enter(plugin, (PyObject *)state);
         for (Py_ssize_t k = 0; ok && exc == NULL && k < PyTuple_GET_SIZE(ends); k++) {
             PyObject *argv[2] = {NULL, context};
             PyObject *result = PyObject_Vectorcall(PyTuple_GET_ITEM(ends, k), argv + 1,
@@ -246,6 +255,12 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyErr_Occurred())
         return NULL;
     count = PyTuple_GET_SIZE(plugins);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(plugins, i), &PhaseVm_Type)) {
+            PyErr_SetString(PyExc_TypeError, "run(): each filter is a Vm");
+            return NULL;
+        }
+    }
     if (PyTuple_GET_SIZE(hooks) != count || PyList_GET_SIZE(contexts) != count ||
         (step != 1 && step != -1) || stop < -1 || stop > count) {
         PyErr_SetString(PyExc_ValueError, "run(): inconsistent chain");
@@ -300,11 +315,6 @@ PyInit__phase(void)
 {
     PyObject *module;
 
-    str_current = PyUnicode_InternFromString("current");
-    str_streams = PyUnicode_InternFromString("streams");
-    str_closed = PyUnicode_InternFromString("closed");
-    if (str_current == NULL || str_streams == NULL || str_closed == NULL)
-        return NULL;
     if ((module = PyModule_Create(&moduledef)) == NULL)
         return NULL;
     if (PyModule_AddIntConstant(module, "ROOT_CONTEXT", ROOT_CONTEXT) < 0 ||

@@ -1,8 +1,9 @@
 /* edgegw.wasm._phase: what its two C files share.
  *
  *   _phase.c        the per-filter loops (open, run, close) and the module
- *   _phase_types.c  the per-request objects they work on: State (StreamState's storage),
- *                   Plan (a route's filters, built once) and Chain (one request's filters)
+ *   _phase_types.c  the objects they work on: Vm (what they touch of a filter's VM),
+ *                   State (StreamState's storage), Plan (a route's filters, built once)
+ *                   and Chain (one request's filters)
  */
 #ifndef EDGEGW_PHASE_H
 #define EDGEGW_PHASE_H
@@ -14,6 +15,16 @@
 #define REQUEST_PSEUDO 4  /* :authority :path :method :scheme (state.RequestMap) */
 #define RESPONSE_PSEUDO 1 /* :status (state.ResponseMap) */
 
+/* What the loops read and write of a filter's VM (wasm.hostcalls.Hostcalls, hence
+ * plugin.Plugin, extends it): the stream whose callback runs, every open stream by
+ * context id, and whether the VM was closed (replaced after a failure). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *current; /* a State, or None between callbacks */
+    PyObject *streams; /* dict: context id -> State */
+    char closed;
+} PhaseVm;
+
 /* What the filters of one request share (edgegw/wasm/state.py subclasses it). Fields
  * are never NULL once made, unless Python deleted one: C reads NULL as None. */
 typedef struct {
@@ -23,7 +34,8 @@ typedef struct {
     char encoding_local;
 } PhaseState;
 
-/* A route's filters and their hooks, checked once when it is made (stream.Plan). */
+/* A route's filters (each a Vm) and their hooks, checked once when it is made
+ * (stream.Plan). */
 typedef struct {
     PyObject_HEAD
     PyObject *plugins, *context_create, *request_headers, *response_headers, *ends, *reload;
@@ -40,7 +52,7 @@ typedef struct {
     char wants_response_body;
 } PhaseChain;
 
-extern PyTypeObject PhaseState_Type, PhasePlan_Type, PhaseChain_Type;
+extern PyTypeObject PhaseVm_Type, PhaseState_Type, PhasePlan_Type, PhaseChain_Type;
 extern PyObject *phase_error_type;      /* WasmError: a hook raising it has answered */
 extern PyTypeObject *phase_state_class; /* the State subclass a Chain makes */
 

@@ -10,6 +10,12 @@ ROOT_CONTEXT: int
 REQUEST_PSEUDO: int
 RESPONSE_PSEUDO: int
 
+class Vm:
+    current: State | None
+    @property
+    def streams(self) -> dict[int, Any]: ...
+    closed: bool
+
 class State:
     def __new__(cls, ex: Exchange) -> State: ...
     @property
@@ -26,7 +32,7 @@ class State:
 class Plan:
     def __init__(
         self,
-        plugins: tuple[Any, ...],
+        plugins: tuple[Vm, ...],
         context_create: tuple[Callable[[int, int], int] | None, ...],
         request_headers: tuple[Callable[[int, int, bool], int] | None, ...],
         response_headers: tuple[Callable[[int, int, bool], int] | None, ...],
@@ -35,7 +41,7 @@ class Plan:
         reload: Callable[[Any], None],
     ) -> None: ...
     @property
-    def plugins(self) -> tuple[Any, ...]: ...
+    def plugins(self) -> tuple[Vm, ...]: ...
     @property
     def context_create(self) -> tuple[Callable[[int, int], int] | None, ...]: ...
     @property
@@ -56,7 +62,7 @@ class Chain:
     @property
     def state(self) -> State: ...
     @property
-    def plugins(self) -> tuple[Any, ...]: ...
+    def plugins(self) -> tuple[Vm, ...]: ...
     @property
     def contexts(self) -> list[int]: ...
     @property
@@ -73,7 +79,7 @@ class Chain:
     def done(self, ex: Exchange, /) -> None: ...
 
 def run(
-    plugins: tuple[object, ...],
+    plugins: tuple[Vm, ...],
     hooks: tuple[Callable[[int, int, bool], int] | None, ...],
     contexts: list[int],
     off: Mapping[int, object],

@@ -1,5 +1,6 @@
 /* edgegw.wasm._phase: the objects of a request's filter chain.
  *
+ *   Vm     what a chain touches of a filter's VM; hostcalls.Hostcalls (Plugin) extends it
  *   State  what the filters of one request share; state.StreamState adds its methods
  *   Plan   a route's filters and their hooks, checked once; stream.Plan builds it
  *   Chain  one request's filters: made, run through both header phases while every
@@ -18,6 +19,71 @@ static PyObject *str_request_headers, *str_response_headers, *str_after_stop;
 static PyObject *str_encode_stopped, *str_end_failed, *str_wake;
 static PyObject *int_request_pseudo, *int_response_pseudo, *int_forward, *int_backward;
 static uint32_t last_context = ROOT_CONTEXT;
+
+#define FIELD(type, name, kind, flags) {#name, kind, offsetof(type, name), flags, NULL}
+
+/* --- Vm --------------------------------------------------------------------------- */
+
+/* Arguments are the subclass's (Plugin.__init__). */
+static PyObject *
+vm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PhaseVm *self = (PhaseVm *)type->tp_alloc(type, 0);
+
+    (void)args, (void)kwds;
+    if (self == NULL)
+        return NULL;
+    self->current = Py_NewRef(Py_None);
+    if ((self->streams = PyDict_New()) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+vm_traverse(PhaseVm *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->current);
+    Py_VISIT(self->streams);
+    return 0;
+}
+
+static int
+vm_clear(PhaseVm *self)
+{
+    Py_CLEAR(self->current);
+    Py_CLEAR(self->streams);
+    return 0;
+}
+
+static void
+vm_dealloc(PhaseVm *self)
+{
+    PyObject_GC_UnTrack(self);
+    vm_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef vm_members[] = {
+    FIELD(PhaseVm, current, T_OBJECT_EX, 0),
+    FIELD(PhaseVm, streams, T_OBJECT_EX, READONLY),
+    FIELD(PhaseVm, closed, T_BOOL, 0),
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject PhaseVm_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgegw.wasm._phase.Vm",
+    .tp_basicsize = sizeof(PhaseVm),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Vm(): a filter VM's current stream, open streams and closed flag.",
+    .tp_new = vm_new,
+    .tp_traverse = (traverseproc)vm_traverse,
+    .tp_clear = (inquiry)vm_clear,
+    .tp_dealloc = (destructor)vm_dealloc,
+    .tp_members = vm_members,
+};
 
 /* --- State ------------------------------------------------------------------------ */
 
@@ -86,8 +152,6 @@ state_dealloc(PhaseState *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-#define FIELD(type, name, kind, flags) {#name, kind, offsetof(type, name), flags, NULL}
-
 static PyMemberDef state_members[] = {
     FIELD(PhaseState, ex, T_OBJECT_EX, READONLY),
     FIELD(PhaseState, local_reply, T_OBJECT_EX, 0),
@@ -116,7 +180,8 @@ PyTypeObject PhaseState_Type = {
 
 /* --- Plan ------------------------------------------------------------------------- */
 
-/* Every field is a tuple with one item per filter; each end is a tuple of hooks. */
+/* Every field is a tuple with one item per filter, each plugin a Vm and each end a tuple
+ * of hooks: the loops rely on it without checking again. */
 static int
 plan_init(PhasePlan *self, PyObject *args, PyObject *kwds)
 {
@@ -139,6 +204,10 @@ plan_init(PhasePlan *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(plugins, i), &PhaseVm_Type)) {
+            PyErr_SetString(PyExc_TypeError, "Plan(): each filter is a Vm");
+            return -1;
+        }
         if (!PyTuple_Check(PyTuple_GET_ITEM(ends, i))) {
             PyErr_SetString(PyExc_TypeError, "Plan(): each filter's ends are a tuple");
             return -1;
@@ -414,7 +483,8 @@ int
 phase_types_ready(PyObject *module)
 {
     static struct { const char *name; PyTypeObject *type; } types[] = {
-        {"State", &PhaseState_Type}, {"Plan", &PhasePlan_Type}, {"Chain", &PhaseChain_Type},
+        {"Vm", &PhaseVm_Type}, {"State", &PhaseState_Type}, {"Plan", &PhasePlan_Type},
+        {"Chain", &PhaseChain_Type},
     };
 
     str_request_headers = PyUnicode_InternFromString("request_headers");

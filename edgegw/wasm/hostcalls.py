@@ -12,6 +12,7 @@ from typing import Any
 from edgegw.chain import CallResponse, LocalReply
 from edgegw.model import FilterSpec
 from edgegw.types import Headers
+from edgegw.wasm import _phase
 from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs, encode_pairs
 from edgegw.wasm.fastcall import Memory
 from edgegw.wasm.geoip import CountryLookup
@@ -69,8 +70,10 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-class Hostcalls:
-    """What the hostcalls need from the VM that mixes them in (``Plugin``)."""
+class Hostcalls(_phase.Vm):
+    """What the hostcalls need from the VM that mixes them in (``Plugin``). ``current``
+    (the stream whose callback runs), ``streams`` (by context id) and ``closed`` are
+    fields of ``_phase.Vm``: the chain's C loops set them on every call."""
 
     name: str
     spec: FilterSpec

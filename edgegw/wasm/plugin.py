@@ -30,7 +30,6 @@ from edgegw.wasm.fastcall import (
 from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.hostcalls import FAST_EDITS, STRING_ARGS
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
-from edgegw.wasm.state import StreamState
 
 _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
 _NOOP_IMPORTS = ("emscripten_notify_memory_growth", "proxy_done")
@@ -68,8 +67,6 @@ class Plugin(SharedHostcalls):
         self.http_call = http_call
         self.clusters = clusters
         self.ticks = engines.cpu_ticks(spec.limits.cpu)
-        self.streams: dict[int, StreamState] = {}
-        self.current: StreamState | None = None
         self.call_response: CallResponse | None = None
         self.geo: CountryLookup | None = None
         self._next_token = 1
@@ -77,7 +74,6 @@ class Plugin(SharedHostcalls):
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._tick_period = 0.0
-        self.closed = False
         self._callbacks: list[Host] = []  # host function envs must outlive the instance
         self.store = wasmtime.Store(engines.engine())
         self.store.set_limits(memory_size=spec.limits.memory)
