@@ -9,7 +9,7 @@ CONFIG ?= gateway.yaml.example
 .PHONY: run test lint typecheck unit filters bench install system-deps clean
 
 $(STAMP): pyproject.toml setup.py edgegw/wasm/_fastcall.c edgegw/wasm/_phase.c \
-	edgegw/wasm/_phase_types.c edgegw/wasm/_phase.h
+	edgegw/wasm/_phase_types.c edgegw/wasm/_phase_chain.c edgegw/wasm/_phase.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -13,7 +13,7 @@ setup(
         Extension("edgegw.wasm._fastcall", ["edgegw/wasm/_fastcall.c"], extra_compile_args=FLAGS),
         Extension(
             "edgegw.wasm._phase",
-            ["edgegw/wasm/_phase.c", "edgegw/wasm/_phase_types.c"],
+            ["edgegw/wasm/_phase.c", "edgegw/wasm/_phase_types.c", "edgegw/wasm/_phase_chain.c"],
             depends=["edgegw/wasm/_phase.h"],
             extra_compile_args=FLAGS,
         ),

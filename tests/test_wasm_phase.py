@@ -4,8 +4,10 @@ how a Chain creates and ends its filters' streams."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -34,14 +36,14 @@ Calls = list[tuple[int, int, int, bool]]
 
 
 def hook(
-    index: int, calls: Calls, plugin: FakePlugin, state: StreamState, headers: Headers,
-    **then: object,
-) -> Callable[[int, int, bool], int]:  # fmt: skip
+    index: int, calls: Calls, plugin: FakePlugin, headers: Headers, **then: object
+) -> Callable[[int, int, bool], int]:
     """A hook that records (filter, context, header count, end_of_stream), checks that it
     runs as ``plugin.current``, and then adds a header, replies, raises or pauses."""
 
     def call(context: int, count: int, eos: bool) -> int:
-        assert plugin.current is state
+        state = plugin.current
+        assert isinstance(state, StreamState) and state.ex.request_headers is headers
         calls.append((index, context, count, eos))
         if then.get("add"):
             headers.append((b"x", b"y"))
@@ -58,35 +60,48 @@ def hook(
     return call
 
 
-def chain(n: int, **per_index: dict[str, object]) -> tuple[
-    tuple[FakePlugin, ...], tuple[Callable[[int, int, bool], int] | None, ...], StreamState,
-    Calls, Headers,
-]:  # fmt: skip
-    plugins = tuple(FakePlugin() for _ in range(n))
-    headers: Headers = [(b"host", b"gw")]
-    state, calls = StreamState(exchange(headers)), []
-    hooks = tuple(
-        hook(i, calls, plugins[i], state, headers, **per_index.get(f"f{i}", {})) for i in range(n)
-    )
-    return plugins, hooks, state, calls, headers
+class Run:
+    """A chain of ``n`` fake filters whose request hooks are ``hooks``."""
+
+    def __init__(self, n: int, **per_index: dict[str, object]) -> None:
+        self.plugins = tuple(FakePlugin(f"f{i}") for i in range(n))
+        self.headers: Headers = [(b"host", b"gw")]
+        self.calls: Calls = []
+        self.hooks = tuple(
+            hook(i, self.calls, self.plugins[i], self.headers, **per_index.get(f"f{i}", {}))
+            for i in range(n)
+        )
+        self.ex = exchange(self.headers)
+        none = (None,) * n
+        plan = _phase.Plan(
+            self.plugins, none, self.hooks, none, ((),) * n, False, lambda _plugin: None
+        )
+        self.chain = Chain(plan, self.ex)
+        self.context = self.chain.context
+
+    def run(
+        self, index: int, stop: int, step: int = 1, hooks: tuple[object, ...] | None = None
+    ) -> tuple[int, object]:
+        pseudo = 4 if step == 1 else 1
+        chosen = self.hooks if hooks is None else hooks
+        return self.chain._run(chosen, self.headers, pseudo, index, stop, step, step == 1)  # type: ignore[arg-type]
 
 
 def test_every_filter_continues_in_order_with_the_map_size() -> None:
-    plugins, hooks, state, calls, headers = chain(3, f0={"add": True})
-    out = _phase.run(plugins, hooks, [10, 11, 12], {}, state, headers, 4, 0, 3, 1, True)
-    assert out == (-1, None)
+    run = Run(3, f0={"add": True})
+    assert run.run(0, 3) == (-1, None)
     # The second filter sees the header the first one added (1 + 1 stored, 4 pseudo).
-    assert calls == [(0, 10, 5, True), (1, 11, 6, True), (2, 12, 6, True)]
-    assert all(p.current is state for p in plugins)
+    c = run.context
+    assert run.calls == [(0, c, 5, True), (1, c, 6, True), (2, c, 6, True)]
+    assert all(p.current is run.chain.state for p in run.plugins)
 
 
 def test_reverse_order_and_a_missing_hook() -> None:
-    plugins, hooks, state, calls, headers = chain(3)
-    hooks = (hooks[0], None, hooks[2])
-    out = _phase.run(plugins, hooks, [1, 2, 3], {}, state, headers, 1, 2, -1, -1, False)
-    assert out == (-1, None)
-    assert [c[0] for c in calls] == [2, 0]
-    assert plugins[1].current is None  # a filter without the hook is not entered
+    run = Run(3)
+    run.plugins[1].current = None
+    assert run.run(2, -1, -1, (run.hooks[0], None, run.hooks[2])) == (-1, None)
+    assert [c[0] for c in run.calls] == [2, 0]
+    assert run.plugins[1].current is None  # a filter without the hook is not entered
 
 
 @pytest.mark.parametrize(
@@ -96,51 +111,54 @@ def test_reverse_order_and_a_missing_hook() -> None:
 def test_a_pause_or_a_local_reply_stops_at_that_filter(
     then: dict[str, object], expected: int
 ) -> None:
-    plugins, hooks, state, calls, headers = chain(3, f1=then)
-    out = _phase.run(plugins, hooks, [1, 2, 3], {}, state, headers, 4, 0, 3, 1, True)
-    assert out == (1, expected)
-    assert [c[0] for c in calls] == [0, 1]
+    run = Run(3, f1=then)
+    assert run.run(0, 3) == (1, expected)
+    assert [c[0] for c in run.calls] == [0, 1]
 
 
 def test_a_wasm_error_is_returned_other_errors_raise() -> None:
     trap = WasmTrap("f: unreachable")
-    plugins, hooks, state, calls, headers = chain(2, f0={"raise": trap})
-    index, result = _phase.run(plugins, hooks, [1, 2], {}, state, headers, 4, 0, 2, 1, True)
+    run = Run(2, f0={"raise": trap})
+    index, result = run.run(0, 2)
     assert (index, result) == (0, trap)
     assert isinstance(result, WasmError)
-    assert [c[0] for c in calls] == [0]  # the loop stopped at the failed filter
-    plugins, hooks, state, _calls, headers = chain(2, f0={"raise": KeyError("bug")})
+    assert [c[0] for c in run.calls] == [0]  # the loop stopped at the failed filter
     with pytest.raises(KeyError):
-        _phase.run(plugins, hooks, [1, 2], {}, state, headers, 4, 0, 2, 1, True)
+        Run(2, f0={"raise": KeyError("bug")}).run(0, 2)
 
 
 def test_a_filter_that_is_off_stops_the_loop_uncalled() -> None:
-    plugins, hooks, state, calls, headers = chain(3)
-    off: dict[int, object] = {1: None}
-    assert _phase.run(plugins, hooks, [1, 2, 3], off, state, headers, 4, 0, 3, 1, True) == (
-        1,
-        None,
-    )
-    assert [c[0] for c in calls] == [0]
+    run = Run(3)
+    run.chain.off[1] = None
+    assert run.run(0, 3) == (1, None)
+    assert [c[0] for c in run.calls] == [0]
     # Resumed after it, the loop goes on to the end.
-    assert _phase.run(plugins, hooks, [1, 2, 3], off, state, headers, 4, 2, 3, 1, True) == (
-        -1,
-        None,
-    )
+    assert run.run(2, 3) == (-1, None)
 
 
 def test_inconsistent_arguments_are_refused() -> None:
-    plugins, hooks, state, _calls, headers = chain(2)
+    run = Run(2)
     with pytest.raises(ValueError):
-        _phase.run(plugins, hooks, [1], {}, state, headers, 4, 0, 2, 1, True)
+        run.run(0, 3)
     with pytest.raises(IndexError):
-        _phase.run(plugins, hooks, [1, 2], {}, state, headers, 4, 5, 2, 1, True)
+        run.run(5, 2)
+    with pytest.raises(TypeError):  # one hook per filter
+        run.run(0, 2, 1, run.hooks[:1])
     with pytest.raises(TypeError):
-        _phase.run(plugins, hooks, (1, 2), {}, state, headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):  # the state is a State: run reads its reply in C
-        _phase.run(plugins, hooks, [1, 2], {}, object(), headers, 4, 0, 2, 1, True)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):  # and each filter a Vm: run sets its stream in C
-        _phase.run((object(),), hooks[:1], [1], {}, state, headers, 4, 0, 1, 1, True)  # type: ignore[arg-type]
+        run.chain._run(run.hooks, (), 4, 0, 2, 1, True)  # type: ignore[arg-type]
+
+
+def test_the_header_phases_hand_a_stop_to_python() -> None:
+    # Every filter goes on: no awaitable at all.
+    assert Run(2).chain.request_headers(exchange([]), True) is None
+    # Filter 1 of 3 replies: the later filter never sees the request, and the reply goes
+    # through the response phase (stream.Chain._after_stop, _encode_local).
+    run = Run(3, f1={"reply": True})
+    pending = run.chain.request_headers(run.ex, True)
+    assert pending is not None
+    reply = asyncio.run(pending)  # type: ignore[arg-type]
+    assert reply == LocalReply(418, [], b"") and run.ex.status == 418
+    assert [c[0] for c in run.calls] == [0, 1] and run.chain.off == {2: None}
 
 
 # --- Chain: the contexts of one request --------------------------------------------
@@ -260,3 +278,37 @@ def test_a_chain_in_a_reference_cycle_is_collected() -> None:
     del one
     gc.collect()
     assert collected == [True]
+
+
+def test_the_starter_makes_each_route_plan_once() -> None:
+    @dataclass(frozen=True)
+    class Route:
+        name: str
+
+    plugins = (FakePlugin(),)
+    made: list[str] = []
+
+    def make_plan(route: Route) -> _phase.Plan:
+        made.append(route.name)
+        if route.name == "filtered":
+            return plan(plugins, (None,))
+        return plan((), ())
+
+    plans: dict[str, _phase.Plan] = {}
+    start = _phase.Starter(plans, make_plan, Chain)
+    ex = exchange([])
+    for name in ("filtered", "plain", "filtered", "plain"):
+        ex.route = Route(name)  # type: ignore[assignment]
+        chain = start(ex)
+        assert (chain is not None) == (name == "filtered")
+        if chain is not None:
+            assert type(chain) is Chain and chain.state.ex is ex and chain.plugins == plugins
+    assert made == ["filtered", "plain"] and set(plans) == {"filtered", "plain"}
+    plans.clear()  # WasmRuntime.reload_plugin: plans are made again
+    ex.route = Route("filtered")  # type: ignore[assignment]
+    start(ex)
+    assert made == ["filtered", "plain", "filtered"]
+    with pytest.raises(TypeError):  # make_plan gave something else than a Plan
+        _phase.Starter({}, lambda _route: object(), Chain)(ex)
+    with pytest.raises(TypeError):
+        _phase.Starter({}, make_plan, object)  # type: ignore[arg-type]

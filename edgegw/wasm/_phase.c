@@ -12,7 +12,7 @@
  *   phase_run    one header phase, from a filter on, while filters continue
  *   phase_close  end each filter's stream (proxy_on_log, proxy_on_done, proxy_on_delete)
  *
- * The types that hold a request's state are in _phase_types.c.
+ * The objects they work on are in _phase_types.c and _phase_chain.c.
  */
 #include "_phase.h"
 
@@ -63,14 +63,19 @@ replied(PhaseState *state)
 }
 
 Py_ssize_t
-phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
-          PhaseState *state, PyObject *headers, Py_ssize_t pseudo, Py_ssize_t index,
-          Py_ssize_t stop, Py_ssize_t step, PyObject *eos, PyObject **result)
+phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers, Py_ssize_t pseudo,
+          Py_ssize_t index, Py_ssize_t stop, Py_ssize_t step, PyObject *eos,
+          PyObject **result)
 {
+    PyObject *plugins = chain->plugins;
     Py_ssize_t count = PyTuple_GET_SIZE(plugins);
 
     if (!PyList_Check(headers)) {
         PyErr_SetString(PyExc_TypeError, "a header phase's headers are a list");
+        return -2;
+    }
+    if ((step != 1 && step != -1) || stop < -1 || stop > count) {
+        PyErr_SetString(PyExc_ValueError, "a header phase out of the chain");
         return -2;
     }
     for (; index != stop; index += step) {
@@ -78,12 +83,12 @@ phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
         long action;
 
         if (index < 0 || index >= count) {
-            PyErr_SetString(PyExc_IndexError, "run(): index out of the chain");
+            PyErr_SetString(PyExc_IndexError, "a header phase from outside the chain");
             return -2;
         }
-        if (PyDict_GET_SIZE(off) > 0) {
+        if (chain->off != NULL && PyDict_GET_SIZE(chain->off) > 0) {
             PyObject *key = PyLong_FromSsize_t(index);
-            int found = key == NULL ? -1 : PyDict_Contains(off, key);
+            int found = key == NULL ? -1 : PyDict_Contains(chain->off, key);
             Py_XDECREF(key);
             if (found < 0)
                 return -2;
@@ -95,9 +100,9 @@ phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
         hook = PyTuple_GET_ITEM(hooks, index);
         if (hook == Py_None)
             continue; /* the filter does not export this callback */
-        enter(PyTuple_GET_ITEM(plugins, index), (PyObject *)state);
+        enter(PyTuple_GET_ITEM(plugins, index), (PyObject *)chain->state);
         argv[0] = NULL;
-        argv[1] = PyList_GET_ITEM(contexts, index);
+        argv[1] = phase_context(chain, index);
         argv[2] = PyLong_FromSsize_t(PyList_GET_SIZE(headers) + pseudo);
         argv[3] = eos;
         if (argv[2] == NULL)
@@ -116,7 +121,7 @@ phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
         action = PyLong_CheckExact(answer) ? PyLong_AsLong(answer) : 0;
         if (action == -1 && PyErr_Occurred())
             PyErr_Clear(); /* too large to be PAUSE */
-        if (replied(state) || action == ACTION_PAUSE) {
+        if (replied(chain->state) || action == ACTION_PAUSE) {
             *result = answer;
             return index;
         }
@@ -125,53 +130,57 @@ phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
     return -1;
 }
 
-PyObject *
-phase_open(PyObject *plugins, PyObject *hooks, PhaseState *state, PyObject *contexts)
+/* Filter i's context could not be created (its hook raised `exc`): it has none, and is
+ * off for this request with that error (Chain._stopped). */
+static int
+creation_failed(PhaseChain *chain, Py_ssize_t i, PyObject *exc)
 {
-    PyObject *failed = PyDict_New(), *root = PyLong_FromLong(ROOT_CONTEXT);
+    PyObject *contexts = phase_contexts(chain), *off = phase_off(chain);
+    PyObject *index = PyLong_FromSsize_t(i), *zero = PyLong_FromLong(0);
+    int ok = contexts != NULL && off != NULL && index != NULL && zero != NULL &&
+             PyDict_SetItem(off, index, exc) == 0;
 
-    if (failed == NULL || root == NULL)
-        goto fail;
+    if (ok)
+        PyList_SetItem(contexts, i, Py_NewRef(zero)); /* steals the new reference */
+    Py_XDECREF(index);
+    Py_XDECREF(zero);
+    return ok ? 0 : -1;
+}
+
+int
+phase_open(PhaseChain *chain)
+{
+    PyObject *plugins = chain->plugins, *hooks = chain->plan->context_create;
+    PyObject *state = (PyObject *)chain->state, *context = chain->context;
+    PyObject *root = PyLong_FromLong(ROOT_CONTEXT); /* a small int: never fails */
+
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
         PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *hook = PyTuple_GET_ITEM(hooks, i);
-        PyObject *context = PyList_GET_ITEM(contexts, i), *argv[3], *result = NULL, *exc;
         PyObject *streams = Py_XNewRef(streams_of(plugin)); /* held: the hook runs Python */
-        int ok = streams != NULL && PyDict_SetItem(streams, context, (PyObject *)state) == 0;
+        PyObject *argv[3] = {NULL, context, root}, *result, *exc;
+        int ok = streams != NULL && PyDict_SetItem(streams, context, state) == 0;
 
         if (ok)
-            enter(plugin, (PyObject *)state);
+            enter(plugin, state);
         if (ok && hook != Py_None) {
-            Py_INCREF(context); /* the hook runs Python: hold our own reference */
-            argv[0] = NULL, argv[1] = context, argv[2] = root;
             result = PyObject_Vectorcall(hook, argv + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                          NULL);
             ok = result != NULL;
             Py_XDECREF(result);
             if (!ok && (exc = take_error()) != NULL) {
-                /* The filter is off for this request (Chain._stopped): no stream. */
-                PyObject *index = PyLong_FromSsize_t(i), *zero = PyLong_FromLong(0);
-                ok = index != NULL && zero != NULL && PyDict_DelItem(streams, context) == 0 &&
-                     PyDict_SetItem(failed, index, exc) == 0;
-                if (ok) {
-                    PyList_SetItem(contexts, i, zero); /* steals zero */
-                    zero = NULL;
-                }
-                Py_XDECREF(index);
-                Py_XDECREF(zero);
+                ok = PyDict_DelItem(streams, context) == 0 &&
+                     creation_failed(chain, i, exc) == 0;
                 Py_DECREF(exc);
             }
-            Py_DECREF(context);
         }
         Py_XDECREF(streams);
-        if (!ok)
-            goto fail;
+        if (!ok) {
+            Py_DECREF(root);
+            return -1;
+        }
     }
     Py_DECREF(root);
-    return failed;
-fail:
-    Py_XDECREF(failed);
-    Py_XDECREF(root);
-    return NULL;
+    return 0;
 }
 
 /* Plugin.streams loses `context`, Plugin.current is None again. */
@@ -188,89 +197,48 @@ release(PyObject *plugin, PyObject *context)
 }
 
 PyObject *
-phase_close(PyObject *plugins, PyObject *hooks, PhaseState *state, PyObject *contexts)
+phase_close(PhaseChain *chain)
 {
-    PyObject *failed = PyList_New(0);
+    PyObject *plugins = chain->plugins, *hooks = chain->plan->ends, *failed = Py_None;
 
-    if (failed == NULL)
-        return NULL;
+    Py_INCREF(failed);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
         PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *ends = PyTuple_GET_ITEM(hooks, i);
-        PyObject *context = PyList_GET_ITEM(contexts, i), *exc = NULL;
+        PyObject *context = phase_context(chain, i), *exc = NULL;
         int ok = 1;
 
         /* No context (its creation failed), or a VM replaced since (on_error: reload). */
         if (PyObject_Not(context) || ((PhaseVm *)plugin)->closed)
             continue;
         Py_INCREF(context); /* the hooks run Python: hold our own reference */
-        enter(plugin, (PyObject *)state);
-        for (Py_ssize_t k = 0; ok && exc == NULL && k < PyTuple_GET_SIZE(ends); k++) {
+        enter(plugin, (PyObject *)chain->state);
+        for (Py_ssize_t k = 0; exc == NULL && k < PyTuple_GET_SIZE(ends); k++) {
             PyObject *argv[2] = {NULL, context};
             PyObject *result = PyObject_Vectorcall(PyTuple_GET_ITEM(ends, k), argv + 1,
                                                    1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             /* A failed filter is not called again: its later end hooks are skipped. */
-            if (result == NULL)
-                ok = (exc = take_error()) != NULL;
+            if (result == NULL && (exc = take_error()) == NULL)
+                ok = 0;
             Py_XDECREF(result);
+            if (!ok)
+                break;
         }
         if (exc != NULL) {
             PyObject *pair = Py_BuildValue("(nN)", i, exc); /* steals exc */
-            ok = pair != NULL && PyList_Append(failed, pair) == 0;
+            if (failed == Py_None)
+                Py_SETREF(failed, PyList_New(0));
+            ok = pair != NULL && failed != NULL && PyList_Append(failed, pair) == 0;
             Py_XDECREF(pair);
         }
         /* The stream is over whatever its hooks did. */
         ok = ok && release(plugin, context) == 0;
         Py_DECREF(context);
-        if (!ok)
-            goto fail;
-    }
-    return failed;
-fail:
-    Py_DECREF(failed);
-    return NULL;
-}
-
-/* run(): the rest of a header phase after Chain dealt with a stop (stream.py). */
-static PyObject *
-run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *plugins, *hooks, *contexts, *off, *state, *result = NULL;
-    Py_ssize_t pseudo, index, stop, step, count;
-
-    (void)module;
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "run() takes 11 arguments");
-        return NULL;
-    }
-    plugins = args[0], hooks = args[1], contexts = args[2], off = args[3], state = args[4];
-    if (!PyTuple_Check(plugins) || !PyTuple_Check(hooks) || !PyList_Check(contexts) ||
-        !PyDict_Check(off) || !PyObject_TypeCheck(state, &PhaseState_Type)) {
-        PyErr_SetString(PyExc_TypeError, "run(tuple, tuple, list, dict, State, list, ...)");
-        return NULL;
-    }
-    pseudo = PyLong_AsSsize_t(args[6]);
-    index = PyLong_AsSsize_t(args[7]);
-    stop = PyLong_AsSsize_t(args[8]);
-    step = PyLong_AsSsize_t(args[9]);
-    if (PyErr_Occurred())
-        return NULL;
-    count = PyTuple_GET_SIZE(plugins);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(plugins, i), &PhaseVm_Type)) {
-            PyErr_SetString(PyExc_TypeError, "run(): each filter is a Vm");
+        if (!ok) {
+            Py_XDECREF(failed);
             return NULL;
         }
     }
-    if (PyTuple_GET_SIZE(hooks) != count || PyList_GET_SIZE(contexts) != count ||
-        (step != 1 && step != -1) || stop < -1 || stop > count) {
-        PyErr_SetString(PyExc_ValueError, "run(): inconsistent chain");
-        return NULL;
-    }
-    index = phase_run(plugins, hooks, contexts, off, (PhaseState *)state, args[5], pseudo,
-                      index, stop, step, args[10], &result);
-    if (index == -2)
-        return NULL;
-    return Py_BuildValue("(nN)", index, index == -1 ? Py_NewRef(Py_None) : result);
+    return failed;
 }
 
 static PyObject *
@@ -293,18 +261,31 @@ set_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL,
-     "run(plugins, hooks, contexts, off, state, headers, pseudo, index, stop, step, "
-     "end_of_stream) -> (index, result): call hooks[index](contexts[index], "
-     "len(headers) + pseudo, end_of_stream) from index towards stop, each after setting "
-     "plugins[index].current = state. (-1, None): every filter continued. Otherwise the "
-     "filter where it stopped, with None (index in off), the exception it raised (of the "
-     "set_types error class) or its action (it paused or set state.local_reply)."},
     {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL,
      "set_types(error, state): a hook raising error has answered (its filter fails); "
      "a Chain's state is a state (a State subclass)."},
     {NULL, NULL, 0, NULL},
 };
+
+static int
+add_types(PyObject *module)
+{
+    static struct {
+        const char *name;
+        PyTypeObject *type;
+    } types[] = {
+        {"Vm", &PhaseVm_Type},       {"State", &PhaseState_Type},
+        {"Plan", &PhasePlan_Type},   {"Chain", &PhaseChain_Type},
+        {"Starter", &PhaseStarter_Type},
+    };
+
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i].type) < 0 ||
+            PyModule_AddObjectRef(module, types[i].name, (PyObject *)types[i].type) < 0)
+            return -1;
+    }
+    return 0;
+}
 
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "_phase", NULL, -1, methods,
@@ -320,7 +301,7 @@ PyInit__phase(void)
     if (PyModule_AddIntConstant(module, "ROOT_CONTEXT", ROOT_CONTEXT) < 0 ||
         PyModule_AddIntConstant(module, "REQUEST_PSEUDO", REQUEST_PSEUDO) < 0 ||
         PyModule_AddIntConstant(module, "RESPONSE_PSEUDO", RESPONSE_PSEUDO) < 0 ||
-        phase_types_ready(module) < 0) {
+        add_types(module) < 0 || phase_chain_ready(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

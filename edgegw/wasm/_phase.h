@@ -1,19 +1,24 @@
 /* edgegw.wasm._phase: what its two C files share.
  *
  *   _phase.c        the per-filter loops (open, run, close) and the module
- *   _phase_types.c  the objects they work on: Vm (what they touch of a filter's VM),
- *                   State (StreamState's storage), Plan (a route's filters, built once)
- *                   and Chain (one request's filters)
+ *   _phase_types.c  Vm (what the loops touch of a filter's VM), State (StreamState's
+ *                   storage) and Plan (a route's filters, built once)
+ *   _phase_chain.c  Chain (one request's filters) and Starter (WasmRuntime.start)
  */
 #ifndef EDGEGW_PHASE_H
 #define EDGEGW_PHASE_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
+#include <structmember.h>
 
 #define ROOT_CONTEXT 1    /* every filter's root context id; streams get the ids after it */
 #define REQUEST_PSEUDO 4  /* :authority :path :method :scheme (state.RequestMap) */
 #define RESPONSE_PSEUDO 1 /* :status (state.ResponseMap) */
+
+/* A C field as a Python attribute of the same name. */
+#define FIELD(type, name, kind, flags) {#name, kind, offsetof(type, name), flags, NULL}
 
 /* What the loops read and write of a filter's VM (wasm.hostcalls.Hostcalls, hence
  * plugin.Plugin, extends it): the stream whose callback runs, every open stream by
@@ -42,32 +47,49 @@ typedef struct {
     char wants_response_body;
 } PhasePlan;
 
-/* One request's filters (stream.Chain): the plan, the shared state, the context id in
- * each VM (0: its creation failed) and the filters that are off ({index: error}). */
+/* One request's filters (stream.Chain): the plan, the shared state, the stream context
+ * id (the same in every VM), and two things most requests never need, made when first
+ * needed: the context id per filter (0 where its creation failed) and the filters that
+ * are off ({index: error or None}). */
 typedef struct {
     PyObject_HEAD
     PhasePlan *plan;
     PhaseState *state;
-    PyObject *plugins, *contexts, *off, *body_at;
+    PyObject *plugins, *context, *contexts, *off, *body_at;
     char wants_response_body;
 } PhaseChain;
 
 extern PyTypeObject PhaseVm_Type, PhaseState_Type, PhasePlan_Type, PhaseChain_Type;
+extern PyTypeObject PhaseStarter_Type;
 extern PyObject *phase_error_type;      /* WasmError: a hook raising it has answered */
 extern PyTypeObject *phase_state_class; /* the State subclass a Chain makes */
 
-int phase_types_ready(PyObject *module);
+PhaseState *phase_state_make(PyTypeObject *type, PyObject *ex);
+int phase_chain_ready(PyObject *module);
 
-/* Filter i of a header phase stopped: its index >= 0 and *result (a new reference: None
- * when it is off, the WasmError it raised, or its action). -1: every filter went on;
- * -2: an error is raised. */
-Py_ssize_t phase_run(PyObject *plugins, PyObject *hooks, PyObject *contexts, PyObject *off,
-                     PhaseState *state, PyObject *headers, Py_ssize_t pseudo,
-                     Py_ssize_t index, Py_ssize_t stop, Py_ssize_t step, PyObject *eos,
-                     PyObject **result);
-PyObject *phase_open(PyObject *plugins, PyObject *hooks, PhaseState *state,
-                     PyObject *contexts);
-PyObject *phase_close(PyObject *plugins, PyObject *hooks, PhaseState *state,
-                      PyObject *contexts);
+/* Filter i's context id (borrowed). */
+static inline PyObject *
+phase_context(PhaseChain *chain, Py_ssize_t i)
+{
+    return chain->contexts == NULL ? chain->context : PyList_GET_ITEM(chain->contexts, i);
+}
+
+/* chain->contexts and chain->off, made if they were not (borrowed; NULL: no memory). */
+PyObject *phase_contexts(PhaseChain *chain);
+PyObject *phase_off(PhaseChain *chain);
+
+/* A header phase from filter `index` towards `stop` (excluded) by `step` (1 or -1),
+ * each hook called with (context, map size, eos) while the filters continue. -1: every
+ * filter went on; -2: an error is raised; otherwise the index of the filter that
+ * stopped, *result (a new reference) being None when it is off, the WasmError it raised,
+ * or its action. */
+Py_ssize_t phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers,
+                     Py_ssize_t pseudo, Py_ssize_t index, Py_ssize_t stop, Py_ssize_t step,
+                     PyObject *eos, PyObject **result);
+/* Create every filter's stream context: 0, or -1 with an error raised. */
+int phase_open(PhaseChain *chain);
+/* End every filter's stream: None, the list of (index, WasmError) of the filters that
+ * failed, or NULL with an error raised. */
+PyObject *phase_close(PhaseChain *chain);
 
 #endif

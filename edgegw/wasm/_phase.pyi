@@ -1,5 +1,5 @@
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edgegw.chain import Exchange, LocalReply
@@ -64,6 +64,8 @@ class Chain:
     @property
     def plugins(self) -> tuple[Vm, ...]: ...
     @property
+    def context(self) -> int: ...
+    @property
     def contexts(self) -> list[int]: ...
     @property
     def off(self) -> dict[int, WasmError | None]: ...
@@ -77,18 +79,25 @@ class Chain:
         self, ex: Exchange, end_of_stream: bool, /
     ) -> Awaitable[LocalReply | None] | None: ...
     def done(self, ex: Exchange, /) -> None: ...
+    def _run(
+        self,
+        hooks: tuple[Callable[[int, int, bool], int] | None, ...],
+        headers: Headers,
+        pseudo: int,
+        index: int,
+        stop: int,
+        step: int,
+        end_of_stream: bool,
+        /,
+    ) -> tuple[int, object]: ...
 
-def run(
-    plugins: tuple[Vm, ...],
-    hooks: tuple[Callable[[int, int, bool], int] | None, ...],
-    contexts: list[int],
-    off: Mapping[int, object],
-    state: State,
-    headers: list[tuple[bytes, bytes]],
-    pseudo: int,
-    index: int,
-    stop: int,
-    step: int,
-    end_of_stream: bool,
-) -> tuple[int, object]: ...
+class Starter:
+    def __init__(
+        self,
+        plans: dict[str, Any],
+        make_plan: Callable[[Any], Plan],
+        chain_class: type[Chain],
+    ) -> None: ...
+    def __call__(self, ex: Exchange, /) -> Any: ...
+
 def set_types(error: type[Exception], state: type[State], /) -> None: ...

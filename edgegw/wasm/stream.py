@@ -103,7 +103,7 @@ class Chain(_phase.Chain):
         return self._stopped(index, action)
 
     def _stopped(self, index: int, result: object) -> LocalReply | _Paused | None:
-        """What filter ``index`` answered (``_step``, ``_phase.run``): None when it is
+        """What filter ``index`` answered (``_step``, ``_run``): None when it is
         off, the WasmError it raised, or its action."""
         if result is None:
             exc = self.off[index]
@@ -117,7 +117,7 @@ class Chain(_phase.Chain):
         self, index: int, result: object, hooks: tuple[Hook | None, ...], headers: Headers,
         pseudo: int, end_of_stream: bool, step: int,
     ) -> LocalReply | None:  # fmt: skip
-        """The rest of a header phase that ``_phase.run`` stopped at filter ``index``:
+        """The rest of a header phase that C stopped at filter ``index``:
         apply what the filter answered (wait if it paused), then run the filters after it
         (``step`` 1: the request, config order; -1: the response, reverse), each called
         with the map's size (its list plus ``pseudo``). Returns the reply that ended the
@@ -133,10 +133,9 @@ class Chain(_phase.Chain):
                     # contexts are not created, so they get no response callbacks either.
                     self.off.update(dict.fromkeys(range(index + 1, stop)))
                 return reply
-            index, result = _phase.run(
-                self.plugins, hooks, self.contexts, self.off, self.state, headers, pseudo,
-                index + step, stop, step, end_of_stream,
-            )  # fmt: skip
+            index, result = self._run(
+                hooks, headers, pseudo, index + step, stop, step, end_of_stream
+            )
             if index < 0:
                 return None
 
