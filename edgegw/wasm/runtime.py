@@ -31,8 +31,8 @@ class WasmRuntime:
         self.plugins = plugins
         self.http_call = http_call
         self._plans: dict[str, Plan] = {}  # per route name
-        # start(ex): ex.route's Chain, or None when the route has no filters. In C: a
-        # Python frame per request costs ~1 µs served (bench/chain.py, cold caches).
+        # start(ex): ex.route's Chain, or None when the route has no filters. In C:
+        # served, every Python frame of a request runs with cold caches (bench/chain.py).
         self.start: Callable[[Exchange], Chain | None] = _phase.Starter(
             self._plans, self._plan, Chain
         )
