@@ -15,7 +15,7 @@ from edgegw.types import Headers
 from edgegw.wasm import _fastcall, fastcall
 from edgegw.wasm.fastcall import RawFunc
 from edgegw.wasm.plugin import Plugin
-from edgegw.wasm.state import StreamState
+from edgegw.wasm.state import RequestMap, ResponseMap, StreamState
 from tests.conftest import LoopbackBackend
 
 
@@ -240,8 +240,6 @@ _EDITS_WAT = """
 
 
 def test_replace_and_remove_are_made_in_c() -> None:
-    from edgegw.wasm.state import RequestMap
-
     guest = _Guest(_EDITS_WAT, {"edit": (5, (1, 3)), "remove": (3, (1,))}, status=1)
     seen, owner = guest.seen, guest.owner
     edit, remove = guest.hosts["edit"], guest.hosts["remove"]
@@ -291,6 +289,8 @@ _GET_WAT = """
   (data (i32.const 16) "X-A")
   (data (i32.const 32) "empty")
   (data (i32.const 48) ":path")
+  (data (i32.const 64) ":status")
+  (data (i32.const 80) ":nope")
   (func (export "alloc") (param i32) (result i32)
     (if (i32.eq (global.get $next) (i32.const -1)) (then unreachable))
     global.get $next)
@@ -326,7 +326,21 @@ def test_a_header_is_read_in_c() -> None:
     ex.request_headers = [(b"b", b"1")]
     assert get(0, 16, 3, 200, 204) == 1  # NOT_FOUND
     assert get(2, 16, 3, 200, 204) == 2  # no response yet: impl
-    assert get(0, 48, 5, 200, 204) == 2  # a pseudo-header: impl
+    assert get(2, 64, 7, 200, 204) == 2  # no :status either
+    assert len(seen) == 2
+
+    def answer() -> bytes:
+        return memory.read(store, u32(200), u32(200) + u32(204))
+
+    # Pseudo-headers come from the exchange's fields, as RequestMap / ResponseMap give them.
+    ex.path = "/a?b=c"
+    assert get(0, 48, 5, 200, 204) == 0 and answer() == RequestMap(ex).get(b":path")
+    assert answer() == b"/a?b=c"
+    assert get(0, 80, 5, 200, 204) == 1 and RequestMap(ex).get(b":nope") is None
+    ex.status = 204
+    assert get(2, 64, 7, 200, 204) == 0 and answer() == ResponseMap(ex).get(b":status")
+    assert answer() == b"204"
+    assert get(2, 48, 5, 200, 204) == 1  # :path is not a response pseudo-header
     assert len(seen) == 2
     ex.request_headers = [(b"x-a", b"vv")]
     assert get(0, 16, 3, 65536 - 2, 204) == 6  # ptr_ptr out of bounds
@@ -338,3 +352,37 @@ def test_a_header_is_read_in_c() -> None:
     with pytest.raises(WasmTrap):  # it trapped: the hostcall traps too
         get(0, 16, 3, 200, 204)
     assert len(seen) == 2
+
+
+def test_a_python_hostcall_answers_bytes_through_c() -> None:
+    import wasmtime
+
+    from edgegw.errors import WasmTrap
+    from edgegw.wasm.fastcall import Memory
+
+    guest = _Guest(_GET_WAT, {"get": (5, (1,))}, status=2)
+    memory, store = guest.memory, guest.store
+    next_ = guest.exports["next"]
+    assert isinstance(next_, wasmtime.Global)
+    answer = Memory(store, memory).answerer(guest.func("alloc"))
+
+    def u32(at: int) -> int:
+        return int.from_bytes(memory.read(store, at, at + 4), "little")
+
+    assert answer(b"value", 200, 204) == 0  # OK
+    assert (u32(200), u32(204)) == (1024, 5) and memory.read(store, 1024, 1029) == b"value"
+    next_.set_value(store, 7)  # an empty answer never calls the allocator
+    assert answer(b"", 200, 204) == 0 and (u32(200), u32(204)) == (0, 0)
+    assert answer(b"v", 65536 - 2, 204) == 6  # INVALID_MEMORY_ACCESS: pointer out of bounds
+    next_.set_value(store, 0)
+    assert answer(b"v", 200, 204) == 6  # the allocator failed
+    next_.set_value(store, 65536 - 1)
+    assert answer(b"vv", 200, 204) == 6  # the value does not fit where it pointed
+    memory.grow(store, 1)  # grown since the answerer was made: the new pages are usable
+    next_.set_value(store, 65536 + 16)
+    assert answer(b"vv", 200, 204) == 0 and u32(200) == 65536 + 16
+    next_.set_value(store, -1)
+    with pytest.raises(WasmTrap):  # the allocator trapped: the hostcall traps
+        answer(b"v", 200, 204)
+    with pytest.raises(TypeError):
+        answer("text", 200, 204)  # type: ignore[arg-type]

@@ -210,6 +210,79 @@ static PyTypeObject FuncType = {
     .tp_members = func_members,
 };
 
+/* ---- guest memory ---------------------------------------------------------------- */
+
+/* A guest's linear memory, once instantiated. The base never moves (memory_may_move is
+ * off) and the size only grows: a cached size is never too large. */
+typedef struct {
+    void *ctx;
+    const void *mem;
+    uint8_t *base;
+    size_t size;
+} GuestMemory;
+
+/* Guest memory [ptr, ptr + len) as a C pointer; NULL when out of bounds. */
+static uint8_t *
+guest_span(GuestMemory *m, uint64_t ptr, uint64_t len)
+{
+    ptr &= 0xFFFFFFFFu;
+    len &= 0xFFFFFFFFu;
+    if (ptr + len > m->size) { /* grown since, or really out of bounds */
+        m->base = memory_data(m->ctx, m->mem);
+        m->size = memory_size(m->ctx, m->mem);
+        if (ptr + len > m->size)
+            return NULL;
+    }
+    return m->base + ptr;
+}
+
+/* Write a little-endian u32 (wasm's byte order) at guest address ptr; 0: out of bounds. */
+static int
+guest_put_u32(GuestMemory *m, uint64_t ptr, uint32_t value)
+{
+    uint8_t *to = guest_span(m, ptr, 4);
+
+    if (to == NULL)
+        return 0;
+    for (int i = 0; i < 4; i++)
+        to[i] = (uint8_t)(value >> (8 * i));
+    return 1;
+}
+
+/* Answer bytes value to the guest as proxy-wasm hostcalls do: copied into memory from
+ * the guest's allocator alloc (none for b""), its address and size written at ptr_ptr
+ * and size_ptr. *status: OK or INVALID_MEMORY_ACCESS; -1: an error is set (the allocator
+ * trapped). */
+static int
+put_answer(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_ptr,
+           uint64_t size_ptr, int *status)
+{
+    Py_ssize_t len = PyBytes_GET_SIZE(value);
+    uint64_t addr = 0;
+
+    *status = 0; /* OK */
+    if (len > 0) { /* the allocator is guest code: it may grow (not move) memory */
+        uint8_t *to;
+        PyObject *size = PyLong_FromSsize_t(len);
+        PyObject *addr_obj = size == NULL ? NULL : PyObject_CallOneArg(alloc, size);
+        Py_XDECREF(size);
+        if (addr_obj == NULL)
+            return -1;
+        addr = PyLong_AsUnsignedLongLongMask(addr_obj) & 0xFFFFFFFFu;
+        Py_DECREF(addr_obj);
+        to = addr == 0 ? NULL : guest_span(m, addr, (uint64_t)len);
+        if (to == NULL) {
+            *status = STATUS_INVALID_MEMORY_ACCESS;
+            return 0;
+        }
+        memcpy(to, PyBytes_AS_STRING(value), (size_t)len);
+    }
+    if (!guest_put_u32(m, ptr_ptr, (uint32_t)addr) ||
+        !guest_put_u32(m, size_ptr, (uint32_t)len))
+        *status = STATUS_INVALID_MEMORY_ACCESS;
+    return 0;
+}
+
 /* ---- host functions -------------------------------------------------------------- */
 
 typedef struct {
@@ -223,11 +296,8 @@ typedef struct {
     unsigned char is_string[MAX_VALS];
     int has_strings;
     int lower_first; /* the first string is a header name: ASCII-lowercase it */
-    void *mem_ctx;   /* the guest's memory, once instantiated (set_memory) */
-    const void *mem;
+    GuestMemory memory; /* once instantiated (set_memory) */
     PyObject *mem_owner;
-    uint8_t *mem_base; /* never moves (memory_may_move is off); the size only grows */
-    size_t mem_size;
     PyObject *plugin; /* set_fast_edit: a header-map hostcall's common case in C */
     int edit;         /* EDIT_*, with plugin */
     PyObject *alloc;  /* EDIT_GET: the guest's allocator (a Func), for the answer */
@@ -263,40 +333,12 @@ host_trap(HostObject *host)
     return trap;
 }
 
-/* Guest memory [ptr, ptr + len) as a C pointer; NULL when out of bounds. */
-static uint8_t *
-guest_span(HostObject *host, uint64_t ptr, uint64_t len)
-{
-    ptr &= 0xFFFFFFFFu;
-    len &= 0xFFFFFFFFu;
-    if (ptr + len > host->mem_size) { /* grown since, or really out of bounds */
-        host->mem_base = memory_data(host->mem_ctx, host->mem);
-        host->mem_size = memory_size(host->mem_ctx, host->mem);
-        if (ptr + len > host->mem_size)
-            return NULL;
-    }
-    return host->mem_base + ptr;
-}
-
-/* Write a little-endian u32 (wasm's byte order) at guest address ptr; 0: out of bounds. */
-static int
-guest_put_u32(HostObject *host, uint64_t ptr, uint32_t value)
-{
-    uint8_t *to = guest_span(host, ptr, 4);
-
-    if (to == NULL)
-        return 0;
-    for (int i = 0; i < 4; i++)
-        to[i] = (uint8_t)(value >> (8 * i));
-    return 1;
-}
-
 /* A guest string as bytes; NULL with *status set (no exception) when it is out of
  * bounds, as proxy-wasm hosts check memory before anything else. */
 static PyObject *
 guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status)
 {
-    uint8_t *base = guest_span(host, ptr, len);
+    uint8_t *base = guest_span(&host->memory, ptr, len);
     PyObject *bytes;
 
     if (base == NULL) {
@@ -322,13 +364,13 @@ guest_bytes(HostObject *host, uint64_t ptr, uint64_t len, int lower, int *status
 static PyObject *str_current, *str_ex, *str_status, *str_request_headers,
     *str_response_headers;
 
-/* The stream's own header list, plugin.current.ex's request_headers (map 0) or, once
- * ex.status is set, response_headers (map 2); NULL without an error when there is none
- * (no stream, no response yet, another map). */
+/* The stream's own exchange, plugin.current.ex, when map is its request headers (0) or,
+ * once ex.status is set, its response headers (2); NULL without an error when there is
+ * none (no stream, no response yet, another map). */
 static PyObject *
-stream_headers(HostObject *host, uint64_t map)
+stream_exchange(HostObject *host, uint64_t map)
 {
-    PyObject *state, *ex, *headers;
+    PyObject *state, *ex;
 
     if (map != 0 && map != 2)
         return NULL;
@@ -343,16 +385,60 @@ stream_headers(HostObject *host, uint64_t map)
         PyObject *status = PyObject_GetAttr(ex, str_status);
         int has = status == NULL ? -1 : PyObject_IsTrue(status);
         Py_XDECREF(status);
-        if (has <= 0) {
-            Py_DECREF(ex);
-            return NULL;
-        }
+        if (has <= 0)
+            Py_CLEAR(ex);
     }
+    return ex;
+}
+
+/* The stream's own header list, ex.request_headers (map 0) or ex.response_headers
+ * (map 2); NULL as stream_exchange. */
+static PyObject *
+stream_headers(HostObject *host, uint64_t map)
+{
+    PyObject *ex = stream_exchange(host, map), *headers;
+
+    if (ex == NULL)
+        return NULL;
     headers = PyObject_GetAttr(ex, map == 0 ? str_request_headers : str_response_headers);
     Py_DECREF(ex);
     if (headers != NULL && !PyList_CheckExact(headers))
         Py_CLEAR(headers);
     return headers;
+}
+
+/* A pseudo-header of the stream's own headers, as state.RequestMap / ResponseMap make
+ * them: :authority, :path, :method, :scheme from the exchange's fields (map 0), :status
+ * (map 2). Bytes; None for another name (not in the map); NULL without an error when
+ * there is no such map (impl decides), with one on failure. */
+static PyObject *
+pseudo_value(HostObject *host, uint64_t map, PyObject *key)
+{
+    static const char *request[] = {":authority", ":path", ":method", ":scheme"};
+    const char *name = PyBytes_AS_STRING(key);
+    PyObject *ex = stream_exchange(host, map), *field = NULL, *value;
+
+    if (ex == NULL)
+        return NULL;
+    if (map == 2 && strcmp(name, ":status") == 0) {
+        PyObject *status = PyObject_GetAttr(ex, str_status);
+        field = status == NULL ? NULL : PyObject_Str(status);
+        Py_XDECREF(status);
+    }
+    for (size_t i = 0; map == 0 && i < sizeof(request) / sizeof(request[0]); i++) {
+        if (strcmp(name, request[i]) == 0) { /* the field is the name without its colon */
+            field = PyObject_GetAttrString(ex, request[i] + 1);
+            break;
+        }
+    }
+    Py_DECREF(ex);
+    if (field == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    value = PyUnicode_Check(field) ? PyUnicode_AsLatin1String(field) : NULL;
+    if (value == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "a pseudo-header's field is not a str");
+    Py_DECREF(field);
+    return value;
 }
 
 /* 1: item is a (bytes, bytes) pair named key; 0: another pair; -1: not such a pair
@@ -430,65 +516,59 @@ fast_edit(HostObject *host, uint64_t map, PyObject *key, PyObject *value)
     return done;
 }
 
-/* get_header_map_value(map, key, ptr_ptr, size_ptr) for an ordinary header of the
- * stream's own request or response headers: the first value, copied into memory from
- * the guest's allocator, its address and size written at ptr_ptr and size_ptr, as
- * HeaderMap.get and Hostcalls._return_bytes do. 1: answered with *status; 0: not that
+/* The first value of header key (an ordinary name) in the stream's own headers, as
+ * HeaderMap.get finds it (Envoy answers the first of repeated headers). Bytes; None
+ * when there is none; NULL without an error when it is not that case (impl decides). */
+static PyObject *
+header_value(HostObject *host, uint64_t map, PyObject *key)
+{
+    PyObject *headers = stream_headers(host, map), *value = Py_None;
+
+    if (headers == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *item = PyList_GET_ITEM(headers, i);
+        int named = pair_named(item, key);
+        if (named < 0) {
+            value = NULL;
+            break;
+        }
+        if (named) {
+            value = PyTuple_GET_ITEM(item, 1);
+            break;
+        }
+    }
+    Py_XINCREF(value);
+    Py_DECREF(headers);
+    return value;
+}
+
+/* get_header_map_value(map, key, ptr_ptr, size_ptr) for a header of the stream's own
+ * request or response headers, pseudo-headers included: the value copied into memory
+ * from the guest's allocator, its address and size written at ptr_ptr and size_ptr, as
+ * HeaderMap.get and put_answer do. 1: answered with *status; 0: not that
  * case (impl decides); -1: an error is set (the allocator trapped). */
 static int
 fast_get(HostObject *host, uint64_t map, PyObject *key, uint64_t ptr_ptr, uint64_t size_ptr,
          int *status)
 {
-    PyObject *headers, *value = NULL, *addr_obj;
-    Py_ssize_t len;
-    uint64_t addr = 0;
+    PyObject *value;
+    int rc;
 
-    if (host->alloc == NULL || PyBytes_GET_SIZE(key) == 0 || PyBytes_AS_STRING(key)[0] == ':')
+    if (host->alloc == NULL || PyBytes_GET_SIZE(key) == 0)
         return 0;
-    headers = stream_headers(host, map);
-    if (headers == NULL)
+    value = PyBytes_AS_STRING(key)[0] == ':' ? pseudo_value(host, map, key)
+                                             : header_value(host, map, key);
+    if (value == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
-        PyObject *item = PyList_GET_ITEM(headers, i);
-        int named = pair_named(item, key);
-        if (named < 0) {
-            Py_DECREF(headers);
-            return 0;
-        }
-        if (named) {
-            value = Py_NewRef(PyTuple_GET_ITEM(item, 1)); /* Envoy answers the first */
-            break;
-        }
-    }
-    Py_DECREF(headers);
-    *status = 0; /* OK */
-    if (value == NULL) {
+    if (value == Py_None) {
+        Py_DECREF(value);
         *status = STATUS_NOT_FOUND;
         return 1;
     }
-    len = PyBytes_GET_SIZE(value);
-    if (len > 0) { /* the allocator is guest code: it may grow (not move) memory */
-        uint8_t *to;
-        PyObject *size = PyLong_FromSsize_t(len);
-        addr_obj = size == NULL ? NULL : PyObject_CallOneArg(host->alloc, size);
-        Py_XDECREF(size);
-        if (addr_obj == NULL) {
-            Py_DECREF(value);
-            return -1;
-        }
-        addr = PyLong_AsUnsignedLongLongMask(addr_obj) & 0xFFFFFFFFu;
-        Py_DECREF(addr_obj);
-        to = addr == 0 ? NULL : guest_span(host, addr, (uint64_t)len);
-        if (to == NULL)
-            *status = STATUS_INVALID_MEMORY_ACCESS;
-        else
-            memcpy(to, PyBytes_AS_STRING(value), (size_t)len);
-    }
+    rc = put_answer(&host->memory, host->alloc, value, ptr_ptr, size_ptr, status);
     Py_DECREF(value);
-    if (*status == 0 && (!guest_put_u32(host, ptr_ptr, (uint32_t)addr) ||
-                         !guest_put_u32(host, size_ptr, (uint32_t)len)))
-        *status = STATUS_INVALID_MEMORY_ACCESS;
-    return 1;
+    return rc < 0 ? -1 : 1;
 }
 
 static void *
@@ -505,7 +585,7 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
     (void)caller;
     (void)n;
     host_calls++;
-    if (host->has_strings && host->mem == NULL)
+    if (host->has_strings && host->memory.mem == NULL)
         /* Called before instantiation finished (a start function): no stream exists, so
          * a header map is not found either. */
         status = STATUS_NOT_FOUND;
@@ -638,10 +718,10 @@ host_set_memory(HostObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "KKO:set_memory", &ctx, &mem, &owner))
         return NULL;
     Py_XSETREF(self->mem_owner, Py_NewRef(owner));
-    self->mem_ctx = (void *)(uintptr_t)ctx;
-    self->mem = (const void *)(uintptr_t)mem;
-    self->mem_base = NULL;
-    self->mem_size = 0; /* read at the first access */
+    self->memory.ctx = (void *)(uintptr_t)ctx;
+    self->memory.mem = (const void *)(uintptr_t)mem;
+    self->memory.base = NULL;
+    self->memory.size = 0; /* read at the first access */
     Py_RETURN_NONE;
 }
 
@@ -722,8 +802,8 @@ static PyMethodDef host_methods[] = {
      "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get', alloc=None): this Host "
      "is that header-map hostcall; an ordinary header of plugin.current.ex's "
      "request_headers (map 0) or, once ex.status is set, response_headers (map 2) is "
-     "edited or read in C (get answers through alloc, the guest's allocator); anything "
-     "else goes to impl."},
+     "edited or read in C, and get reads their pseudo-headers too (it answers through "
+     "alloc, the guest's allocator); anything else goes to impl."},
     {NULL},
 };
 
@@ -744,6 +824,99 @@ static PyTypeObject HostType = {
     .tp_clear = (inquiry)host_clear,
     .tp_getset = host_getset,
     .tp_methods = host_methods,
+};
+
+/* ---- answers from Python hostcalls ----------------------------------------------- */
+
+/* Answer(ctx, memory_ptr, owner, alloc)(data, ptr_ptr, size_ptr) -> status: what a
+ * Python hostcall returns bytes through (Hostcalls._return_bytes), put_answer in C. */
+typedef struct {
+    PyObject_HEAD
+    GuestMemory memory;
+    PyObject *owner; /* keeps the memory's wasmtime object alive */
+    PyObject *alloc;
+    vectorcallfunc vectorcall;
+} AnswerObject;
+
+static PyObject *
+answer_call(AnswerObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    unsigned long long ptr_ptr, size_ptr;
+    int status;
+
+    if (PyVectorcall_NARGS(nargsf) != 3 || kwnames != NULL || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "answer(data: bytes, ptr_ptr, size_ptr)");
+        return NULL;
+    }
+    ptr_ptr = PyLong_AsUnsignedLongLongMask(args[1]);
+    size_ptr = PyLong_AsUnsignedLongLongMask(args[2]);
+    if (PyErr_Occurred() ||
+        put_answer(&self->memory, self->alloc, args[0], ptr_ptr, size_ptr, &status) < 0)
+        return NULL;
+    return PyLong_FromLong(status);
+}
+
+static PyObject *
+answer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    unsigned long long ctx, mem;
+    PyObject *owner, *alloc;
+    AnswerObject *self;
+
+    if (!PyArg_ParseTuple(args, "KKOO:Answer", &ctx, &mem, &owner, &alloc))
+        return NULL;
+    if (!PyCallable_Check(alloc)) {
+        PyErr_SetString(PyExc_TypeError, "Answer(): alloc is the guest's allocator");
+        return NULL;
+    }
+    if ((self = (AnswerObject *)type->tp_alloc(type, 0)) == NULL)
+        return NULL;
+    self->memory.ctx = (void *)(uintptr_t)ctx;
+    self->memory.mem = (const void *)(uintptr_t)mem;
+    self->owner = Py_NewRef(owner);
+    self->alloc = Py_NewRef(alloc);
+    self->vectorcall = (vectorcallfunc)answer_call;
+    return (PyObject *)self;
+}
+
+static int
+answer_traverse(AnswerObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->alloc);
+    return 0;
+}
+
+static int
+answer_clear(AnswerObject *self)
+{
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->alloc);
+    return 0;
+}
+
+static void
+answer_dealloc(AnswerObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    answer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject AnswerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgegw.wasm._fastcall.Answer",
+    .tp_doc = "Answer(ctx, memory_ptr, owner, alloc): called with (data, ptr_ptr, size_ptr), "
+              "copies data into guest memory from alloc and writes its address and size "
+              "there; returns the proxy-wasm status (OK or INVALID_MEMORY_ACCESS).",
+    .tp_basicsize = sizeof(AnswerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = answer_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(AnswerObject, vectorcall),
+    .tp_dealloc = (destructor)answer_dealloc,
+    .tp_traverse = (traverseproc)answer_traverse,
+    .tp_clear = (inquiry)answer_clear,
 };
 
 /* ---- the epoch ticker ------------------------------------------------------------ */
@@ -866,7 +1039,8 @@ PyInit__fastcall(void)
 {
     PyObject *m;
 
-    if (PyType_Ready(&FuncType) < 0 || PyType_Ready(&HostType) < 0)
+    if (PyType_Ready(&FuncType) < 0 || PyType_Ready(&HostType) < 0 ||
+        PyType_Ready(&AnswerType) < 0)
         return NULL;
     str_current = PyUnicode_InternFromString("current");
     str_ex = PyUnicode_InternFromString("ex");
@@ -879,7 +1053,8 @@ PyInit__fastcall(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Func", (PyObject *)&FuncType) < 0 ||
-        PyModule_AddObjectRef(m, "Host", (PyObject *)&HostType) < 0) {
+        PyModule_AddObjectRef(m, "Host", (PyObject *)&HostType) < 0 ||
+        PyModule_AddObjectRef(m, "Answer", (PyObject *)&AnswerType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -137,6 +137,15 @@ class Memory:
         """Let ``host`` read its string arguments from this memory."""
         host.set_memory(self._ctx.value or 0, ctypes.addressof(self._keep), self._keep)
 
+    def answerer(self, alloc: Callable[[int], int]) -> Callable[[bytes, int, int], int]:
+        """``answer(data, ptr_ptr, size_ptr) -> status``, in C: ``data`` copied into this
+        memory from the guest's allocator ``alloc`` (none for b""), its address and size
+        written at the two pointers; OK, or INVALID_MEMORY_ACCESS (a pointer out of bounds,
+        the allocator answered 0 or memory ``data`` does not fit in)."""
+        return _fastcall.Answer(
+            self._ctx.value or 0, ctypes.addressof(self._keep), self._keep, alloc
+        )
+
     def refresh(self) -> None:
         size = _memory_size(self._ctx, self._mem)
         if size != self._size:

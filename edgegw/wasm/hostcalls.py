@@ -46,8 +46,9 @@ STRING_ARGS: dict[str, tuple[int, ...]] = {
     "proxy_remove_header_map_value": (1,),
 }
 #: The header-map hostcalls _fastcall makes itself for an ordinary header of the stream's
-#: own request or response headers (Host.set_fast_edit; get answers through the guest's
-#: allocator); their methods below do the rest.
+#: own request or response headers, and get for their pseudo-headers too
+#: (Host.set_fast_edit; get answers through the guest's allocator); their methods below
+#: do the rest.
 FAST_EDITS = {
     "proxy_get_header_map_value": "get",
     "proxy_add_header_map_value": "add",
@@ -87,9 +88,9 @@ class Hostcalls(_phase.Vm):
     streams: dict[int, StreamState]
     call_response: CallResponse | None
     geo: CountryLookup | None  # `geoip:` configured: the client's country
-
-    def allocate(self, size: int) -> int:
-        raise NotImplementedError
+    # A hostcall's bytes answer, written to the guest's (ptr_ptr, size_ptr) through its
+    # allocator: Memory.answerer, in C.
+    _return_bytes: Callable[[bytes, int, int], int]
 
     def set_tick_period(self, period_ms: int) -> None:
         raise NotImplementedError
@@ -110,17 +111,6 @@ class Hostcalls(_phase.Vm):
         raise NotImplementedError
 
     # --- helpers -----------------------------------------------------------------------
-
-    def _return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> int:
-        addr = 0
-        if data:
-            addr = self.allocate(len(data))
-            if not addr:
-                return Status.INVALID_MEMORY_ACCESS
-            self.memory.write(addr, data)
-        self.memory.write_u32(ptr_ptr, addr)
-        self.memory.write_u32(size_ptr, len(data))
-        return OK
 
     def _map(self, map_type: int) -> HeaderMap | None:
         state = self.current

@@ -148,7 +148,7 @@ class Plugin(SharedHostcalls):
             raise FilterLoadError(
                 self.name, "no allocator export (proxy_on_memory_allocate/malloc)"
             )
-        self._alloc = alloc
+        self._return_bytes = self.memory.answerer(alloc)
         # Until now (a start function) these answered NOT_FOUND from C: no memory yet.
         for name, host in fast:
             try:
@@ -178,9 +178,6 @@ class Plugin(SharedHostcalls):
         if func is None:
             return 0
         return func(*args)
-
-    def allocate(self, size: int) -> int:
-        return self._alloc(size)
 
     # --- asynchronous work: http calls, ticks, queues -----------------------------------
 
