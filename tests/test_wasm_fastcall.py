@@ -106,7 +106,7 @@ def test_string_arguments_are_read_in_c() -> None:
     store.set_epoch_deadline(10**6)
     linker = wasmtime.Linker(eng)
     ty = wasmtime.FuncType([wasmtime.ValType.i32()] * 5, [wasmtime.ValType.i32()])
-    host = define_host_func(linker, "env", "host", ty, impl, (1, 3))
+    host = define_host_func(linker, "env", "host", ty, impl, (1, 3), lower_first=True)
     instance = linker.instantiate(store, module)  # its start function calls the host
     exports = instance.exports(store)
     # Before the memory is attached (a start function), a header map is not found.
@@ -131,6 +131,10 @@ def test_string_arguments_are_read_in_c() -> None:
     assert fast(2, 65536 - 4, 9, 32, 7) == 6
     assert fast(2, 16, 9, 0xFFFFFFF0, 0x20) == 6
     assert seen == []
+    # Not a header name (a property path, a shared data key): read as it is.
+    guest = _Guest(_STRINGS_WAT, {"host": (5, (1, 3))}, status=0, lower_first=False)
+    assert guest.func("call")(2, 16, 9, 32, 7) == 0
+    assert guest.seen[-1] == (2, b"X-Trivial", b"Value-A")
 
 
 class _Guest:
@@ -138,7 +142,10 @@ class _Guest:
     positions)) are _fastcall Hosts recording their calls in ``seen`` and answering
     ``status``; ``owner.current`` is the stream their C paths read (a Plugin's)."""
 
-    def __init__(self, wat: str, imports: dict[str, tuple[int, tuple[int, ...]]], status: int):
+    def __init__(
+        self, wat: str, imports: dict[str, tuple[int, tuple[int, ...]]], status: int,
+        lower_first: bool = True,
+    ):  # fmt: skip
         import wasmtime
 
         from edgegw.wasm.engine import engine
@@ -158,7 +165,7 @@ class _Guest:
         linker = wasmtime.Linker(self.engine)
         self.hosts = {
             name: define_host_func(linker, "env", name, wasmtime.FuncType([i32] * n, [i32]),
-                                   impl, strings)
+                                   impl, strings, lower_first)
             for name, (n, strings) in imports.items()
         }  # fmt: skip
         self.impl = impl

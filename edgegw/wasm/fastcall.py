@@ -192,19 +192,21 @@ def define_host_func(
     ty: wasmtime.FuncType,
     impl: HostImpl,
     strings: tuple[int, ...] = (),
+    lower_first: bool = False,
 ) -> Host:
     """Define ``module.name`` as a raw host function calling ``impl(*args) -> int``.
 
     The arguments are the guest's ints, except that each (pointer, length) pair starting
     at a position in ``strings`` arrives as the bytes it points to, the first one
-    ASCII-lowercased (a header name); out of bounds, the guest gets INVALID_MEMORY_ACCESS
-    without ``impl`` being called. Such a host reads memory once ``Memory.attach`` gave
-    it one. ``impl`` must not raise for bad guest input (it returns a status instead); an
-    exception anyway becomes a trap in the guest, never a crash of the worker. Returns the
-    callback's env, which the caller must keep alive as long as the linker and instances.
+    ASCII-lowercased with ``lower_first`` (a header name); out of bounds, the guest gets
+    INVALID_MEMORY_ACCESS without ``impl`` being called. Such a host reads memory once
+    ``Memory.attach`` gave it one. ``impl`` must not raise for bad guest input (it returns
+    a status instead); an exception anyway becomes a trap in the guest, never a crash of
+    the worker. Returns the callback's env, which the caller must keep alive as long as
+    the linker and instances.
     """
     is64 = [str(p) == "i64" for p in ty.params]
-    host = _fastcall.Host(impl, name, is64, bool(ty.results), strings, bool(strings))
+    host = _fastcall.Host(impl, name, is64, bool(ty.results), strings, lower_first)
     mod, nm = module.encode(), name.encode()
     linker_ptr = ctypes.cast(linker.ptr(), _VP).value
     type_ptr = ctypes.cast(ty.ptr(), _VP).value

@@ -38,12 +38,16 @@ _RESPONSE_TRAILERS = int(MapType.RESPONSE_TRAILERS)
 _CALL_HEADERS = int(MapType.HTTP_CALL_RESPONSE_HEADERS)
 _CALL_TRAILERS = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
 #: Hostcalls whose guest strings _fastcall reads into bytes: the positions of their
-#: (pointer, length) parameters (fastcall.define_host_func).
-STRING_ARGS: dict[str, tuple[int, ...]] = {
-    "proxy_get_header_map_value": (1,),
-    "proxy_add_header_map_value": (1, 3),
-    "proxy_replace_header_map_value": (1, 3),
-    "proxy_remove_header_map_value": (1,),
+#: (pointer, length) parameters, and whether the first is a header name it lowercases
+#: (fastcall.define_host_func).
+STRING_ARGS: dict[str, tuple[tuple[int, ...], bool]] = {
+    "proxy_get_header_map_value": ((1,), True),
+    "proxy_add_header_map_value": ((1, 3), True),
+    "proxy_replace_header_map_value": ((1, 3), True),
+    "proxy_remove_header_map_value": ((1,), True),
+    "proxy_get_property": ((0,), False),
+    "proxy_get_shared_data": ((0,), False),
+    "proxy_set_shared_data": ((0, 2), False),
 }
 #: The header-map hostcalls _fastcall makes itself for an ordinary header of the stream's
 #: own request or response headers, and get for their pseudo-headers too
@@ -289,9 +293,8 @@ class Hostcalls(_phase.Vm):
 
     # --- properties --------------------------------------------------------------------
 
-    @guarded
-    def proxy_get_property(self, path_ptr: int, path_size: int, ptr_ptr: int, size_ptr: int) -> int:
-        path = self.memory.read(path_ptr, path_size)
+    @guarded  # the answer is written to guest pointers; the path is read by C (STRING_ARGS)
+    def proxy_get_property(self, path: bytes, ptr_ptr: int, size_ptr: int) -> int:
         ex = self.current.ex if self.current is not None else None
         value = get_property(path, ex, self.plugin_properties)
         if (

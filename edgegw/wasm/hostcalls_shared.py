@@ -11,23 +11,19 @@ from edgegw.wasm.shared import METRICS, QUEUES, SHARED_DATA
 class SharedHostcalls(Hostcalls):
     # --- shared data and queues --------------------------------------------------------
 
+    # Keys and values are read by C (STRING_ARGS).
+
     @guarded
-    def proxy_get_shared_data(
-        self, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int, cas_ptr: int
-    ) -> int:
-        found = SHARED_DATA.get(self.memory.read(key_ptr, key_size))
+    def proxy_get_shared_data(self, key: bytes, ptr_ptr: int, size_ptr: int, cas_ptr: int) -> int:
+        found = SHARED_DATA.get(key)
         if found is None:
             return NOT_FOUND
         status = self._return_bytes(found[0], ptr_ptr, size_ptr)
         self.memory.write_u32(cas_ptr, found[1])
         return status
 
-    @guarded
-    def proxy_set_shared_data(
-        self, key_ptr: int, key_size: int, val_ptr: int, val_size: int, cas: int
-    ) -> int:
-        key = self.memory.read(key_ptr, key_size)
-        return SHARED_DATA.set(key, self.memory.read(val_ptr, val_size), cas)
+    def proxy_set_shared_data(self, key: bytes, value: bytes, cas: int) -> int:
+        return SHARED_DATA.set(key, value, cas)
 
     @guarded
     def proxy_register_shared_queue(self, name_ptr: int, name_size: int, id_ptr: int) -> int:

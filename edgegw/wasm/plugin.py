@@ -110,7 +110,8 @@ class Plugin(SharedHostcalls):
             else:
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
             try:
-                host = define_host_func(linker, "env", name, ty, impl, STRING_ARGS.get(name, ()))
+                strings, lower = STRING_ARGS.get(name, ((), False))
+                host = define_host_func(linker, "env", name, ty, impl, strings, lower)
             except ValueError as exc:  # a string parameter where the ABI has none
                 raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
             if name in FAST_EDITS:
