@@ -52,7 +52,7 @@ _STREAM: dict[str, Getter] = {
 def get_property(path: bytes, ex: Exchange | None, plugin: dict[str, bytes]) -> bytes | None:
     """The value of ``path`` for the current context (``ex`` is None on a root context);
     ``plugin`` holds plugin_name, plugin_root_id, plugin_vm_id. None: NOT_FOUND."""
-    key = ".".join(part.decode("latin-1") for part in path.rstrip(b"\0").split(b"\0"))
+    key = path.rstrip(b"\0").replace(b"\0", b".").decode("latin-1")  # segments joined
     if key in plugin:
         return plugin[key]
     if ex is None:
