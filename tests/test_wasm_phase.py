@@ -258,6 +258,9 @@ def test_other_errors_raise_and_bad_plans_are_refused() -> None:
         plan(plugins, (None,), (broken,))  # type: ignore[arg-type]
     with pytest.raises(TypeError):  # each filter is a Vm
         plan((object(),), (None,))  # type: ignore[arg-type]
+    made = plan(plugins, (None,))
+    with pytest.raises(TypeError):  # chains rely on a plan's tuples: made once
+        made.__init__(plugins, (None,), (None,), (None,), ((),), False, None)  # type: ignore[misc]
     with pytest.raises(TypeError):
         Chain(object(), ex)  # type: ignore[arg-type]
 
@@ -310,5 +313,7 @@ def test_the_starter_makes_each_route_plan_once() -> None:
     assert made == ["filtered", "plain", "filtered"]
     with pytest.raises(TypeError):  # make_plan gave something else than a Plan
         _phase.Starter({}, lambda _route: object(), Chain)(ex)
+    with pytest.raises(TypeError):  # something else than a Plan where plans are kept
+        _phase.Starter({"filtered": object()}, make_plan, Chain)(ex)
     with pytest.raises(TypeError):
         _phase.Starter({}, make_plan, object)  # type: ignore[arg-type]

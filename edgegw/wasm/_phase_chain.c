@@ -331,9 +331,11 @@ starter_call(PhaseStarter *self, PyObject *const *args, size_t nargsf, PyObject 
     plan = Py_XNewRef(PyDict_GetItemWithError(self->plans, name));
     if (plan == NULL && !PyErr_Occurred()) {
         plan = PyObject_CallOneArg(self->make_plan, route);
-        if (plan != NULL && (!made_plan(plan) || PyDict_SetItem(self->plans, name, plan) < 0))
+        if (plan != NULL && made_plan(plan) && PyDict_SetItem(self->plans, name, plan) < 0)
             Py_CLEAR(plan);
     }
+    if (plan != NULL && !made_plan(plan)) /* whatever put it there */
+        Py_CLEAR(plan);
     Py_DECREF(route);
     Py_DECREF(name);
     if (plan == NULL)

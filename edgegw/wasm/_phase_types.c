@@ -176,6 +176,10 @@ plan_init(PhasePlan *self, PyObject *args, PyObject *kwds)
     int wants_body;
     Py_ssize_t count;
 
+    if (self->plugins != NULL) { /* chains rely on its tuples: they never change */
+        PyErr_SetString(PyExc_TypeError, "a Plan is made once");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!pO:Plan", keywords,
                                      &PyTuple_Type, &plugins, &PyTuple_Type, &create,
                                      &PyTuple_Type, &request, &PyTuple_Type, &response,
