@@ -9,7 +9,10 @@
  *   Host      the env of a host function registered with
  *             wasmtime_linker_define_func_unchecked; host_callback() calls its Python impl,
  *             after reading the (pointer, length) arguments that name guest strings into
- *             bytes when the Host is told which they are (the header-map hostcalls).
+ *             bytes when the Host is told which they are (header maps, properties,
+ *             shared data); the header-map hostcalls' common case is made here whole.
+ *   Answer    how a Python hostcall answers bytes: through the guest's allocator into
+ *             its memory, the address and size written where the guest asked.
  *   start_ticker  a native thread that increments the engine's epoch (limits.cpu).
  *
  * It links against nothing: fastcall.py hands over the addresses of the wasmtime
