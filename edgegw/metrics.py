@@ -6,6 +6,8 @@ lock, five per request: a noticeable part of a proxied request. So the hot path 
 counts in plain dicts, and ``flush()`` hands the sums to prometheus_client
 at most ``FLUSH_SECONDS`` later (a loop timer), at shutdown, and before an in-process
 scrape. /metrics of a multi-worker gateway therefore lags by up to ``FLUSH_SECONDS``.
+Other modules batch their samples the same way through ``on_flush`` and ``flush_soon``
+(the metrics filters define, edgegw/wasm/shared.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import logging
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -63,6 +66,13 @@ _durations: dict[str, _Pending] = {}
 _upstreams: dict[str, _Pending] = {}
 _timer: asyncio.TimerHandle | None = None
 _timer_loop: asyncio.AbstractEventLoop | None = None
+_flush_hooks: list[Callable[[], None]] = []
+
+
+def on_flush(hook: Callable[[], None]) -> None:
+    """Call ``hook()`` at every ``flush``: it hands another module's pending samples to
+    prometheus_client (that module calls ``flush_soon`` when it has some)."""
+    _flush_hooks.append(hook)
 
 
 def observe_request(route: str, status: int, seconds: float) -> None:
@@ -72,7 +82,7 @@ def observe_request(route: str, status: int, seconds: float) -> None:
     if pending is None:
         pending = _durations[route] = _Pending(REQUEST_SECONDS.labels(route))
     pending.observe(seconds)
-    _flush_soon()
+    flush_soon()
 
 
 def observe_upstream(backend: str, seconds: float) -> None:
@@ -80,10 +90,10 @@ def observe_upstream(backend: str, seconds: float) -> None:
     if pending is None:
         pending = _upstreams[backend] = _Pending(UPSTREAM_SECONDS.labels(backend))
     pending.observe(seconds)
-    _flush_soon()
+    flush_soon()
 
 
-def _flush_soon() -> None:
+def flush_soon() -> None:
     global _timer, _timer_loop
     if _timer is not None and _timer_loop is not None and not _timer_loop.is_closed():
         return  # already due (a timer of a closed loop never fires)
@@ -107,6 +117,8 @@ def flush() -> None:
     _requests.clear()
     for pending in (*_durations.values(), *_upstreams.values()):
         pending.flush()
+    for hook in _flush_hooks:
+        hook()
 
 
 def log_access(

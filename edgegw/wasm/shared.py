@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from edgegw import metrics
 from edgegw.wasm.abi import MetricType, Status
 
 
@@ -95,15 +96,21 @@ class _Metric:
     kind: MetricType
     value: int
     child: object
+    pending: int = 0  # a counter's increase not yet handed to prometheus_client
+    dirty: bool = False  # a gauge's value not yet handed to prometheus_client
 
 
 class Metrics:
     """proxy_define_metric & co. Values are kept here too (proxy_get_metric) and exported
-    as ``edgegw_filter_{counter,gauge,histogram}{filter,name}`` on /metrics."""
+    as ``edgegw_filter_{counter,gauge,histogram}{filter,name}`` on /metrics. Counters and
+    gauges reach prometheus_client in batches, as the request metrics do
+    (edgegw/metrics.py: a sample in a multi-worker gateway is an mmap write under a lock,
+    and filters count on every request); histograms at once."""
 
     def __init__(self) -> None:
         self._metrics: list[_Metric] = []
         self._ids: dict[tuple[str, int, str], int] = {}
+        metrics.on_flush(self.flush)
 
     def define(self, filter_name: str, kind: int, name: str) -> int | None:
         if kind not in (0, 1, 2):
@@ -127,7 +134,11 @@ class Metrics:
         if metric.kind == MetricType.COUNTER and offset < 0:
             return Status.BAD_ARGUMENT
         metric.value += offset
-        metric.child.inc(offset)  # type: ignore[attr-defined]
+        if metric.kind == MetricType.COUNTER:
+            metric.pending += offset
+        else:
+            metric.dirty = True
+        metrics.flush_soon()
         return Status.OK
 
     def record(self, mid: int, value: int) -> Status:
@@ -137,15 +148,27 @@ class Metrics:
         if metric.kind == MetricType.HISTOGRAM:
             metric.child.observe(value)  # type: ignore[attr-defined]
         elif metric.kind == MetricType.GAUGE:
-            metric.child.set(value)  # type: ignore[attr-defined]
-        else:
-            metric.child.inc(max(0, value - metric.value))  # type: ignore[attr-defined]
+            metric.dirty = True
+        else:  # a counter set lower is not exported lower: it counts increases only
+            metric.pending += max(0, value - metric.value)
         metric.value = value
+        metrics.flush_soon()
         return Status.OK
 
     def get(self, mid: int) -> int | None:
         metric = self._get(mid)
         return None if metric is None else metric.value
+
+    def flush(self) -> None:
+        """Hand pending counter increases and gauge values to prometheus_client
+        (``edgegw.metrics.flush`` calls it)."""
+        for metric in self._metrics:
+            if metric.pending:
+                metric.child.inc(metric.pending)  # type: ignore[attr-defined]
+                metric.pending = 0
+            if metric.dirty:
+                metric.child.set(metric.value)  # type: ignore[attr-defined]
+                metric.dirty = False
 
 
 SHARED_DATA = SharedData()
