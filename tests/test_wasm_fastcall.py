@@ -393,3 +393,30 @@ def test_a_python_hostcall_answers_bytes_through_c() -> None:
         answer(b"v", 200, 204)
     with pytest.raises(TypeError):
         answer("text", 200, 204)  # type: ignore[arg-type]
+
+
+_CLOCK_WAT = """
+(module
+  (import "env" "clock" (func $clock (param i32) (result i32)))
+  (import "env" "get" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "clock") (param i32) (result i32) local.get 0 call $clock))
+"""
+
+
+def test_the_clock_is_read_in_c() -> None:
+    import time
+
+    guest = _Guest(_CLOCK_WAT, {"clock": (1, ()), "get": (5, (1,))}, status=9)
+    memory, store = guest.memory, guest.store
+    clock = guest.func("clock")
+    assert clock(64) == 9 and guest.seen == [(64,)]  # impl until set_clock
+    with pytest.raises(ValueError):
+        guest.hosts["get"].set_clock()  # not its shape
+    guest.hosts["clock"].set_clock()
+    before = time.time_ns()
+    assert clock(64) == 0  # OK, in C
+    after = time.time_ns()
+    assert before <= int.from_bytes(memory.read(store, 64, 72), "little") <= after
+    assert clock(65536 - 4) == 6  # INVALID_MEMORY_ACCESS: the u64 does not fit
+    assert guest.seen == [(64,)]

@@ -304,6 +304,7 @@ typedef struct {
     PyObject *plugin; /* set_fast_edit: a header-map hostcall's common case in C */
     int edit;         /* EDIT_*, with plugin */
     PyObject *alloc;  /* EDIT_GET: the guest's allocator (a Func), for the answer */
+    int clock;        /* set_clock: proxy_get_current_time_nanoseconds in C */
 } HostObject;
 
 enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE, EDIT_GET };
@@ -588,6 +589,21 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
     (void)caller;
     (void)n;
     host_calls++;
+    if (host->clock && host->memory.mem != NULL) { /* (ptr) -> status */
+        uint8_t *to = guest_span(&host->memory, vals[0].lo, 8);
+        struct timespec now;
+        uint64_t ns;
+
+        if (to != NULL && clock_gettime(CLOCK_REALTIME, &now) == 0) { /* time.time_ns() */
+            ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+            for (int i = 0; i < 8; i++)
+                to[i] = (uint8_t)(ns >> (8 * i));
+        }
+        vals[0].lo = to != NULL ? 0 : STATUS_INVALID_MEMORY_ACCESS;
+        vals[0].hi = 0;
+        PyGILState_Release(gil);
+        return NULL;
+    }
     if (host->has_strings && host->memory.mem == NULL)
         /* Called before instantiation finished (a start function): no stream exists, so
          * a header map is not found either. */
@@ -763,6 +779,19 @@ host_set_fast_edit(HostObject *self, PyObject *args)
 }
 
 static PyObject *
+host_set_clock(HostObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->nparams != 1 || !self->has_result || self->has_strings || self->is64[0]) {
+        PyErr_Format(PyExc_ValueError, "%U cannot be proxy_get_current_time_nanoseconds",
+                     self->name);
+        return NULL;
+    }
+    self->clock = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 host_address(HostObject *self, void *closure)
 {
     (void)closure;
@@ -801,6 +830,9 @@ host_dealloc(HostObject *self)
 static PyMethodDef host_methods[] = {
     {"set_memory", (PyCFunction)host_set_memory, METH_VARARGS,
      "set_memory(ctx, memory_ptr, owner): the guest memory strings are read from"},
+    {"set_clock", (PyCFunction)host_set_clock, METH_NOARGS,
+     "set_clock(): this Host is proxy_get_current_time_nanoseconds(ptr), answered in C "
+     "(CLOCK_REALTIME, as time.time_ns()) once it has memory; before that, impl."},
     {"set_fast_edit", (PyCFunction)host_set_fast_edit, METH_VARARGS,
      "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get', alloc=None): this Host "
      "is that header-map hostcall; an ordinary header of plugin.current.ex's "
