@@ -94,6 +94,7 @@ def observe_upstream(backend: str, seconds: float) -> None:
 
 
 def flush_soon() -> None:
+    """Make sure a ``flush`` is due within ``FLUSH_SECONDS`` (at once without a loop)."""
     global _timer, _timer_loop
     if _timer is not None and _timer_loop is not None and not _timer_loop.is_closed():
         return  # already due (a timer of a closed loop never fires)
