@@ -67,7 +67,7 @@ phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers, Py_ssize_t pseu
           Py_ssize_t index, Py_ssize_t stop, Py_ssize_t step, PyObject *eos,
           PyObject **result)
 {
-    PyObject *plugins = chain->plugins;
+    PyObject *plugins = chain->plan->plugins;
     Py_ssize_t count = PyTuple_GET_SIZE(plugins);
 
     if (!PyList_Check(headers)) {
@@ -150,7 +150,7 @@ creation_failed(PhaseChain *chain, Py_ssize_t i, PyObject *exc)
 int
 phase_open(PhaseChain *chain)
 {
-    PyObject *plugins = chain->plugins, *hooks = chain->plan->context_create;
+    PyObject *plugins = chain->plan->plugins, *hooks = chain->plan->context_create;
     PyObject *state = (PyObject *)chain->state, *context = chain->context;
     PyObject *root = PyLong_FromLong(ROOT_CONTEXT); /* a small int: never fails */
 
@@ -199,7 +199,7 @@ release(PyObject *plugin, PyObject *context)
 PyObject *
 phase_close(PhaseChain *chain)
 {
-    PyObject *plugins = chain->plugins, *hooks = chain->plan->ends, *failed = Py_None;
+    PyObject *plugins = chain->plan->plugins, *hooks = chain->plan->ends, *failed = Py_None;
 
     Py_INCREF(failed);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {

@@ -55,8 +55,7 @@ typedef struct {
     PyObject_HEAD
     PhasePlan *plan;
     PhaseState *state;
-    PyObject *plugins, *context, *contexts, *off, *body_at;
-    char wants_response_body;
+    PyObject *context, *contexts, *off, *body_at;
 } PhaseChain;
 
 extern PyTypeObject PhaseVm_Type, PhaseState_Type, PhasePlan_Type, PhaseChain_Type;

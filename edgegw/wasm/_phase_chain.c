@@ -33,7 +33,7 @@ next_context(void)
 PyObject *
 phase_contexts(PhaseChain *chain)
 {
-    Py_ssize_t count = PyTuple_GET_SIZE(chain->plugins);
+    Py_ssize_t count = PyTuple_GET_SIZE(chain->plan->plugins);
 
     if (chain->contexts == NULL && (chain->contexts = PyList_New(count)) != NULL) {
         for (Py_ssize_t i = 0; i < count; i++)
@@ -58,8 +58,6 @@ chain_make(PyTypeObject *type, PhasePlan *plan, PyObject *ex)
     if (self == NULL)
         return NULL;
     self->plan = (PhasePlan *)Py_NewRef(plan);
-    self->plugins = Py_NewRef(plan->plugins);
-    self->wants_response_body = plan->wants_response_body;
     self->body_at = Py_NewRef(Py_None);
     if ((self->state = phase_state_make(phase_state_class, ex)) == NULL ||
         (self->context = next_context()) == NULL || phase_open(self) < 0) {
@@ -118,7 +116,7 @@ static PyObject *
 chain_phase(PhaseChain *self, PyObject *const *args, Py_ssize_t nargs, int forward)
 {
     PyObject *hooks, *headers, *result = NULL, *stopped, *out;
-    Py_ssize_t count = PyTuple_GET_SIZE(self->plugins), index;
+    Py_ssize_t count = PyTuple_GET_SIZE(self->plan->plugins), index;
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "a header phase takes (ex, end_of_stream)");
@@ -168,7 +166,7 @@ chain_run(PhaseChain *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *result = NULL;
 
     if (nargs != 7 || !PyTuple_Check(args[0]) ||
-        PyTuple_GET_SIZE(args[0]) != PyTuple_GET_SIZE(self->plugins)) {
+        PyTuple_GET_SIZE(args[0]) != PyTuple_GET_SIZE(self->plan->plugins)) {
         PyErr_SetString(PyExc_TypeError, "_run(hooks: one per filter, headers, pseudo, "
                                          "index, stop, step, end_of_stream)");
         return NULL;
@@ -212,6 +210,21 @@ chain_get_contexts(PhaseChain *self, void *closure)
     return Py_XNewRef(phase_contexts(self));
 }
 
+/* The plan's, for Python (stream.Chain, the pipeline). */
+static PyObject *
+chain_get_plugins(PhaseChain *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->plan->plugins);
+}
+
+static PyObject *
+chain_get_wants_response_body(PhaseChain *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->plan->wants_response_body);
+}
+
 static PyObject *
 chain_get_off(PhaseChain *self, void *closure)
 {
@@ -224,7 +237,6 @@ chain_traverse(PhaseChain *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->plan);
     Py_VISIT(self->state);
-    Py_VISIT(self->plugins);
     Py_VISIT(self->context);
     Py_VISIT(self->contexts);
     Py_VISIT(self->off);
@@ -237,7 +249,6 @@ chain_clear(PhaseChain *self)
 {
     Py_CLEAR(self->plan);
     Py_CLEAR(self->state);
-    Py_CLEAR(self->plugins);
     Py_CLEAR(self->context);
     Py_CLEAR(self->contexts);
     Py_CLEAR(self->off);
@@ -271,14 +282,15 @@ static PyMethodDef chain_methods[] = {
 static PyMemberDef chain_members[] = {
     FIELD(PhaseChain, plan, T_OBJECT_EX, READONLY),
     FIELD(PhaseChain, state, T_OBJECT_EX, READONLY),
-    FIELD(PhaseChain, plugins, T_OBJECT_EX, READONLY),
     FIELD(PhaseChain, context, T_OBJECT_EX, READONLY),
     {"_body_at", T_OBJECT_EX, offsetof(PhaseChain, body_at), 0, NULL},
-    FIELD(PhaseChain, wants_response_body, T_BOOL, READONLY),
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyGetSetDef chain_getset[] = {
+    {"plugins", (getter)chain_get_plugins, NULL, "the plan's filters", NULL},
+    {"wants_response_body", (getter)chain_get_wants_response_body, NULL,
+     "a filter has a response body callback", NULL},
     {"contexts", (getter)chain_get_contexts, NULL, "each filter's context id (0: none)",
      NULL},
     {"off", (getter)chain_get_off, NULL, "the filters not called again: {index: error}",
