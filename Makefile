@@ -3,21 +3,45 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+# uv installs from uv.lock; it is itself pinned and lives inside the venv, apart from the
+# packages it manages (docs/architecture.md, "Installs").
+UV_VERSION := 0.13.9
+UV := $(VENV)/uv/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+SOURCES := pyproject.toml uv.lock setup.py $(wildcard edgegw/wasm/*.c edgegw/wasm/*.h)
+RUN_STAMP := $(VENV)/.run-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 CONFIG ?= gateway.yaml.example
 
-.PHONY: run test lint typecheck unit filters bench install system-deps clean
+.PHONY: run test lint typecheck unit filters bench install lock lock-check system-deps \
+	bench-deps clean
 
-$(STAMP): pyproject.toml setup.py edgegw/wasm/_fastcall.c edgegw/wasm/_phase.c \
-	edgegw/wasm/_phase_types.c edgegw/wasm/_phase_chain.c edgegw/wasm/_phase.h
+$(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --target $(VENV)/uv uv==$(UV_VERSION)
 
-install: $(STAMP)
+# What running needs: [project] dependencies only. --inexact keeps a test install's extras.
+$(RUN_STAMP): $(SOURCES) | $(UV)
+	$(UV) sync --locked --inexact --no-default-groups
+	touch $@
 
-filters: $(STAMP)
+# Everything: runtime, tests and dev tools, exactly as locked.
+$(DEV_STAMP): $(SOURCES) | $(UV)
+	$(UV) sync --locked --group dev
+	touch $@ $(RUN_STAMP)
+
+install: $(DEV_STAMP)
+
+# Re-resolve uv.lock from pyproject.toml's ranges (commit the result on purpose).
+lock: | $(UV)
+	$(UV) lock
+
+# Fails when pyproject.toml and uv.lock disagree.
+lock-check: | $(UV)
+	$(UV) lock --check
+
+filters: $(RUN_STAMP)
 	$(PY) -m edgegw filters build
 
 # Starts the demo microservices and the gateway in front of them; Ctrl-C stops both.
@@ -36,30 +60,41 @@ run: filters
 	echo ""; \
 	$(PY) -m edgegw serve -c $(CONFIG)
 
-# redis-server is needed by the store tests; install it when missing and we may.
-system-deps:
-	@if ! command -v redis-server >/dev/null; then \
+# Debian packages a target needs: installed when missing and we are root, else named.
+# $(1): commands to look for; $(2): the packages that provide them.
+define apt_need
+	@missing=""; for c in $(1); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -qq redis-server >/dev/null 2>&1 || \
-	     (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); \
-	  else echo "redis-server missing: install it (apt-get install redis-server)"; exit 1; fi; \
+	    (apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq $(2) >/dev/null)); \
+	  else echo "missing: $(1); install them (apt-get install $(2))"; exit 1; fi; \
 	fi
+endef
 
-lint: $(STAMP)
+# redis-server is needed by the store tests.
+system-deps:
+	$(call apt_need,redis-server,redis-server)
+
+# wrk drives the load and nginx is the backend in bench/.
+bench-deps:
+	$(call apt_need,wrk nginx,wrk nginx-light)
+
+lint: $(DEV_STAMP) lock-check
 	$(VENV)/bin/ruff check edgegw tests bench
 	$(VENV)/bin/ruff format --check edgegw tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP) system-deps filters
+unit: $(DEV_STAMP) system-deps filters
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
 
 # Side by side with Envoy (proxying, trivial and bundled filters), then call overheads,
 # the store, fan-out and reload. Figures go to docs/benchmarks.md.
-bench: filters
+bench: $(DEV_STAMP) bench-deps filters
 	$(PY) bench/run.py
 	$(PY) bench/wasm_calls.py
 	$(PY) bench/chain.py

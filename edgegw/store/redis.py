@@ -90,7 +90,7 @@ def connect(url: str, timeout: float) -> tuple[Any, list[Any]]:
             host, _, port = item.rpartition(":")
             hosts.append((host.strip("[]"), int(port or 26379)))
         service, _, db = parts.path.strip("/").partition("/")
-        sentinel = Sentinel(hosts, sentinel_kwargs=options, password=parts.password, **options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts, sentinel_kwargs=options, password=parts.password, **options)
         client = sentinel.master_for(service or "mymaster", db=int(db or 0), **options)
         return client, list(sentinel.sentinels)
     return aioredis.Redis.from_url(url, health_check_interval=10, **options), []
