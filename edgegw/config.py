@@ -1,7 +1,7 @@
 """gateway.yaml (version 1) → a validated, immutable ``GatewayConfig``.
 
 Every problem is collected (``yamlnodes.Reader``) and raised together as one
-``ConfigError``; each names its YAML path and line. The contract is DESIGN.md section 3;
+``ConfigError``; each names its YAML path and line. The contract is docs/design.md section 3;
 docs/configuration.md is the user reference.
 """
 

@@ -2,7 +2,7 @@
 
 One Engine per worker process: epoch interruption counts per engine, and compiled code is
 shared by every VM of the process. The ticker is a thread, not an asyncio task, because
-the event loop is blocked while wasm runs (DESIGN.md §1); and a native one (fastcall), not
+the event loop is blocked while wasm runs (docs/design.md §1); and a native one (fastcall), not
 a Python one, because guest calls hold the GIL.
 """
 

@@ -1,7 +1,7 @@
 """The hot path into and out of wasm: wasmtime's raw C API, called from C.
 
 wasmtime-py's ``Func.__call__`` costs ~58 µs and ``Linker.define_func`` host functions
-~18.5 µs per call (DESIGN.md §1). edgegw first called ``wasmtime_func_call_unchecked``
+~18.5 µs per call (docs/design.md §1). edgegw first called ``wasmtime_func_call_unchecked``
 and registered ``wasmtime_linker_define_func_unchecked`` callbacks through ctypes: 2.5 µs
 per guest call and 2.6 µs per hostcall with its deadline and trap handling, almost all of
 it ctypes and libffi. The C extension ``_fastcall`` makes the same calls for ~0.1 µs
