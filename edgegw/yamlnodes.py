@@ -11,7 +11,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -120,6 +120,13 @@ class _Builder:
         return _ENV.sub(repl, text)
 
 
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the known word closest to a misspelt one, or ``""``.
+    The one suggestion helper for every unknown key, name or method in gateway.yaml."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def plain(node: Node) -> Any:
     """The node as plain Python data (for filter configs and flag tables)."""
     if isinstance(node.value, dict):
@@ -152,9 +159,7 @@ class Reader:
         if allowed is not None:
             for key, child in items.items():
                 if key not in allowed:
-                    hint = difflib.get_close_matches(key, allowed, n=1)
-                    extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-                    self.problem(child, f"unknown key '{key}'{extra}")
+                    self.problem(child, f"unknown key '{key}'{did_you_mean(key, allowed)}")
         for key in required:
             if key not in items:
                 self.problem(node, f"missing required key '{key}'", node.key_path(key))

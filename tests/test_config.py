@@ -235,7 +235,7 @@ routes:
         ),
         (
             "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {path: '/p/{id}'}, aggregate: {backends: [{backend: a, path: '/u/{uid}'}]}}\n",
-            "routes[0].aggregate.backends[0].path: unknown template parameter '{uid}' (line 4)",
+            "routes[0].aggregate.backends[0].path: unknown template parameter '{uid}' (did you mean 'id'?) (line 4)",
         ),
         (
             "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /}, backend: a}\n  - {name: r, match: {prefix: /}, backend: a}\n",
@@ -243,7 +243,7 @@ routes:
         ),
         (
             "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /, methods: ['GE T']}, backend: a}\n",
-            "routes[0].match.methods[0]: invalid method 'GE T' (line 4)",
+            "routes[0].match.methods[0]: unknown method 'GE T' (did you mean 'GET'?) (line 4)",
         ),
         (
             "version: 1\nbackends:\n  a: 'http://x'\n  a: 'http://y'\n",
@@ -255,6 +255,62 @@ def test_error_classes(snippet: str, expected: str, wasm_dir: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(snippet, source=wasm_dir / "gateway.yaml", env={})
     assert expected.replace("{tmp}", str(wasm_dir)) in [str(p) for p in info.value.problems]
+
+
+GUESSES = """\
+version: 1
+backends:
+  recommendations: "http://127.0.0.1:9001"
+  users: "http://127.0.0.1:9002"
+filters:
+  ratelimit: {wasm: f.wasm}
+  geo: {wasm: f.wasm}
+background: [geo, ratelimt]
+routes:
+  - name: recs
+    match: {prefix: /recs, methods: [GETT, post, FROB]}
+    filters: [ratelimit, ratelimt]
+    backend: recomendations
+  - name: split
+    match: {prefix: /s}
+    split: {header: v, backends: {A: user}, default: recomendation}
+  - name: profile
+    match: {path: "/p/{user_id}"}
+    aggregate:
+      backends:
+        - {backend: usrs, path: "/u/{userid}", method: PUTT}
+"""
+
+
+def test_unknown_names_and_methods_suggest_the_closest_known_one(wasm_dir: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GUESSES, source=wasm_dir / "gateway.yaml", env={})
+    assert [str(p) for p in info.value.problems] == [
+        "background[1]: unknown filter 'ratelimt' (did you mean 'ratelimit'?) (line 8)",
+        "routes[0].match.methods[0]: unknown method 'GETT' (did you mean 'GET'?) (line 11)",
+        "routes[0].match.methods[2]: unknown method 'FROB' (expected one of GET, HEAD, POST,"
+        " PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH) (line 11)",
+        "routes[0].filters[1]: unknown filter 'ratelimt' (did you mean 'ratelimit'?) (line 12)",
+        "routes[0].backend: unknown backend 'recomendations'"
+        " (did you mean 'recommendations'?) (line 13)",
+        "routes[1].split.backends.A: unknown backend 'user' (did you mean 'users'?) (line 16)",
+        "routes[1].split.default: unknown backend 'recomendation'"
+        " (did you mean 'recommendations'?) (line 16)",
+        "routes[2].aggregate.backends[0].backend: unknown backend 'usrs'"
+        " (did you mean 'users'?) (line 21)",
+        "routes[2].aggregate.backends[0].method: unknown method 'PUTT'"
+        " (did you mean 'PUT'?) (line 21)",
+        "routes[2].aggregate.backends[0].path: unknown template parameter '{userid}'"
+        " (did you mean 'user_id'?) (line 21)",
+    ]
+
+
+def test_methods_known_case_insensitive_and_deduplicated() -> None:
+    config = parse_config(
+        BASE.replace("{prefix: /users}", "{prefix: /users, methods: [get, PATCH, GET, HEAD]}"),
+        env={},
+    )
+    assert config.routes[0].match.methods == ("GET", "PATCH", "HEAD")
 
 
 def test_yaml_syntax_error_has_line() -> None:
