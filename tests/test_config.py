@@ -313,12 +313,79 @@ def test_methods_known_case_insensitive_and_deduplicated() -> None:
     assert config.routes[0].match.methods == ("GET", "PATCH", "HEAD")
 
 
-def test_yaml_syntax_error_has_line() -> None:
+def yaml_slip(text: str) -> ConfigProblem:
     with pytest.raises(ConfigError) as info:
-        parse_config("version: 1\nroutes:\n  - name: [unclosed\n", env={})
+        parse_config(text, env={})
     (problem,) = info.value.problems
+    return problem
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    # The input ends inside the list: the place to show is where the '[' opened.
+    problem = yaml_slip("version: 1\nroutes:\n  - name: [unclosed\n")
     assert problem.message.startswith("invalid YAML")
-    assert problem.line == 4
+    assert (problem.line, problem.column) == (3, 11)
+    assert problem.excerpt == "  - name: [unclosed"
+    assert problem.hint == "this '[' has no matching ']', or an item lacks its ','"
+
+
+def test_yaml_indentation_slip_shows_line_column_caret_and_hint() -> None:
+    problem = yaml_slip("version: 1\nbackends:\n  users: http://x\n   orders: http://y\n")
+    assert problem == ConfigProblem(
+        "",
+        "invalid YAML: mapping values are not allowed here",
+        4,
+        10,
+        "   orders: http://y",
+        "check the indentation of this line and the one above, or quote a value holding ': '",
+    )
+    assert problem.render("gateway.yaml").splitlines() == [
+        "gateway.yaml:4:10: invalid YAML: mapping values are not allowed here",
+        "       orders: http://y",
+        "             ^",
+        "    hint: check the indentation of this line and the one above,"
+        " or quote a value holding ': '",
+    ]
+    assert str(problem) == (
+        "invalid YAML: mapping values are not allowed here (line 4, column 10): check the"
+        " indentation of this line and the one above, or quote a value holding ': '"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "hint"),
+    [
+        # a key indented less than its siblings (PyYAML: ParserError, block collection)
+        (
+            "version: 1\nroutes:\n  - name: a\n   match: {prefix: /}\n",
+            4,
+            4,
+            "check the indentation of this line and the one above",
+        ),
+        # a key indented less than its siblings (PyYAML: ParserError, block mapping)
+        (
+            "version: 1\nbackends:\n  a: 1\n b: 2\n",
+            4,
+            2,
+            "check the indentation of this line and the one above",
+        ),
+        ("version: 1\nbackends:\n\tusers: http://x\n", 3, 1, "YAML does not allow tabs"),
+        ("version: 1\nbackends:\n  users:\n  \turl: http://x\n", 4, 3, "YAML does not allow"),
+        ('version: 1\nlisten: "127.0.0.1:80\n', 2, 9, "this quote is never closed"),
+        ("version: 1\nbackends\n  a: 1\n", 3, 4, "a key needs a ':' after it"),
+        ("a: *x\n", 1, 4, ""),  # no hint beats a wrong one
+    ],
+)
+def test_yaml_slips_are_classified(text: str, line: int, column: int, hint: str) -> None:
+    problem = yaml_slip(text)
+    assert (problem.line, problem.column) == (line, column)
+    assert problem.hint.startswith(hint) and bool(problem.hint) == bool(hint)
+    assert problem.excerpt == text.splitlines()[line - 1]
+
+
+def test_yaml_slip_line_with_tabs_keeps_caret_aligned() -> None:
+    rendered = yaml_slip("version: 1\nbackends:\n  users:\n  \turl: x\n").render("g.yaml")
+    assert rendered.splitlines()[1:3] == ["      \turl: x", "      ^"]
 
 
 def test_error_names_source_file(tmp_path: Path) -> None:
