@@ -33,16 +33,18 @@ def _err(message: str) -> None:
 
 
 def load_or_report(path: Path) -> GatewayConfig | None:
-    """Load and validate ``path``; on failure print every problem (``FILE: problem``)."""
+    """Load and validate ``path``; on failure print every problem (``FILE: problem``; a
+    YAML syntax error as ``FILE:LINE:COLUMN: problem`` with the line, a caret and a hint)."""
     from edgegw.config import load_config
     from edgegw.errors import ConfigError
 
     try:
         return load_config(path)
     except ConfigError as exc:
-        lines = [str(p) for p in exc.problems] or [str(exc)]
-        for line in lines:
-            _err(f"{path}: {line}")
+        for problem in exc.problems:
+            _err(problem.render(str(path)))
+        if not exc.problems:
+            _err(f"{path}: {exc}")
     except OSError as exc:
         _err(f"{path}: cannot read: {exc.strerror or exc}")
     return None

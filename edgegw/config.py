@@ -42,6 +42,7 @@ from edgegw.yamlnodes import (
     as_int,
     as_size,
     as_str,
+    did_you_mean,
     one_of,
     parse_tree,
     plain,
@@ -154,7 +155,7 @@ def _read_names(
     for item in _seq(r, node):
         name = r.convert(item, as_str, "")
         if name and name not in known:
-            r.problem(item, f"unknown {what} '{name}'")
+            r.problem(item, f"unknown {what} '{name}'{did_you_mean(name, known)}")
         names.append(name)
     return tuple(names)
 

@@ -31,16 +31,37 @@ class EdgegwError(Exception):
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One problem in gateway.yaml: where it is and what is wrong."""
+    """One problem in gateway.yaml: where it is and what is wrong. A YAML syntax error
+    also has the (1-based) column, the text of its line and a hint."""
 
     path: str
     message: str
     line: int | None = None
+    column: int | None = None
+    excerpt: str = ""
+    hint: str = ""
 
     def __str__(self) -> str:
         where = f" (line {self.line})" if self.line is not None else ""
+        if self.line is not None and self.column is not None:
+            where = f" (line {self.line}, column {self.column})"
         prefix = f"{self.path}: " if self.path else ""
-        return f"{prefix}{self.message}{where}"
+        hint = f": {self.hint}" if self.hint else ""
+        return f"{prefix}{self.message}{where}{hint}"
+
+    def render(self, source: str) -> str:
+        """For a terminal: ``FILE:LINE:COLUMN: message``, the line with a caret under the
+        column, and the hint, when the column is known; else ``FILE: problem``."""
+        if self.line is None or self.column is None:
+            return f"{source}: {self}"
+        out = [f"{source}:{self.line}:{self.column}: {self.message}"]
+        if self.excerpt:
+            # Keep the line's tabs under the caret so it lines up wherever tabs stop.
+            pad = "".join(c if c == "\t" else " " for c in self.excerpt[: self.column - 1])
+            out += [f"    {self.excerpt}", f"    {pad}^"]
+        if self.hint:
+            out.append(f"    hint: {self.hint}")
+        return "\n".join(out)
 
 
 class ConfigError(EdgegwError):

@@ -94,7 +94,7 @@ class Pipeline:
         counters = _Counters()
         found = self.router.match(method, path, authority)
         if found is None:
-            await _send_reply(send, problem(404, f"no route for {method} {path}", path), counters)
+            await _send_reply(send, self._no_route(method, path, authority), counters)
             self._finish("", method, path, counters, start, None, scope, headers)
             return
         route, params = found
@@ -341,6 +341,15 @@ class Pipeline:
             yield merged.body, True
 
         await self._respond(ex, merged.status, merged.headers, once(), filters, send, counters)
+
+    def _no_route(self, method: str, path: str, authority: str) -> LocalReply:
+        allowed = self.router.allowed(path, authority)
+        if not allowed:
+            return problem(404, f"no route for {method} {path}", path)
+        # The path exists for other methods: 405 with the Allow header (RFC 9110 §15.5.6).
+        reply = problem(405, f"{method} is not allowed for {path}", path, allow=list(allowed))
+        reply.headers.append((b"allow", ", ".join(allowed).encode("latin-1")))
+        return reply
 
     def _too_large(self) -> LocalReply:
         return problem(413, f"request body over {self.max_body} bytes")

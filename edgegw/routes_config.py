@@ -16,7 +16,16 @@ from edgegw.model import (
     Split,
     frozen_map,
 )
-from edgegw.yamlnodes import Node, Reader, as_bool, as_duration, as_size, as_str, plain
+from edgegw.yamlnodes import (
+    Node,
+    Reader,
+    as_bool,
+    as_duration,
+    as_size,
+    as_str,
+    did_you_mean,
+    plain,
+)
 
 ROUTE_KEYS = ("name", "match", "filters", "backend", "split", "aggregate", "strip_prefix")
 TARGET_KEYS = (
@@ -34,7 +43,10 @@ TARGET_KEYS = (
 )
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2
+# The methods a route may name: RFC 9110 §9 plus PATCH (RFC 5789). Method names are
+# extensible tokens (RFC 9110 §9.1), but no backend behind this gateway is expected to speak
+# one, so anything else is far likelier a typo (`GETT`) than intent: it is an error.
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 
 
 def read_routes(
@@ -60,7 +72,7 @@ def read_routes(
 def _backend_ref(r: Reader, node: Node, backends: Mapping[str, Backend]) -> str:
     name = r.convert(node, as_str, "")
     if name and name not in backends:
-        r.problem(node, f"unknown backend '{name}'")
+        r.problem(node, f"unknown backend '{name}'{did_you_mean(name, backends)}")
     return name
 
 
@@ -80,7 +92,7 @@ def _read_route(
     for item in (r.sequence(m["filters"]) or []) if "filters" in m else []:
         fname = r.convert(item, as_str, "")
         if fname and fname not in filters:
-            r.problem(item, f"unknown filter '{fname}'")
+            r.problem(item, f"unknown filter '{fname}'{did_you_mean(fname, filters)}")
         elif fname and filters[fname].background:
             r.problem(item, f"filter '{fname}' is a background plugin and cannot run on a route")
         chain.append(fname)
@@ -122,12 +134,20 @@ def _read_match(r: Reader, node: Node) -> tuple[Match, set[str]]:
             params.add(raw)
     methods: list[str] = []
     for item in (r.sequence(m["methods"]) or []) if "methods" in m else []:
-        method = r.convert(item, as_str, "").upper()
-        if not _TOKEN.match(method):
-            r.problem(item, f"invalid method {item.value!r}")
-        methods.append(method)
+        method = r.convert(item, _method, "")
+        if method and method not in methods:
+            methods.append(method)
     host = r.convert(m.get("host"), as_str, "").lower() or None
     return Match(prefix=prefix, path=path, methods=tuple(methods), host=host), params
+
+
+def _method(value: Any) -> str:
+    """A known method name; lower case is accepted and means the upper-case one."""
+    method = as_str(value).upper()
+    if method not in METHODS:
+        hint = did_you_mean(method, METHODS) or f" (expected one of {', '.join(METHODS)})"
+        raise ValueError(f"unknown method {value!r}{hint}")
+    return method
 
 
 def _abs_path(value: Any) -> str:
@@ -190,7 +210,8 @@ def _read_target(
         if source in ("query", "header") and "." in raw:
             continue
         if raw not in params:
-            r.problem(m["path"], f"unknown template parameter '{{{raw}}}'")
+            hint = did_you_mean(raw, params)
+            r.problem(m["path"], f"unknown template parameter '{{{raw}}}'{hint}")
     mapping: dict[str, str] = {}
     for key, value in ((r.mapping(m["mapping"]) or {}) if "mapping" in m else {}).items():
         mapping[key] = r.convert(value, as_str, key)
@@ -205,7 +226,7 @@ def _read_target(
         allow=_strings(r, m.get("allow")),
         deny=_strings(r, m.get("deny")),
         mapping=frozen_map(mapping),
-        method=r.convert(m.get("method"), as_str, "GET").upper(),
+        method=r.convert(m.get("method"), _method, "GET"),
     )
 
 

@@ -1,11 +1,13 @@
 """Route matching: first route in config order whose prefix/path, methods and host match.
 
 Everything is compiled once per config; a request costs a few string comparisons (prefix
-routes) or one regex match (path templates).
+routes) or one regex match (path templates). ``allowed`` runs only for a request no route
+took, to tell 405 (the path exists for other methods) from 404.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -56,6 +58,12 @@ class Router:
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self._routes = tuple(_compile(r) for r in routes)
         self._needs_host = any(r.host or r.host_suffix for r in self._routes)
+        # For each route limited to some methods: a router for the same route without
+        # that limit, and the methods. Only these can make a miss a 405 (a route open to
+        # every method that fits the path would have matched).
+        self._by_method = tuple(
+            (Router((_any_method(r),)), r.match.methods) for r in routes if r.match.methods
+        )
 
     def match(self, method: str, path: str, host: str) -> tuple[Route, dict[str, str]] | None:
         """``path`` without the query; ``host`` as sent (a port is ignored)."""
@@ -80,6 +88,19 @@ class Router:
             if m is not None:
                 return cr.route, m.groupdict()
         return None
+
+    def allowed(self, path: str, host: str) -> tuple[str, ...]:
+        """The methods of the routes whose path and host fit, in config order; for a
+        request ``match`` found no route for. Empty: no route has this path (404)."""
+        methods: dict[str, None] = {}
+        for router, route_methods in self._by_method:
+            if router.match("", path, host) is not None:
+                methods.update(dict.fromkeys(route_methods))
+        return tuple(methods)
+
+
+def _any_method(route: Route) -> Route:
+    return dataclasses.replace(route, match=dataclasses.replace(route.match, methods=()))
 
 
 def _bare_host(host: str) -> str:

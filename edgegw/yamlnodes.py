@@ -11,7 +11,7 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,6 +35,20 @@ _SIZE_UNITS = {
     "gib": 1024**3,
 }
 _RESOLVER = yaml.resolver.Resolver()
+_LINE_BREAK = re.compile("[\r\n\x85\u2028\u2029]")  # what PyYAML counts as a line break
+_INDENTATION = "check the indentation of this line and the one above"
+_TABS = "YAML does not allow tabs for indentation; indent with spaces"
+# A hint per fixed ``problem`` or ``context`` string of PyYAML's syntax errors (both are
+# constants in its scanner and parser; the tokens PyYAML names in some are not).
+_SYNTAX_HINTS = {
+    "mapping values are not allowed here": f"{_INDENTATION}, or quote a value holding ': '",
+    "could not find expected ':'": f"a key needs a ':' after it; {_INDENTATION}",
+    "while parsing a block mapping": _INDENTATION,
+    "while parsing a block collection": _INDENTATION,
+    "while parsing a flow sequence": "this '[' has no matching ']', or an item lacks its ','",
+    "while parsing a flow mapping": "this '{' has no matching '}', or an entry lacks its ','",
+    "while scanning a quoted scalar": "this quote is never closed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +72,35 @@ def parse_tree(text: str, env: Mapping[str, str] | None = None) -> tuple[Node, l
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        message = f"invalid YAML: {exc.problem or exc.context}"
-        return Node(None, line or 1, ""), [ConfigProblem("", message, line)]
+        problem = _syntax_problem(exc, text)
+        return Node(None, problem.line or 1, ""), [problem]
     except yaml.YAMLError as exc:
         return Node(None, 1, ""), [ConfigProblem("", f"invalid YAML: {exc}", None)]
     if root is None:
         return Node({}, 1, ""), problems
     builder = _Builder(os.environ if env is None else env, problems)
     return builder.build(root, ""), problems
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> ConfigProblem:
+    """Where PyYAML stopped (line, column, the line's text) and a hint chosen by the
+    error's marks and its fixed ``problem`` / ``context`` strings."""
+    message = f"invalid YAML: {exc.problem or exc.context}"
+    mark = exc.problem_mark
+    # Stopped at the end of the input (an unclosed bracket or quote): where the unfinished
+    # thing began (the context mark) is the place to show.
+    if mark is None or (exc.context_mark is not None and not text[mark.index :].strip()):
+        mark = exc.context_mark
+    if mark is None:
+        return ConfigProblem("", message)
+    start = mark.index - mark.column
+    excerpt = _LINE_BREAK.split(text[start:], maxsplit=1)[0]
+    indent = excerpt[: len(excerpt) - len(excerpt.lstrip())]
+    if "\t" in indent or text[mark.index : mark.index + 1] == "\t":
+        hint = _TABS
+    else:
+        hint = _SYNTAX_HINTS.get(exc.problem or "") or _SYNTAX_HINTS.get(exc.context or "", "")
+    return ConfigProblem("", message, mark.line + 1, mark.column + 1, excerpt, hint)
 
 
 class _Builder:
@@ -120,6 +153,13 @@ class _Builder:
         return _ENV.sub(repl, text)
 
 
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the known word closest to a misspelt one, or ``""``.
+    The one suggestion helper for every unknown key, name or method in gateway.yaml."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def plain(node: Node) -> Any:
     """The node as plain Python data (for filter configs and flag tables)."""
     if isinstance(node.value, dict):
@@ -152,9 +192,7 @@ class Reader:
         if allowed is not None:
             for key, child in items.items():
                 if key not in allowed:
-                    hint = difflib.get_close_matches(key, allowed, n=1)
-                    extra = f" (did you mean '{hint[0]}'?)" if hint else ""
-                    self.problem(child, f"unknown key '{key}'{extra}")
+                    self.problem(child, f"unknown key '{key}'{did_you_mean(key, allowed)}")
         for key in required:
             if key not in items:
                 self.problem(node, f"missing required key '{key}'", node.key_path(key))

@@ -70,6 +70,20 @@ def test_check_reports_every_problem_with_file_path_and_line(
     assert any("bogus_key" in line for line in err), err
 
 
+def test_check_shows_a_yaml_slip_with_file_line_column_caret_and_hint(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(VALID.replace("    match: {prefix: /users}", "     match: {prefix: /users}"))
+    done = run_cli("check", "-c", str(path))
+    assert done.returncode == EXIT_CONFIG
+    assert done.stderr.splitlines() == [
+        f"{path}:7:11: invalid YAML: mapping values are not allowed here",
+        "         match: {prefix: /users}",
+        "              ^",
+        "    hint: check the indentation of this line and the one above,"
+        " or quote a value holding ': '",
+    ]
+
+
 def test_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "absent.yaml"
     assert main(["check", "-c", str(path)]) == EXIT_CONFIG

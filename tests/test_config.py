@@ -235,7 +235,7 @@ routes:
         ),
         (
             "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {path: '/p/{id}'}, aggregate: {backends: [{backend: a, path: '/u/{uid}'}]}}\n",
-            "routes[0].aggregate.backends[0].path: unknown template parameter '{uid}' (line 4)",
+            "routes[0].aggregate.backends[0].path: unknown template parameter '{uid}' (did you mean 'id'?) (line 4)",
         ),
         (
             "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /}, backend: a}\n  - {name: r, match: {prefix: /}, backend: a}\n",
@@ -243,7 +243,7 @@ routes:
         ),
         (
             "version: 1\nbackends: {a: 'http://x'}\nroutes:\n  - {name: r, match: {prefix: /, methods: ['GE T']}, backend: a}\n",
-            "routes[0].match.methods[0]: invalid method 'GE T' (line 4)",
+            "routes[0].match.methods[0]: unknown method 'GE T' (did you mean 'GET'?) (line 4)",
         ),
         (
             "version: 1\nbackends:\n  a: 'http://x'\n  a: 'http://y'\n",
@@ -257,12 +257,135 @@ def test_error_classes(snippet: str, expected: str, wasm_dir: Path) -> None:
     assert expected.replace("{tmp}", str(wasm_dir)) in [str(p) for p in info.value.problems]
 
 
-def test_yaml_syntax_error_has_line() -> None:
+GUESSES = """\
+version: 1
+backends:
+  recommendations: "http://127.0.0.1:9001"
+  users: "http://127.0.0.1:9002"
+filters:
+  ratelimit: {wasm: f.wasm}
+  geo: {wasm: f.wasm}
+background: [geo, ratelimt]
+routes:
+  - name: recs
+    match: {prefix: /recs, methods: [GETT, post, FROB]}
+    filters: [ratelimit, ratelimt]
+    backend: recomendations
+  - name: split
+    match: {prefix: /s}
+    split: {header: v, backends: {A: user}, default: recomendation}
+  - name: profile
+    match: {path: "/p/{user_id}"}
+    aggregate:
+      backends:
+        - {backend: usrs, path: "/u/{userid}", method: PUTT}
+"""
+
+
+def test_unknown_names_and_methods_suggest_the_closest_known_one(wasm_dir: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config("version: 1\nroutes:\n  - name: [unclosed\n", env={})
+        parse_config(GUESSES, source=wasm_dir / "gateway.yaml", env={})
+    assert [str(p) for p in info.value.problems] == [
+        "background[1]: unknown filter 'ratelimt' (did you mean 'ratelimit'?) (line 8)",
+        "routes[0].match.methods[0]: unknown method 'GETT' (did you mean 'GET'?) (line 11)",
+        "routes[0].match.methods[2]: unknown method 'FROB' (expected one of GET, HEAD, POST,"
+        " PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH) (line 11)",
+        "routes[0].filters[1]: unknown filter 'ratelimt' (did you mean 'ratelimit'?) (line 12)",
+        "routes[0].backend: unknown backend 'recomendations'"
+        " (did you mean 'recommendations'?) (line 13)",
+        "routes[1].split.backends.A: unknown backend 'user' (did you mean 'users'?) (line 16)",
+        "routes[1].split.default: unknown backend 'recomendation'"
+        " (did you mean 'recommendations'?) (line 16)",
+        "routes[2].aggregate.backends[0].backend: unknown backend 'usrs'"
+        " (did you mean 'users'?) (line 21)",
+        "routes[2].aggregate.backends[0].method: unknown method 'PUTT'"
+        " (did you mean 'PUT'?) (line 21)",
+        "routes[2].aggregate.backends[0].path: unknown template parameter '{userid}'"
+        " (did you mean 'user_id'?) (line 21)",
+    ]
+
+
+def test_methods_known_case_insensitive_and_deduplicated() -> None:
+    config = parse_config(
+        BASE.replace("{prefix: /users}", "{prefix: /users, methods: [get, PATCH, GET, HEAD]}"),
+        env={},
+    )
+    assert config.routes[0].match.methods == ("GET", "PATCH", "HEAD")
+
+
+def yaml_slip(text: str) -> ConfigProblem:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, env={})
     (problem,) = info.value.problems
+    return problem
+
+
+def test_yaml_syntax_error_has_line() -> None:
+    # The input ends inside the list: the place to show is where the '[' opened.
+    problem = yaml_slip("version: 1\nroutes:\n  - name: [unclosed\n")
     assert problem.message.startswith("invalid YAML")
-    assert problem.line == 4
+    assert (problem.line, problem.column) == (3, 11)
+    assert problem.excerpt == "  - name: [unclosed"
+    assert problem.hint == "this '[' has no matching ']', or an item lacks its ','"
+
+
+def test_yaml_indentation_slip_shows_line_column_caret_and_hint() -> None:
+    problem = yaml_slip("version: 1\nbackends:\n  users: http://x\n   orders: http://y\n")
+    assert problem == ConfigProblem(
+        "",
+        "invalid YAML: mapping values are not allowed here",
+        4,
+        10,
+        "   orders: http://y",
+        "check the indentation of this line and the one above, or quote a value holding ': '",
+    )
+    assert problem.render("gateway.yaml").splitlines() == [
+        "gateway.yaml:4:10: invalid YAML: mapping values are not allowed here",
+        "       orders: http://y",
+        "             ^",
+        "    hint: check the indentation of this line and the one above,"
+        " or quote a value holding ': '",
+    ]
+    assert str(problem) == (
+        "invalid YAML: mapping values are not allowed here (line 4, column 10): check the"
+        " indentation of this line and the one above, or quote a value holding ': '"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "hint"),
+    [
+        # a key indented less than its siblings (PyYAML: ParserError, block collection)
+        (
+            "version: 1\nroutes:\n  - name: a\n   match: {prefix: /}\n",
+            4,
+            4,
+            "check the indentation of this line and the one above",
+        ),
+        # a key indented less than its siblings (PyYAML: ParserError, block mapping)
+        (
+            "version: 1\nbackends:\n  a: 1\n b: 2\n",
+            4,
+            2,
+            "check the indentation of this line and the one above",
+        ),
+        ("version: 1\nbackends:\n\tusers: http://x\n", 3, 1, "YAML does not allow tabs"),
+        ("version: 1\nbackends:\n  users:\n  \turl: http://x\n", 4, 3, "YAML does not allow"),
+        ('version: 1\nlisten: "127.0.0.1:80\n', 2, 9, "this quote is never closed"),
+        ("version: 1\nbackends\n  a: 1\n", 3, 4, "a key needs a ':' after it"),
+        ("a: *x\n", 1, 4, ""),  # no hint beats a wrong one
+    ],
+)
+def test_yaml_slips_are_classified(text: str, line: int, column: int, hint: str) -> None:
+    problem = yaml_slip(text)
+    assert (problem.line, problem.column) == (line, column)
+    assert problem.hint.startswith(hint) and bool(problem.hint) == bool(hint)
+    assert problem.excerpt == text.splitlines()[line - 1]
+
+
+def test_yaml_slip_line_with_tabs_keeps_caret_aligned() -> None:
+    rendered = yaml_slip("version: 1\nbackends:\n  users:\n  \turl: x\n").render("g.yaml")
+    assert rendered.splitlines()[1:3] == ["      \turl: x", "      ^"]
 
 
 def test_error_names_source_file(tmp_path: Path) -> None:

@@ -318,3 +318,31 @@ async def test_access_log_off(
         assert (await client.get("/q")).status_code == 200
     assert [r for r in caplog.records if r.name == "edgegw.access"] == []
     assert len(api.requests) == 1
+
+
+async def test_405_with_allow_when_only_the_method_differs(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory()
+    routes = (
+        "  - {match: {prefix: /users, methods: [GET, HEAD]}, backend: api}\n"
+        "  - {match: {path: '/users/{id}', methods: [DELETE]}, backend: api}\n"
+        "  - {match: {prefix: /open}, backend: api}\n"
+    )
+    client = client_for(gateway({"api": api.url}, routes))
+    r = await client.put("/users/7", content=b"x")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, HEAD, DELETE"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {
+        "type": "about:blank",
+        "title": "Method Not Allowed",
+        "status": 405,
+        "detail": "PUT is not allowed for /users/7",
+        "instance": "/users/7",
+        "allow": ["GET", "HEAD", "DELETE"],
+    }
+    r = await client.post("/nope")  # no route has this path at all: still 404, no Allow
+    assert r.status_code == 404 and "allow" not in r.headers
+    assert (await client.get("/users/7")).status_code == 200
+    assert len(api.requests) == 1  # neither the 405 nor the 404 reached the backend

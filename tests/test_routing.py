@@ -65,3 +65,20 @@ def test_template_escapes_literal_parts() -> None:
     pattern = compile_template("/v1.0/{id}")
     assert pattern.match("/v1.0/x") is not None
     assert pattern.match("/v1x0/x") is None
+
+
+def test_allowed_lists_methods_of_routes_fitting_path_and_host() -> None:
+    router = Router(
+        (
+            route("list", prefix="/users", methods=("GET", "HEAD")),
+            route("one", path="/users/{id}", methods=("DELETE", "GET")),
+            route("admin", prefix="/admin", host="admin.example.com", methods=("POST",)),
+            route("open", prefix="/open"),
+        )
+    )
+    assert router.match("PUT", "/users/1", "h") is None
+    assert router.allowed("/users/1", "h") == ("GET", "HEAD", "DELETE")  # config order, once
+    assert router.allowed("/users", "h") == ("GET", "HEAD")
+    assert router.allowed("/admin/x", "ADMIN.example.com:8443") == ("POST",)
+    assert router.allowed("/admin/x", "other.example.com") == ()  # another host: no resource
+    assert router.allowed("/nope", "h") == ()
