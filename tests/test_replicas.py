@@ -145,14 +145,24 @@ def test_redis_down_under_load_follows_on_error(
 
     thread = threading.Thread(target=load)
     thread.start()
+
+    # Each phase lasts until it has answers (bounded), not a fixed time: on a loaded
+    # machine a fixed sleep can end a phase before its first answer.
+    def answered(name: str, count: int, at_least: float) -> None:
+        start = time.monotonic()
+        while time.monotonic() - start < 60 and thread.is_alive():
+            if len(phases[name]) >= count and time.monotonic() - start >= at_least:
+                return
+            time.sleep(0.05)
+
     try:
-        time.sleep(0.5)
+        answered("up", 20, 0.5)
         phase[0] = "down"
         stop_process(redis)
-        time.sleep(1.0)
+        answered("down", 20, 1.0)
         phase[0] = "back"
         redis = start_redis(tmp_path / "redis", port)
-        time.sleep(1.5)
+        answered("back", 20, 1.5)
     finally:
         stop.set()
         thread.join(30)
