@@ -14,7 +14,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 CONFIG ?= gateway.yaml.example
 
-.PHONY: run test lint typecheck unit filters bench install lock lock-check system-deps \
+.PHONY: run test test-fast lint typecheck unit filters bench install lock lock-check system-deps \
 	bench-deps clean
 
 $(UV):
@@ -91,6 +91,10 @@ unit: $(DEV_STAMP) system-deps filters
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
+
+# The quick loop: in-process tests only (tests/unit), well under a minute.
+test-fast: $(DEV_STAMP) filters
+	$(VENV)/bin/pytest -q -m unit
 
 # Side by side with Envoy (proxying, trivial and bundled filters), then call overheads,
 # the store, fan-out and reload. Figures go to docs/benchmarks.md.

@@ -31,6 +31,18 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
+# Each folder of tests/ is a kind of test and a marker of the same name (pyproject.toml):
+# `pytest -m unit` is the quick loop (`make test-fast`), the rest start real processes.
+SUITES = ("unit", "integration", "conformance", "adversarial", "filters")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(REPO / "tests").parts
+        if len(parts) > 1 and parts[0] in SUITES:
+            item.add_marker(parts[0])
+
+
 # ---------------------------------------------------------------------------------------
 # 1. ports
 # ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ comptime {
 extern "env" fn proxy_add_header_map_value(map_type: u32, key_ptr: [*]const u8, key_len: usize, value_ptr: [*]const u8, value_len: usize) u32;
 
 const name = "x-trivial";
-// tests/test_reload.py patches "AAAA" in the built module to make a second version.
+// tests/integration/test_reload.py patches "AAAA" in the built module to make a second version.
 const value = "trivial-AAAA";
 
 export fn proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: bool) u32 {

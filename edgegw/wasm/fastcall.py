@@ -7,7 +7,7 @@ per guest call and 2.6 µs per hostcall with its deadline and trap handling, alm
 it ctypes and libffi. The C extension ``_fastcall`` makes the same calls for ~0.1 µs
 (bench/wasm_calls.py; docs/architecture.md has the decision). Every raw C-API use of
 edgegw lives in this module and ``_fastcall.c``; it is tied to the pinned ``wasmtime``
-version (pyproject.toml) and tests/test_wasm_fastcall.py checks that this path is the one
+version (pyproject.toml) and tests/unit/test_wasm_fastcall.py checks that this path is the one
 in use.
 """
 

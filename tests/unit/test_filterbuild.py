@@ -12,7 +12,7 @@ import wasmtime
 from edgegw.errors import FilterBuildError
 from edgegw.filterbuild import build_all, discover, input_digest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MINIMAL = """
 const pw = @import("proxy_wasm");
