@@ -130,7 +130,7 @@ async def _fetch(
     outcome.status = response.status
     if response.status == 0:
         outcome.error = response.error or "no response"
-        outcome.timed_out = "timeout" in outcome.error.lower()
+        outcome.timed_out = response.timed_out
     elif not 200 <= response.status < 300:
         outcome.error = f"status {response.status}"
     elif len(response.body) > agg.max_body:

@@ -106,6 +106,7 @@ class CallResponse:
     headers: Headers = field(default_factory=list)
     body: bytes = b""
     error: str = ""  # why there was no answer (connect failure, timeout, unknown cluster)
+    timed_out: bool = False  # no answer in time (UpstreamTimeout or the call's deadline)
 
 
 #: How filters reach backends by name (proxy_http_call): ``(cluster, method, path,

@@ -21,43 +21,63 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+#: The histograms' bucket upper bounds (prometheus_client's defaults, +Inf last).
+BUCKETS: tuple[float, ...] = Histogram.DEFAULT_BUCKETS
 REQUESTS = Counter("edgegw_requests", "Requests answered", ["route", "status"])
 REQUEST_SECONDS = Histogram(
-    "edgegw_request_duration_seconds", "Time from request to last response byte", ["route"]
+    "edgegw_request_duration_seconds",
+    "Time from request to last response byte",
+    ["route"],
+    buckets=BUCKETS,
 )
 UPSTREAM_SECONDS = Histogram(
-    "edgegw_upstream_duration_seconds", "Time until a backend's response headers", ["backend"]
+    "edgegw_upstream_duration_seconds",
+    "Time until a backend's response headers",
+    ["backend"],
+    buckets=BUCKETS,
 )
 FLUSH_SECONDS = 1.0
 
 access_log = logging.getLogger("edgegw.access")
 
 
+def add_observations(child: Any, counts: list[int], total: float) -> None:
+    """Add to histogram ``child`` (made with ``BUCKETS``) what observing values summing to
+    ``total`` would, ``counts[i]`` of them in bucket i: one write per bucket, not one per
+    observation.
+
+    prometheus_client has no public API for this: this function, the only one in edgegw,
+    writes its private per-bucket values (``_buckets``, ``_sum``). Its version is pinned by
+    uv.lock but only bounded below in pyproject.toml: tests/test_metrics.py
+    (test_private_histogram_writes_match_the_public_api) fails when these change.
+    """
+    for index, count in enumerate(counts):
+        if count:
+            child._buckets[index].inc(count)
+    child._sum.inc(total)
+
+
 class _Pending:
     """Observations of one histogram child not yet handed to prometheus_client."""
 
-    __slots__ = ("bounds", "child", "counts", "total")
+    __slots__ = ("child", "counts", "total")
 
     def __init__(self, child: Any) -> None:
         self.child = child
-        # Histogram.observe puts a value in the first bucket whose upper bound is >= it,
-        # and stores per-bucket (not cumulative) counts: the same as bisect_left here.
-        self.bounds: list[float] = list(child._upper_bounds)
-        self.counts = [0] * len(self.bounds)
+        self.counts = [0] * len(BUCKETS)
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
+        # Histogram.observe puts a value in the first bucket whose upper bound is >= it,
+        # and stores per-bucket (not cumulative) counts: the same as bisect_left here.
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
         self.total += seconds
 
     def flush(self) -> None:
         if not self.total and not any(self.counts):
             return
-        for index, count in enumerate(self.counts):
-            if count:
-                self.child._buckets[index].inc(count)
-                self.counts[index] = 0
-        self.child._sum.inc(self.total)
+        add_observations(self.child, self.counts, self.total)
+        self.counts = [0] * len(BUCKETS)
         self.total = 0.0
 
 

@@ -250,9 +250,9 @@ class HttpUpstream:
                 finally:
                     resp.release()
         except TimeoutError:
-            return CallResponse(0, error="timeout")
+            return CallResponse(0, error="timeout", timed_out=True)
         except UpstreamTimeout as exc:
-            return CallResponse(0, error=f"timeout: {exc.detail}")
+            return CallResponse(0, error=f"timeout: {exc.detail}", timed_out=True)
         except UpstreamError as exc:
             return CallResponse(0, error=exc.detail)
         return CallResponse(resp.status, resp.headers, bytes(data))

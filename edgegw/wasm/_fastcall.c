@@ -5,7 +5,8 @@
  * of the samples). This module makes the same raw wasmtime C-API calls from C:
  *
  *   Func      a guest export, called like a Python function with i32/i64 arguments;
- *             wasmtime_func_call_unchecked under a fresh epoch deadline.
+ *             wasmtime_func_call_unchecked under the epoch deadline, which the
+ *             outermost guest call of a store sets (limits.cpu bounds a callback).
  *   Host      the env of a host function registered with
  *             wasmtime_linker_define_func_unchecked; host_callback() calls its Python impl,
  *             after reading the (pointer, length) arguments that name guest strings into
@@ -31,6 +32,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,7 @@ typedef void *(*CallUncheckedFn)(void *ctx, const void *func, RawVal *vals, size
                                  void **trap);
 typedef void (*SetDeadlineFn)(void *ctx, uint64_t ticks);
 typedef void *(*TrapNewFn)(const char *msg, size_t len);
+typedef bool (*TrapCodeFn)(const void *trap, uint8_t *code);
 typedef void (*IncrementEpochFn)(const void *engine);
 typedef uint8_t *(*MemoryDataFn)(void *ctx, const void *memory);
 typedef size_t (*MemorySizeFn)(void *ctx, const void *memory);
@@ -57,6 +60,8 @@ typedef size_t (*MemorySizeFn)(void *ctx, const void *memory);
 static CallUncheckedFn call_unchecked;
 static SetDeadlineFn set_epoch_deadline;
 static TrapNewFn trap_new;
+static TrapCodeFn trap_code;
+static uint8_t interrupt_code; /* WASMTIME_TRAP_CODE_INTERRUPT: the epoch deadline */
 static IncrementEpochFn increment_epoch;
 static MemoryDataFn memory_data;
 static MemorySizeFn memory_size;
@@ -75,14 +80,36 @@ ready(void)
 
 /* ---- guest exports --------------------------------------------------------------- */
 
+/* The guest calls in progress on this thread, innermost first (each lives on its
+ * func_vectorcall's C stack). A guest call can nest inside another: a hostcall that
+ * answers bytes calls the guest's allocator. */
+typedef struct Running {
+    const void *ctx;
+    const struct Running *outer;
+} Running;
+
+static _Thread_local const Running *running;
+/* Guest calls this thread saw end at the CPU deadline: an outer call that then fails
+ * with its hostcall's trap (no trap code) failed because of that deadline too. */
+static _Thread_local unsigned long long interrupted;
+
+static int
+store_running(const void *ctx)
+{
+    for (const Running *r = running; r != NULL; r = r->outer)
+        if (r->ctx == ctx)
+            return 1;
+    return 0;
+}
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     void *ctx;          /* wasmtime_context_t* of the store */
     const void *func;   /* wasmtime_func_t*, inside `owner` */
-    PyObject *owner;    /* the ctypes struct holding the wasmtime_func_t */
+    PyObject *owner;    /* keeps alive the Store (ctx) and the struct holding `func` */
     PyObject *name;
-    PyObject *on_error; /* on_error(name, error_ptr, trap_ptr): raises */
+    PyObject *on_error; /* on_error(name, deadline, error_ptr, trap_ptr): raises */
     unsigned long long ticks;
     Py_ssize_t nparams;
     Py_ssize_t nresults;
@@ -97,6 +124,10 @@ func_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
     RawVal vals[MAX_VALS];
     void *trap = NULL;
     void *err;
+    Running me = {self->ctx, running};
+    unsigned long long interrupted_before = interrupted;
+    int deadline;
+    uint8_t code;
 
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
         PyErr_Format(PyExc_TypeError, "%U takes no keyword arguments", self->name);
@@ -116,14 +147,32 @@ func_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         vals[i].hi = 0;
     }
     guest_calls++;
-    /* The deadline is "current epoch + ticks": set per call, so each callback gets the
-     * whole of limits.cpu however long ago the previous one ran. */
-    set_epoch_deadline(self->ctx, self->ticks);
+    /* The deadline is "current epoch + ticks": set per callback, so each one gets the
+     * whole of limits.cpu however long ago the previous one ran. Only by the outermost
+     * call into this store: a nested one (the allocator a bytes-answering hostcall
+     * calls) setting it again would hand a guest looping on such a hostcall a fresh
+     * limits.cpu at every iteration. */
+    if (!store_running(self->ctx))
+        set_epoch_deadline(self->ctx, self->ticks);
+    running = &me;
     err = call_unchecked(self->ctx, self->func, vals, self->count, &trap);
-    if (err != NULL || trap != NULL)
-        return PyObject_CallFunction(self->on_error, "OKK", self->name,
+    running = me.outer;
+    if (err != NULL || trap != NULL) {
+        /* Classified by wasmtime's trap code, never by its message (which quotes guest
+         * function names). A failure without a code is a hostcall's trap (host_trap,
+         * which wasmtime hands back as an error): it is the deadline when a guest call
+         * nested in that hostcall was interrupted. */
+        if (trap != NULL && trap_code(trap, &code))
+            deadline = code == interrupt_code;
+        else
+            deadline = interrupted != interrupted_before;
+        if (deadline)
+            interrupted++;
+        return PyObject_CallFunction(self->on_error, "OOKK", self->name,
+                                     deadline ? Py_True : Py_False,
                                      (unsigned long long)(uintptr_t)err,
                                      (unsigned long long)(uintptr_t)trap);
+    }
     if (self->nresults == 0)
         return PyLong_FromLong(0);
     return PyLong_FromUnsignedLong((uint32_t)vals[0].lo);
@@ -295,12 +344,15 @@ typedef struct {
     Py_ssize_t nparams;
     int has_result;
     unsigned char is64[MAX_VALS];
+    /* Params the ABI declares signed (proxy_increment_metric's offset): impl gets the
+     * two's-complement value, -1 and not 2**64 - 1. */
+    unsigned char is_signed[MAX_VALS];
     /* Params i and i+1 are a guest string's pointer and length: impl gets its bytes. */
     unsigned char is_string[MAX_VALS];
     int has_strings;
     int lower_first; /* the first string is a header name: ASCII-lowercase it */
     GuestMemory memory; /* once instantiated (set_memory) */
-    PyObject *mem_owner;
+    PyObject *mem_owner; /* keeps the memory's Store (memory.ctx) alive */
     PyObject *plugin; /* set_fast_edit: a header-map hostcall's common case in C */
     int edit;         /* EDIT_*, with plugin */
     PyObject *alloc;  /* EDIT_GET: the guest's allocator (a Func), for the answer */
@@ -420,17 +472,21 @@ pseudo_value(HostObject *host, uint64_t map, PyObject *key)
 {
     static const char *request[] = {":authority", ":path", ":method", ":scheme"};
     const char *name = PyBytes_AS_STRING(key);
+    size_t len = (size_t)PyBytes_GET_SIZE(key);
     PyObject *ex = stream_exchange(host, map), *field = NULL, *value;
 
     if (ex == NULL)
         return NULL;
-    if (map == 2 && strcmp(name, ":status") == 0) {
+    /* Compared with their lengths, as Python compares bytes: the guest's key may hold
+     * a NUL (":status\0junk" is no pseudo-header, for the Python path either). */
+    if (map == 2 && len == strlen(":status") && memcmp(name, ":status", len) == 0) {
         PyObject *status = PyObject_GetAttr(ex, str_status);
         field = status == NULL ? NULL : PyObject_Str(status);
         Py_XDECREF(status);
     }
     for (size_t i = 0; map == 0 && i < sizeof(request) / sizeof(request[0]); i++) {
-        if (strcmp(name, request[i]) == 0) { /* the field is the name without its colon */
+        if (len == strlen(request[i]) && memcmp(name, request[i], len) == 0) {
+            /* the field is the name without its colon */
             field = PyObject_GetAttrString(ex, request[i] + 1);
             break;
         }
@@ -619,8 +675,12 @@ host_callback(void *env, void *caller, RawVal *vals, size_t n)
             if (arg == NULL && status >= 0)
                 break; /* out of bounds: answered without calling impl */
         } else {
-            arg = host->is64[param] ? PyLong_FromUnsignedLongLong(v)
-                                    : PyLong_FromUnsignedLong((uint32_t)v);
+            if (host->is_signed[param])
+                arg = host->is64[param] ? PyLong_FromLongLong((long long)v)
+                                        : PyLong_FromLong((int32_t)(uint32_t)v);
+            else
+                arg = host->is64[param] ? PyLong_FromUnsignedLongLong(v)
+                                        : PyLong_FromUnsignedLong((uint32_t)v);
             param++;
         }
         if (arg == NULL)
@@ -670,16 +730,16 @@ done:
 static PyObject *
 host_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"impl", "name", "is64", "has_result", "strings", "lower_first",
-                             NULL};
-    PyObject *impl, *name, *is64, *seq, *strings = NULL, *starts = NULL;
+    static char *kwlist[] = {"impl",    "name",        "is64",   "has_result",
+                             "strings", "lower_first", "signed", NULL};
+    PyObject *impl, *name, *is64, *seq, *strings = NULL, *starts = NULL, *signed_ = NULL;
     int has_result, lower_first = 0;
     HostObject *self;
 
     if (!ready())
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUOp|Op:Host", kwlist, &impl, &name, &is64,
-                                     &has_result, &strings, &lower_first))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUOp|OpO:Host", kwlist, &impl, &name,
+                                     &is64, &has_result, &strings, &lower_first, &signed_))
         return NULL;
     seq = PySequence_Fast(is64, "is64 must be a sequence of bools");
     if (seq == NULL)
@@ -694,14 +754,36 @@ host_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(seq);
         return NULL;
     }
-    self->nparams = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < self->nparams; i++)
-        self->is64[i] = (unsigned char)PyObject_IsTrue(PySequence_Fast_GET_ITEM(seq, i));
-    Py_DECREF(seq);
     self->impl = Py_NewRef(impl);
     self->name = Py_NewRef(name);
+    self->nparams = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < self->nparams; i++) {
+        int truth = PyObject_IsTrue(PySequence_Fast_GET_ITEM(seq, i));
+        if (truth < 0) {
+            Py_DECREF(seq);
+            goto fail;
+        }
+        self->is64[i] = (unsigned char)truth;
+    }
+    Py_DECREF(seq);
     self->has_result = has_result;
     self->lower_first = lower_first;
+    if (signed_ != NULL) {
+        starts = PySequence_Fast(signed_, "signed must be a sequence of parameter indexes");
+        if (starts == NULL)
+            goto fail;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(starts); i++) {
+            Py_ssize_t at = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(starts, i));
+            if (at == -1 && PyErr_Occurred())
+                goto fail;
+            if (at < 0 || at >= self->nparams) {
+                PyErr_Format(PyExc_ValueError, "%U: bad signed parameter %zd", name, at);
+                goto fail;
+            }
+            self->is_signed[at] = 1;
+        }
+        Py_CLEAR(starts);
+    }
     if (strings != NULL) {
         starts = PySequence_Fast(strings, "strings must be a sequence of parameter indexes");
         if (starts == NULL)
@@ -712,7 +794,7 @@ host_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                 goto fail;
             /* A string takes two i32 params; a status must come back for bad memory. */
             if (at < 0 || at + 1 >= self->nparams || self->is64[at] || self->is64[at + 1] ||
-                !has_result) {
+                self->is_signed[at] || self->is_signed[at + 1] || !has_result) {
                 PyErr_Format(PyExc_ValueError, "%U: bad string parameter %zd", name, at);
                 goto fail;
             }
@@ -868,7 +950,7 @@ static PyTypeObject HostType = {
 typedef struct {
     PyObject_HEAD
     GuestMemory memory;
-    PyObject *owner; /* keeps the memory's wasmtime object alive */
+    PyObject *owner; /* keeps the memory's Store (ctx) and wasmtime object alive */
     PyObject *alloc;
     vectorcallfunc vectorcall;
 } AnswerObject;
@@ -1018,11 +1100,15 @@ start_ticker(PyObject *module, PyObject *args)
 static PyObject *
 init(PyObject *module, PyObject *args)
 {
-    unsigned long long call, deadline, trap, epoch, data, size;
+    unsigned long long call, deadline, trap, epoch, data, size, code;
+    unsigned char interrupt;
 
     (void)module;
-    if (!PyArg_ParseTuple(args, "KKKKKK:init", &call, &deadline, &trap, &epoch, &data, &size))
+    if (!PyArg_ParseTuple(args, "KKKKKKKb:init", &call, &deadline, &trap, &epoch, &data, &size,
+                          &code, &interrupt))
         return NULL;
+    trap_code = (TrapCodeFn)(uintptr_t)code;
+    interrupt_code = interrupt;
     memory_data = (MemoryDataFn)(uintptr_t)data;
     memory_size = (MemorySizeFn)(uintptr_t)size;
     call_unchecked = (CallUncheckedFn)(uintptr_t)call;
@@ -1057,7 +1143,8 @@ counts(PyObject *module, PyObject *unused)
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS,
      "init(call_unchecked, set_epoch_deadline, trap_new, increment_epoch, memory_data, "
-     "memory_data_size) -> callback address: the wasmtime C functions, by address."},
+     "memory_data_size, trap_code, interrupt_code) -> callback address: the wasmtime C "
+     "functions, by address, and WASMTIME_TRAP_CODE_INTERRUPT."},
     {"set_deadline", set_deadline, METH_VARARGS, "set_deadline(ctx, ticks)"},
     {"start_ticker", start_ticker, METH_VARARGS,
      "start_ticker(engine_ptr, engine_obj, interval_ns): once per process."},

@@ -147,6 +147,30 @@ creation_failed(PhaseChain *chain, Py_ssize_t i, PyObject *exc)
     return ok ? 0 : -1;
 }
 
+/* phase_open failed at filter `last`: the filters before it, and it, lose the stream
+ * they registered (nothing would ever end it: the Chain is never made), and run no
+ * callback of it. The error being raised stays raised. */
+static void
+unregister(PhaseChain *chain, Py_ssize_t last)
+{
+    PyObject *plugins = chain->plan->plugins, *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    for (Py_ssize_t i = 0; i <= last; i++) {
+        PyObject *plugin = PyTuple_GET_ITEM(plugins, i);
+        PyObject *streams = ((PhaseVm *)plugin)->streams, *found;
+
+        if (streams != NULL && PyDict_Check(streams)) {
+            found = PyDict_GetItemWithError(streams, chain->context);
+            if (found == (PyObject *)chain->state)
+                PyDict_DelItem(streams, chain->context);
+            PyErr_Clear(); /* the first error is the one to report */
+        }
+        enter(plugin, Py_None);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
 int
 phase_open(PhaseChain *chain)
 {
@@ -176,6 +200,7 @@ phase_open(PhaseChain *chain)
         Py_XDECREF(streams);
         if (!ok) {
             Py_DECREF(root);
+            unregister(chain, i);
             return -1;
         }
     }
@@ -205,10 +230,14 @@ phase_close(PhaseChain *chain)
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
         PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *ends = PyTuple_GET_ITEM(hooks, i);
         PyObject *context = phase_context(chain, i), *exc = NULL;
-        int ok = 1;
+        int ok = 1, none = PyObject_Not(context);
 
+        if (none < 0) {
+            Py_DECREF(failed);
+            return NULL;
+        }
         /* No context (its creation failed), or a VM replaced since (on_error: reload). */
-        if (PyObject_Not(context) || ((PhaseVm *)plugin)->closed)
+        if (none || ((PhaseVm *)plugin)->closed)
             continue;
         Py_INCREF(context); /* the hooks run Python: hold our own reference */
         enter(plugin, (PyObject *)chain->state);

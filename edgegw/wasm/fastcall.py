@@ -52,6 +52,8 @@ _HOST_CALLBACK = _fastcall.init(
     _address("wasmtime_engine_increment_epoch"),
     _address("wasmtime_memory_data"),
     _address("wasmtime_memory_data_size"),
+    _address("wasmtime_trap_code"),
+    wasmtime.TrapCode.INTERRUPT.value,
 )
 _memory_data = _private("wasmtime_memory_data", _VP, None)
 _memory_size = _private("wasmtime_memory_data_size", ctypes.c_size_t, None)
@@ -73,7 +75,10 @@ def _context(store: wasmtime.Store) -> int:
     return ctypes.cast(store._context(), _VP).value or 0
 
 
-def _raise_error(name: str, err: int, trap: int) -> NoReturn:
+def _raise_error(name: str, deadline: bool, err: int, trap: int) -> NoReturn:
+    """A guest call failed: ``_fastcall`` classified it by wasmtime's trap code
+    (``deadline``: the epoch deadline, limits.cpu), never by the message, which quotes
+    guest function names. Taking ownership of the error or trap frees it."""
     if err:
         error = ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))
         message = str(wasmtime.WasmtimeError._from_ptr(error))
@@ -81,19 +86,20 @@ def _raise_error(name: str, err: int, trap: int) -> NoReturn:
         message = wasmtime.Trap._from_ptr(
             ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t))
         ).message
-    if "interrupt" in message:  # epoch deadline reached
+    if deadline:
         raise WasmDeadline(f"{name}: CPU deadline exceeded")
     raise WasmTrap(f"{name}: {message.splitlines()[0] if message else 'trap'}")
 
 
 def raw_func(store: wasmtime.Store, func: wasmtime.Func, name: str, ticks: int) -> RawFunc:
     """``func`` as a fast callable: ``f(*int_args)`` returns its first result (or 0),
-    raises WasmTrap / WasmDeadline, and allows each call ``f.ticks`` epoch ticks."""
+    raises WasmTrap / WasmDeadline, and allows each call ``f.ticks`` epoch ticks (a call
+    made while another one into ``store`` runs shares that one's deadline)."""
     ty = func.type(store)
     return RawFunc(
         _context(store),
         ctypes.addressof(func._func),
-        func._func,
+        (store, func._func),  # the context pointer is the store's: it must outlive us
         len(ty.params),
         len(ty.results),
         ticks,
@@ -122,11 +128,13 @@ class Memory:
     for the current size, and only then is out of bounds.
     """
 
-    __slots__ = ("_base", "_ctx", "_keep", "_mem", "_size", "_view")
+    __slots__ = ("_base", "_ctx", "_keep", "_mem", "_owner", "_size", "_view")
 
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
         self._ctx = _VP(_context(store))
         self._keep = memory._memory
+        # What the C objects given our pointers hold: the store their context is.
+        self._owner = (store, memory._memory)
         self._mem = ctypes.byref(memory._memory)
         self._base = _memory_data(self._ctx, self._mem) or 0
         self._size = -1
@@ -135,7 +143,7 @@ class Memory:
 
     def attach(self, host: Host) -> None:
         """Let ``host`` read its string arguments from this memory."""
-        host.set_memory(self._ctx.value or 0, ctypes.addressof(self._keep), self._keep)
+        host.set_memory(self._ctx.value or 0, ctypes.addressof(self._keep), self._owner)
 
     def answerer(self, alloc: Callable[[int], int]) -> Callable[[bytes, int, int], int]:
         """``answer(data, ptr_ptr, size_ptr) -> status``, in C: ``data`` copied into this
@@ -143,7 +151,7 @@ class Memory:
         written at the two pointers; OK, or INVALID_MEMORY_ACCESS (a pointer out of bounds,
         the allocator answered 0 or memory ``data`` does not fit in)."""
         return _fastcall.Answer(
-            self._ctx.value or 0, ctypes.addressof(self._keep), self._keep, alloc
+            self._ctx.value or 0, ctypes.addressof(self._keep), self._owner, alloc
         )
 
     def refresh(self) -> None:
@@ -193,6 +201,7 @@ def define_host_func(
     impl: HostImpl,
     strings: tuple[int, ...] = (),
     lower_first: bool = False,
+    signed: tuple[int, ...] = (),
 ) -> Host:
     """Define ``module.name`` as a raw host function calling ``impl(*args) -> int``.
 
@@ -200,13 +209,14 @@ def define_host_func(
     at a position in ``strings`` arrives as the bytes it points to, the first one
     ASCII-lowercased with ``lower_first`` (a header name); out of bounds, the guest gets
     INVALID_MEMORY_ACCESS without ``impl`` being called. Such a host reads memory once
-    ``Memory.attach`` gave it one. ``impl`` must not raise for bad guest input (it returns
-    a status instead); an exception anyway becomes a trap in the guest, never a crash of
-    the worker. Returns the callback's env, which the caller must keep alive as long as
-    the linker and instances.
+    ``Memory.attach`` gave it one. The parameters at the positions in ``signed`` arrive
+    as signed ints (two's complement), the others unsigned. ``impl`` must not raise for
+    bad guest input (it returns a status instead); an exception anyway becomes a trap in
+    the guest, never a crash of the worker. Returns the callback's env, which the caller
+    must keep alive as long as the linker and instances.
     """
     is64 = [str(p) == "i64" for p in ty.params]
-    host = _fastcall.Host(impl, name, is64, bool(ty.results), strings, lower_first)
+    host = _fastcall.Host(impl, name, is64, bool(ty.results), strings, lower_first, signed)
     mod, nm = module.encode(), name.encode()
     linker_ptr = ctypes.cast(linker.ptr(), _VP).value
     type_ptr = ctypes.cast(ty.ptr(), _VP).value

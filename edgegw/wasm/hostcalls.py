@@ -49,6 +49,12 @@ STRING_ARGS: dict[str, tuple[tuple[int, ...], bool]] = {
     "proxy_get_shared_data": ((0,), False),
     "proxy_set_shared_data": ((0, 2), False),
 }
+#: Hostcalls with parameters the ABI declares signed: their positions. Every other
+#: parameter is unsigned (pointers, sizes, ids, proxy_record_metric's u64 value); these
+#: arrive as negative ints when the guest passes one (fastcall.define_host_func).
+SIGNED_ARGS: dict[str, tuple[int, ...]] = {
+    "proxy_increment_metric": (1,),  # offset: i64, a gauge goes down by a negative one
+}
 #: The header-map hostcalls _fastcall makes itself for an ordinary header of the stream's
 #: own request or response headers, and get for their pseudo-headers too
 #: (Host.set_fast_edit; get answers through the guest's allocator); their methods below

@@ -28,7 +28,7 @@ from edgegw.wasm.fastcall import (
     set_deadline,
 )
 from edgegw.wasm.geoip import CountryLookup
-from edgegw.wasm.hostcalls import FAST_EDITS, STRING_ARGS
+from edgegw.wasm.hostcalls import FAST_EDITS, SIGNED_ARGS, STRING_ARGS
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
 
 _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
@@ -111,7 +111,8 @@ class Plugin(SharedHostcalls):
                 raise FilterLoadError(self.name, f"unknown import env.{name}")
             try:
                 strings, lower = STRING_ARGS.get(name, ((), False))
-                host = define_host_func(linker, "env", name, ty, impl, strings, lower)
+                signed = SIGNED_ARGS.get(name, ())
+                host = define_host_func(linker, "env", name, ty, impl, strings, lower, signed)
                 if name == "proxy_get_current_time_nanoseconds":
                     host.set_clock()  # every filter asks for it: answered in C
             except ValueError as exc:  # a parameter where the ABI has none
@@ -210,7 +211,7 @@ class Plugin(SharedHostcalls):
 
     async def _deliver(self, token: int, coro: object) -> None:
         response: CallResponse = await coro  # type: ignore[misc]
-        if response.status == 0 and not response.error.startswith("timeout"):
+        if response.status == 0 and not response.timed_out:
             # Envoy's router answers an unreachable cluster itself (503, with headers);
             # only a timeout reaches the filter as a failure (0 headers).
             response = CallResponse(503, list(_CONNECT_FAILURE_HEADERS), _CONNECT_FAILURE_BODY)

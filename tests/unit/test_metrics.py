@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
 from edgegw import metrics
 
@@ -62,6 +62,33 @@ def test_batched_histogram_equals_direct_observations() -> None:
         if s.labels.get("backend") == "t-batched" and not s.name.endswith("_created")
     }
     assert got == want
+
+
+def test_private_histogram_writes_match_the_public_api() -> None:
+    # edgegw.metrics.add_observations writes prometheus_client's private per-bucket
+    # values. prometheus_client is only bounded below in pyproject.toml: if a version
+    # changes these internals, this test fails; fix add_observations (or pin the
+    # version) before upgrading.
+    values = [0.0, 0.005, 0.0051, 0.3, 2.5, 9.99, 10.0, 10.5, 1e9]
+    public_registry, private_registry = CollectorRegistry(), CollectorRegistry()
+    public = Histogram("t_h", "h", ["l"], buckets=metrics.BUCKETS, registry=public_registry)
+    private = Histogram("t_h", "h", ["l"], buckets=metrics.BUCKETS, registry=private_registry)
+    child = private.labels("x")
+    assert hasattr(child, "_buckets") and hasattr(child, "_sum"), "prometheus_client changed"
+    assert list(child._upper_bounds) == list(metrics.BUCKETS), "prometheus_client changed"
+    for value in values:
+        public.labels("x").observe(value)
+    counts = [0] * len(metrics.BUCKETS)
+    for value in values:
+        counts[next(i for i, b in enumerate(metrics.BUCKETS) if value <= b)] += 1
+    metrics.add_observations(child, counts, sum(values))
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert exposition(private_registry) == exposition(public_registry)
+    assert 'le="+Inf"' in "\n".join(exposition(public_registry))
 
 
 async def test_pending_samples_are_flushed_by_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -255,6 +255,7 @@ async def test_call_buffers_and_reports_failures_as_status_0(
     try:
         ok = await up.call("echo", "POST", "/c?x=1", "api.internal", [(b"a", b"1")], b"hi", 2)
         unknown = await up.call("nope", "GET", "/", "", [], b"", 1)
+        misleading = await up.call("timeout-svc", "GET", "/", "", [], b"", 1)
         dead = await up.call("dead", "GET", "/", "", [], b"", 1)
         timeout = await up.call("slow", "GET", "/", "", [], b"", 0.3)
         extra = await up.call("edgegw.test", "GET", "/v1/x", "", [], b"", 1)
@@ -267,4 +268,7 @@ async def test_call_buffers_and_reports_failures_as_status_0(
     assert (unknown.status, unknown.error) == (0, "unknown cluster 'nope'")
     assert dead.status == 0 and "cannot connect" in dead.error
     assert timeout.status == 0 and "timeout" in timeout.error
+    # Classified when it happened (UpstreamTimeout, the deadline), not from the text.
+    assert timeout.timed_out and not dead.timed_out and not unknown.timed_out
+    assert misleading.error == "unknown cluster 'timeout-svc'" and not misleading.timed_out
     assert (extra.status, extra.body, seen) == (200, b"local", [("edgegw.test", "/v1/x")])

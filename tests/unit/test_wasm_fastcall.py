@@ -420,3 +420,81 @@ def test_the_clock_is_read_in_c() -> None:
     assert before <= int.from_bytes(memory.read(store, 64, 72), "little") <= after
     assert clock(65536 - 4) == 6  # INVALID_MEMORY_ACCESS: the u64 does not fit
     assert guest.seen == [(64,)]
+
+
+_NUL_WAT = """
+(module
+  (import "env" "get" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) ":status\\00junk")
+  (data (i32.const 32) ":path\\00")
+  (func (export "alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "get") (param i32 i32 i32 i32 i32) (result i32)
+    local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $get))
+"""
+
+
+def test_a_pseudo_header_name_holding_a_nul_is_not_found_in_c_as_in_python() -> None:
+    # C compared the guest's key with strcmp, which stops at the NUL: ":status\0junk"
+    # was :status from C, while the Python path (ResponseMap.get) does not know it.
+    guest = _Guest(_NUL_WAT, {"get": (5, (1,))}, status=9)
+    guest.hosts["get"].set_fast_edit(guest.owner, "get", guest.func("alloc"))
+    get = guest.func("get")
+    ex = _exchange([])
+    ex.status, ex.response_headers = 200, []
+    guest.owner.current = StreamState(ex)
+    assert ResponseMap(ex).get(b":status\0junk") is None
+    assert get(2, 16, 12, 200, 204) == 1  # NOT_FOUND
+    assert RequestMap(ex).get(b":path\0") is None
+    assert get(0, 32, 6, 200, 204) == 1
+    assert get(2, 16, 7, 200, 204) == 0  # ":status" itself is there
+    assert guest.seen == []  # answered in C every time
+
+
+def test_a_failing_truth_test_is_raised_not_left_pending() -> None:
+    class Unknowable:
+        def __bool__(self) -> bool:
+            raise ValueError("no truth here")
+
+    def impl(*_args: int) -> int:
+        return 0
+
+    # Was: the error left set under a returned object (SystemError).
+    with pytest.raises(ValueError, match="no truth here"):
+        _fastcall.Host(impl, "h", [Unknowable()], True)
+    with pytest.raises(ValueError, match="bad signed parameter"):
+        _fastcall.Host(impl, "h", [True], True, (), False, (1,))
+
+
+def test_the_fast_objects_keep_their_store_alive() -> None:
+    import gc
+    import weakref
+
+    import wasmtime
+
+    from edgegw.wasm.engine import engine
+    from edgegw.wasm.fastcall import Memory, raw_func
+
+    # They hold the store's context pointer: the store must live as long as they do.
+    def make() -> tuple[weakref.ref[wasmtime.Store], RawFunc, Callable[[bytes, int, int], int]]:
+        store = wasmtime.Store(engine())
+        module = wasmtime.Module(engine(), bytes(wasmtime.wat2wasm(_NUL_WAT)))
+        linker = wasmtime.Linker(engine())
+        linker.define_func(
+            "env", "get", wasmtime.FuncType([wasmtime.ValType.i32()] * 5,
+                                            [wasmtime.ValType.i32()]), lambda *_a: 0
+        )  # fmt: skip
+        exports = linker.instantiate(store, module).exports(store)
+        alloc, memory = exports["alloc"], exports["memory"]
+        assert isinstance(alloc, wasmtime.Func) and isinstance(memory, wasmtime.Memory)
+        fast = raw_func(store, alloc, "alloc", 10**6)
+        return weakref.ref(store), fast, Memory(store, memory).answerer(fast)
+
+    store, alloc, answer = make()
+    gc.collect()
+    assert store() is not None
+    assert alloc(8) == 1024
+    assert answer(b"kept", 200, 204) == 0
+    del alloc, answer
+    gc.collect()
+    assert store() is None

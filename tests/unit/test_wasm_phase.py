@@ -265,6 +265,30 @@ def test_other_errors_raise_and_bad_plans_are_refused() -> None:
         Chain(object(), ex)  # type: ignore[arg-type]
 
 
+def test_a_chain_that_cannot_be_made_leaves_no_stream_behind() -> None:
+    # Filter 2's creation fails with an error that is no filter failure: the Chain is
+    # never made, so nothing would ever end the streams filters 0 to 2 had registered.
+    plugins = tuple(FakePlugin(f"f{i}") for i in range(4))
+    other = StreamState(exchange([]))
+    plugins[0].streams[99] = other  # another request's stream stays
+    trap = WasmTrap("f1: unreachable")
+
+    def create(index: int) -> Callable[[int, int], int]:
+        def call(_context: int, _root: int) -> int:
+            if index == 1:
+                raise trap  # a filter failure: that filter is off, its stream removed
+            if index == 2:
+                raise KeyError("bug")
+            return 0
+
+        return call
+
+    with pytest.raises(KeyError, match="bug"):
+        Chain(plan(plugins, tuple(create(i) for i in range(4))), exchange([]))
+    assert [p.streams for p in plugins] == [{99: other}, {}, {}, {}]
+    assert [p.current for p in plugins] == [None] * 4
+
+
 def test_a_chain_in_a_reference_cycle_is_collected() -> None:
     collected: list[bool] = []
 

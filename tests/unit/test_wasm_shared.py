@@ -3,11 +3,14 @@ handed to prometheus_client in batches at edgegw.metrics.flush."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import REGISTRY
 
 from edgegw import metrics
 from edgegw.wasm.abi import MetricType, Status
 from edgegw.wasm.shared import Metrics
+from tests.wat import load_plugin, proxy_wat, write_wasm
 
 
 def sample(name: str, metric: str) -> float | None:
@@ -42,3 +45,41 @@ async def test_counters_and_gauges_are_exported_at_flush_histograms_at_once() ->
     assert shared.increment(counter, -1) == Status.BAD_ARGUMENT
     assert shared.increment(histogram, 1) == Status.BAD_ARGUMENT
     assert shared.increment(99, 1) == Status.NOT_FOUND
+
+
+_SIGNED_WAT = proxy_wat(
+    """
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
+  (import "env" "proxy_get_metric" (func $get (param i32 i32) (result i32)))
+""",
+    """
+  (data (i32.const 16) "gauge")
+  (data (i32.const 32) "counter")
+  ;; Results at 256: the counter's status for -1, the gauge's value (u64) after +5, -1.
+  (func (export "run") (local $gauge i32) (local $counter i32)
+    (drop (call $define (i32.const 1) (i32.const 16) (i32.const 5) (i32.const 128)))
+    (drop (call $define (i32.const 0) (i32.const 32) (i32.const 7) (i32.const 132)))
+    (local.set $gauge (i32.load (i32.const 128)))
+    (local.set $counter (i32.load (i32.const 132)))
+    (i32.store (i32.const 256) (call $increment (local.get $counter) (i64.const -1)))
+    (drop (call $increment (local.get $gauge) (i64.const 5)))
+    (drop (call $increment (local.get $gauge) (i64.const -1)))
+    (drop (call $get (local.get $gauge) (i32.const 264))))
+""",
+)
+
+
+def test_a_negative_i64_offset_arrives_signed(tmp_path: Path) -> None:
+    # proxy_increment_metric's offset is an i64: -1 used to arrive as 2**64 - 1, so a
+    # gauge went up by that and a counter's "offset < 0" check could never fire.
+    plugin = load_plugin(write_wasm(tmp_path, "signed", _SIGNED_WAT), "test-signed")
+    plugin.call("run")
+    assert plugin.memory.read_u32(256) == Status.BAD_ARGUMENT  # a counter never goes down
+    assert int.from_bytes(plugin.memory.read(264, 8), "little") == 4
+    metrics.flush()
+    labels = {"filter": "test-signed", "name": "gauge"}
+    assert REGISTRY.get_sample_value("edgegw_filter_gauge", labels) == 4.0
+    labels["name"] = "counter"
+    assert REGISTRY.get_sample_value("edgegw_filter_counter_total", labels) == 0.0
+    plugin.close()
