@@ -13,7 +13,7 @@ import pytest
 from edgegw.errors import WasmDeadline, WasmTrap
 from tests.wat import proxy_wat, write_wasm
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # A hostile filter: each header callback loops forever on a hostcall that answers bytes
 # through the guest's allocator (a guest call nested in the hostcall): the request
