@@ -37,34 +37,6 @@ _RESPONSE_HEADERS = int(MapType.RESPONSE_HEADERS)
 _RESPONSE_TRAILERS = int(MapType.RESPONSE_TRAILERS)
 _CALL_HEADERS = int(MapType.HTTP_CALL_RESPONSE_HEADERS)
 _CALL_TRAILERS = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
-#: Hostcalls whose guest strings _fastcall reads into bytes: the positions of their
-#: (pointer, length) parameters, and whether the first is a header name it lowercases
-#: (fastcall.define_host_func).
-STRING_ARGS: dict[str, tuple[tuple[int, ...], bool]] = {
-    "proxy_get_header_map_value": ((1,), True),
-    "proxy_add_header_map_value": ((1, 3), True),
-    "proxy_replace_header_map_value": ((1, 3), True),
-    "proxy_remove_header_map_value": ((1,), True),
-    "proxy_get_property": ((0,), False),
-    "proxy_get_shared_data": ((0,), False),
-    "proxy_set_shared_data": ((0, 2), False),
-}
-#: Hostcalls with parameters the ABI declares signed: their positions. Every other
-#: parameter is unsigned (pointers, sizes, ids, proxy_record_metric's u64 value); these
-#: arrive as negative ints when the guest passes one (fastcall.define_host_func).
-SIGNED_ARGS: dict[str, tuple[int, ...]] = {
-    "proxy_increment_metric": (1,),  # offset: i64, a gauge goes down by a negative one
-}
-#: The header-map hostcalls _fastcall makes itself for an ordinary header of the stream's
-#: own request or response headers, and get for their pseudo-headers too
-#: (Host.set_fast_edit; get answers through the guest's allocator); their methods below
-#: do the rest.
-FAST_EDITS = {
-    "proxy_get_header_map_value": "get",
-    "proxy_add_header_map_value": "add",
-    "proxy_replace_header_map_value": "replace",
-    "proxy_remove_header_map_value": "remove",
-}
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -78,6 +50,7 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
             return Status.INVALID_MEMORY_ACCESS
 
     wrapper.__name__ = fn.__name__
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]  # inspect.signature follows it
     return wrapper
 
 
@@ -262,7 +235,7 @@ class Hostcalls(_phase.Vm):
         return OK
 
     # The header-map hostcalls get their key (lowercased) and value as bytes: _fastcall
-    # reads them from guest memory, answering INVALID_MEMORY_ACCESS itself (STRING_ARGS).
+    # reads them from guest memory, answering INVALID_MEMORY_ACCESS itself (exports.py).
 
     @guarded  # the answer is still written to guest pointers
     def proxy_get_header_map_value(
@@ -276,7 +249,7 @@ class Hostcalls(_phase.Vm):
 
     def proxy_add_header_map_value(self, map_type: int, key: bytes, value: bytes) -> int:
         # Like replace and remove: an ordinary header of the stream's own request or
-        # response headers is edited in C before this is called (FAST_EDITS).
+        # response headers is edited in C before this is called (exports.py: fast).
         found = self._map(map_type)
         if found is None:
             return NOT_FOUND
@@ -299,7 +272,7 @@ class Hostcalls(_phase.Vm):
 
     # --- properties --------------------------------------------------------------------
 
-    @guarded  # the answer is written to guest pointers; the path is read by C (STRING_ARGS)
+    @guarded  # the answer is written to guest pointers; the path is read by C (exports.py)
     def proxy_get_property(self, path: bytes, ptr_ptr: int, size_ptr: int) -> int:
         ex = self.current.ex if self.current is not None else None
         value = get_property(path, ex, self.plugin_properties)

@@ -11,7 +11,7 @@ from edgegw.wasm.shared import METRICS, QUEUES, SHARED_DATA
 class SharedHostcalls(Hostcalls):
     # --- shared data and queues --------------------------------------------------------
 
-    # Keys and values are read by C (STRING_ARGS).
+    # Keys and values are read by C (exports.py).
 
     @guarded
     def proxy_get_shared_data(self, key: bytes, ptr_ptr: int, size_ptr: int, cas_ptr: int) -> int:

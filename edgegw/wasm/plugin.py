@@ -19,6 +19,7 @@ from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm._phase import ROOT_CONTEXT
 from edgegw.wasm.abi import ABI_MARKERS
+from edgegw.wasm.exports import HOSTCALLS, Answer
 from edgegw.wasm.fastcall import (
     Host,
     Memory,
@@ -28,17 +29,18 @@ from edgegw.wasm.fastcall import (
     set_deadline,
 )
 from edgegw.wasm.geoip import CountryLookup
-from edgegw.wasm.hostcalls import FAST_EDITS, SIGNED_ARGS, STRING_ARGS
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
 
 _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
-_NOOP_IMPORTS = ("emscripten_notify_memory_growth", "proxy_done")
-_GRPC = frozenset(f"proxy_grpc_{op}" for op in ("call", "stream", "send", "cancel", "close"))
 _CONNECT_FAILURE_BODY = b"upstream connect error or disconnect/reset before headers"
 _CONNECT_FAILURE_HEADERS = (
     (b"content-length", str(len(_CONNECT_FAILURE_BODY)).encode()),
     (b"content-type", b"text/plain"),
 )
+
+
+def _signature(params: tuple[str, ...], results: tuple[str, ...]) -> str:
+    return f"({', '.join(params)}) -> ({', '.join(results)})"
 
 
 class Plugin(SharedHostcalls):
@@ -99,26 +101,30 @@ class Plugin(SharedHostcalls):
                 continue
             ty = imp.type
             name = imp.name or ""
-            if imp.module != "env" or not isinstance(ty, wasmtime.FuncType):
+            export = HOSTCALLS.get(name) if imp.module == "env" else None
+            if export is None or not isinstance(ty, wasmtime.FuncType):
                 raise FilterLoadError(self.name, f"unknown import {imp.module}.{name}")
-            if name in _NOOP_IMPORTS:
-                impl = self.noop
-            elif name in _GRPC or (name.startswith("proxy_") and not hasattr(self, name)):
-                impl = self.unimplemented
-            elif name.startswith("proxy_"):
+            # As Envoy's linking does: a signature other than the ABI's is refused, so a
+            # parameter can never be read as something it is not.
+            declared = (tuple(map(str, ty.params)), tuple(map(str, ty.results)))
+            expected = (export.wasm_params, export.wasm_results)
+            if declared != expected:
+                raise FilterLoadError(
+                    self.name,
+                    f"import env.{name} has type {_signature(*declared)}; "
+                    f"proxy-wasm ABI v0.2.1 declares {_signature(*expected)}",
+                )
+            if export.answer is Answer.PYTHON:
                 impl = getattr(self, name)
             else:
-                raise FilterLoadError(self.name, f"unknown import env.{name}")
-            try:
-                strings, lower = STRING_ARGS.get(name, ((), False))
-                signed = SIGNED_ARGS.get(name, ())
-                host = define_host_func(linker, "env", name, ty, impl, strings, lower, signed)
-                if name == "proxy_get_current_time_nanoseconds":
-                    host.set_clock()  # every filter asks for it: answered in C
-            except ValueError as exc:  # a parameter where the ABI has none
-                raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
-            if name in FAST_EDITS:
-                fast.append((name, host))
+                impl = self.noop if export.answer is Answer.NOOP else self.unimplemented
+            host = define_host_func(
+                linker, "env", name, ty, impl, export.strings, export.lower_first, export.signed
+            )
+            if export.fast == "clock":
+                host.set_clock()  # every filter asks for it: answered in C
+            elif export.fast is not None:
+                fast.append((export.fast, host))
             self._callbacks.append(host)
         # instantiate runs the start function, which may take a while
         set_deadline(self.store, engines.cpu_ticks(10.0))
@@ -154,11 +160,8 @@ class Plugin(SharedHostcalls):
             )
         self._return_bytes = self.memory.answerer(alloc)
         # Until now (a start function) these answered NOT_FOUND from C: no memory yet.
-        for name, host in fast:
-            try:
-                host.set_fast_edit(self, FAST_EDITS[name], alloc)  # _fastcall.fast_edit
-            except ValueError as exc:  # a parameter where the ABI has none
-                raise FilterLoadError(self.name, f"import env.{name}: {exc}") from exc
+        for mode, host in fast:
+            host.set_fast_edit(self, mode, alloc)  # _fastcall.fast_edit
         try:
             for start in ("_initialize", "_start"):
                 if start in self.funcs:
