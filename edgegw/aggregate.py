@@ -80,10 +80,27 @@ def render_path(template: str, values: Values) -> str:
     return "".join(out)
 
 
+def dot_segment_value(template: str, values: Values) -> str | None:
+    """The name of a placeholder in the path part of ``template`` whose value is ``.`` or
+    ``..``: URL-encoding leaves dots alone (they are unreserved, RFC 3986 §2.3), so such
+    a value would become a dot segment and move the path at the backend (§5.2.4)."""
+    path = template.partition("?")[0]
+    while (start := path.find("{")) >= 0:
+        end = path.index("}", start)
+        name = path[start + 1 : end]
+        if values.lookup(name) in (".", ".."):
+            return name
+        path = path[end + 1 :]
+    return None
+
+
 async def run_aggregate(
     agg: Aggregate, values: Values, call: HttpCall, authority: str = ""
 ) -> LocalReply:
     """Run every call of ``agg`` and build the merged response."""
+    for target in agg.backends:
+        if (name := dot_segment_value(target.path, values)) is not None:
+            return problem(400, f"template parameter {{{name}}} may not be '.' or '..'")
     forwarded = [(n, v) for n, v in values.headers if n.decode() in agg.forward_headers]
     started = time.monotonic()
     tasks = [

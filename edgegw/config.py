@@ -21,11 +21,13 @@ from edgegw.model import (
     Address,
     AdminConfig,
     Backend,
+    EscapedSlashes,
     FilterSpec,
     GatewayConfig,
     GeoIPConfig,
     Limits,
     OnErrorPolicy,
+    PathsConfig,
     ServerKind,
     ServerLimits,
     StoreConfig,
@@ -59,6 +61,7 @@ TOP_KEYS = (
     "filters",
     "routes",
     "limits",
+    "paths",
     "trusted_proxies",
     "background",
     "geoip",
@@ -135,6 +138,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         filters=frozen_map(filters),
         routes=routes,
         limits=_read_limits(r, top.get("limits")),
+        paths=_read_paths(r, top.get("paths")),
         trusted_proxies=tuple(r.convert(n, _cidr, "") for n in _seq(r, top.get("trusted_proxies"))),
         background=background,
         geoip=geoip,
@@ -302,6 +306,15 @@ def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
         max_request_body=r.convert(m.get("max_request_body"), as_size, default.max_request_body),
         max_header_bytes=r.convert(m.get("max_header_bytes"), as_size, default.max_header_bytes),
     )
+
+
+def _read_paths(r: Reader, node: Node | None) -> PathsConfig:
+    if node is None or (m := r.mapping(node, ("escaped_slashes",))) is None:
+        return PathsConfig()
+    action = r.convert(
+        m.get("escaped_slashes"), one_of("reject_request", "keep_escaped"), "reject_request"
+    )
+    return PathsConfig(escaped_slashes=cast(EscapedSlashes, action))
 
 
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|private|credential", re.IGNORECASE)

@@ -31,14 +31,19 @@ _FORWARDED = frozenset({XFF, XFP, XFH})
 def strip_hop_by_hop(headers: Headers, extra: Iterable[bytes] = ()) -> Headers:
     """Headers without hop-by-hop ones and without those the Connection header names;
     ``extra`` names more to drop. Repeats (Set-Cookie) and order are kept."""
+    drop = _hop_names(headers)
+    if extra:
+        drop = set(drop) | set(extra)
+    return [(n, v) for n, v in headers if n not in drop]
+
+
+def _hop_names(headers: Headers) -> set[bytes] | frozenset[bytes]:
     drop: set[bytes] | frozenset[bytes] = HOP_BY_HOP
     for name, value in headers:
         if name == b"connection":
             drop = set(drop) if isinstance(drop, frozenset) else drop
             drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    if extra:
-        drop = set(drop) | set(extra)
-    return [(n, v) for n, v in headers if n not in drop]
+    return drop
 
 
 class TrustedProxies:
@@ -79,6 +84,46 @@ class TrustedProxies:
         return client
 
 
+def with_forwarded(
+    headers: Headers,
+    *,
+    peer: str,
+    scheme: str,
+    host: bytes,
+    trusted: TrustedProxies,
+) -> Headers:
+    """``headers`` with X-Forwarded-For appended with the peer and -Proto/-Host set, as
+    they will reach the backend. Client-sent X-Forwarded-* are kept (and extended) only
+    when the peer is a trusted proxy; otherwise they are replaced.
+
+    The pipeline applies it before the request filters run, so that a filter reading
+    X-Forwarded-For (rate_limit's ``trusted_hops``) sees the peer as its right-most entry,
+    as filters do in Envoy at the edge (``use_remote_address``): counting hops from the
+    right then never lands on a value the client wrote."""
+    if trusted.trusts(peer):
+        prior = b", ".join(v for n, v in headers if n == XFF)
+        proto = next((v for n, v in headers if n == XFP), scheme.encode())
+        fhost = next((v for n, v in headers if n == XFH), host)
+        xff = prior + b", " + peer.encode() if prior else peer.encode()
+    else:
+        xff, proto, fhost = peer.encode(), scheme.encode(), host
+    out = [(n, v) for n, v in headers if n not in _FORWARDED]
+    out.append((XFF, xff))
+    out.append((XFP, proto))
+    if fhost:
+        out.append((XFH, fhost))
+    return out
+
+
+def upstream_request_headers(headers: Headers) -> Headers:
+    """Request headers that went through ``with_forwarded`` (and the filters), for the
+    backend: hop-by-hop ones removed (RFC 9110 §7.6.1). The X-Forwarded-* stay even when
+    the client's Connection header names them: they are the gateway's own, and dropping
+    them would hide the client address from the backend."""
+    drop = _hop_names(headers) - _FORWARDED
+    return [(n, v) for n, v in headers if n not in drop]
+
+
 def forward_request_headers(
     headers: Headers,
     *,
@@ -87,24 +132,11 @@ def forward_request_headers(
     host: bytes,
     trusted: TrustedProxies,
 ) -> Headers:
-    """Request headers for the backend: hop-by-hop removed, X-Forwarded-For appended
-    with the peer, -Proto/-Host set. Client-sent X-Forwarded-* are kept (and extended)
-    only when the peer is a trusted proxy; otherwise they are replaced."""
-    out = strip_hop_by_hop(headers)
-    if trusted.trusts(peer):
-        prior = b", ".join(v for n, v in out if n == XFF)
-        proto = next((v for n, v in out if n == XFP), scheme.encode())
-        fhost = next((v for n, v in out if n == XFH), host)
-        out = [(n, v) for n, v in out if n not in _FORWARDED]
-        xff = prior + b", " + peer.encode() if prior else peer.encode()
-    else:
-        out = [(n, v) for n, v in out if n not in _FORWARDED]
-        xff, proto, fhost = peer.encode(), scheme.encode(), host
-    out.append((XFF, xff))
-    out.append((XFP, proto))
-    if fhost:
-        out.append((XFH, fhost))
-    return out
+    """Request headers for the backend in one step: hop-by-hop removed, X-Forwarded-*
+    as ``with_forwarded`` sets them."""
+    return with_forwarded(
+        strip_hop_by_hop(headers), peer=peer, scheme=scheme, host=host, trusted=trusted
+    )
 
 
 def get(headers: Headers, name: bytes) -> bytes | None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 ServerKind = Literal["granian", "hypercorn"]
 OnErrorPolicy = Literal["fail_closed", "fail_open", "reload"]
 StoreOnError = Literal["fail_open", "fail_closed", "local"]
+EscapedSlashes = Literal["reject_request", "keep_escaped"]
 
 
 def frozen_map(items: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -137,6 +138,13 @@ class ServerLimits:
 
 
 @dataclass(frozen=True)
+class PathsConfig:
+    # What an encoded slash or backslash (%2F, %5C) in a request path gets (edgegw/paths.py):
+    # "reject_request" (400) or "keep_escaped" (matched and forwarded still escaped).
+    escaped_slashes: EscapedSlashes = "reject_request"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int
     listen: Address
@@ -148,6 +156,7 @@ class GatewayConfig:
     filters: Mapping[str, FilterSpec] = field(default_factory=frozen_map)
     routes: tuple[Route, ...] = ()
     limits: ServerLimits = field(default_factory=ServerLimits)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-* are believed
     background: tuple[str, ...] = ()  # names of filters loaded as root-only plugins
     geoip: GeoIPConfig | None = None

@@ -13,14 +13,21 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from edgegw import metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
 from edgegw.errors import UpstreamError
-from edgegw.headers import TrustedProxies, forward_request_headers, get, strip_hop_by_hop
+from edgegw.headers import (
+    TrustedProxies,
+    get,
+    strip_hop_by_hop,
+    upstream_request_headers,
+    with_forwarded,
+)
 from edgegw.model import GatewayConfig, Route
+from edgegw.paths import normalize
 from edgegw.problem import problem
 from edgegw.routing import Router
 from edgegw.types import Headers, Message, Receive, Scope, Send
@@ -64,6 +71,7 @@ class Pipeline:
         self.chains = chains
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.max_body = config.limits.max_request_body
+        self.keep_escaped_slashes = config.paths.escaped_slashes == "keep_escaped"
         self.access_log = config.access_log
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
@@ -88,10 +96,17 @@ class Pipeline:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         method: str = scope["method"]
-        path: str = scope["path"]
         headers: Headers = [(n, v) for n, v in scope["headers"]]
         authority = (get(headers, b"host") or b"").decode("latin-1")
         counters = _Counters()
+        # One path for the router, the filters (:path) and the backend (edgegw/paths.py).
+        raw_path = scope.get("raw_path")
+        sent = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
+        path = normalize(sent.partition("?")[0], self.keep_escaped_slashes)
+        if path is None:
+            await _send_reply(send, problem(400, "invalid request path"), counters)
+            self._finish("", method, sent, counters, start, None, scope, headers)
+            return
         found = self.router.match(method, path, authority)
         if found is None:
             await _send_reply(send, self._no_route(method, path, authority), counters)
@@ -100,11 +115,18 @@ class Pipeline:
         route, params = found
         peer = (scope.get("client") or ("", 0))[0]
         client = self.trusted.client_address(peer, headers) if self.trusted else peer
+        # Before the filters: they read the X-Forwarded-For the backend will get.
+        headers = with_forwarded(
+            headers,
+            peer=peer,
+            scheme=scope.get("scheme", "http"),
+            host=authority.encode("latin-1"),
+            trusted=self.trusted,
+        )
         if get(headers, _REQUEST_ID) is None:
             headers.append((_REQUEST_ID, os.urandom(16).hex().encode()))
-        raw_path = scope.get("raw_path") or path.encode()
         query = scope.get("query_string") or b""
-        full_path = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
+        full_path = path + "?" + query.decode("latin-1") if query else path
         ex = Exchange(
             route=route,
             method=method,
@@ -121,7 +143,7 @@ class Pipeline:
         self.inflight += 1
         try:
             http1 = scope.get("http_version", "1.1") in _HTTP1
-            await self._run(ex, peer, params, filters, receive, send, counters, http1)
+            await self._run(ex, params, filters, receive, send, counters, http1)
         finally:
             self.inflight -= 1
             if self._drained is not None and self.inflight == 0:
@@ -133,7 +155,6 @@ class Pipeline:
     async def _run(
         self,
         ex: Exchange,
-        peer: str,
         params: dict[str, str],
         filters: StreamFilters | None,
         receive: Receive,
@@ -166,19 +187,17 @@ class Pipeline:
         backend = self._backend(route, ex.request_headers)
         ex.backend = backend
         body = self._body(ex, filters, receive, counters, first) if has_body else None
-        upstream_headers = forward_request_headers(
-            ex.request_headers,
-            peer=peer,
-            scheme=ex.scheme,
-            host=ex.authority.encode("latin-1"),
-            trusted=self.trusted,
-        )
+        upstream_headers = upstream_request_headers(ex.request_headers)
         if not self.config.backends[backend].preserve_host:
             upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
         path = ex.path
         if route.strip_prefix and route.match.prefix:
-            path = path[len(route.match.prefix.rstrip("/")) :]
-            path = path if path.startswith("/") else "/" + path
+            # The router matched the prefix on this same normalized path (a filter may
+            # have rewritten :path since: then only a path still under it is cut).
+            prefix = route.match.prefix.rstrip("/")
+            if path.startswith(prefix):
+                path = path[len(prefix) :]
+                path = path if path.startswith("/") else "/" + path
         sent_at = time.perf_counter()
         try:
             resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)

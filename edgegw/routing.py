@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from edgegw.model import Route
+from edgegw.paths import is_safe_segment
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -66,7 +68,8 @@ class Router:
         )
 
     def match(self, method: str, path: str, host: str) -> tuple[Route, dict[str, str]] | None:
-        """``path`` without the query; ``host`` as sent (a port is ignored)."""
+        """``path`` normalized (edgegw/paths.py), without the query; ``host`` as sent (a
+        port is ignored). Path parameters come back percent-decoded."""
         if self._needs_host:
             host = _bare_host(host)
         for cr in self._routes:
@@ -86,7 +89,9 @@ class Router:
             assert cr.pattern is not None
             m = cr.pattern.match(path)
             if m is not None:
-                return cr.route, m.groupdict()
+                params = _decoded(m.groupdict())
+                if params is not None:
+                    return cr.route, params
         return None
 
     def allowed(self, path: str, host: str) -> tuple[str, ...]:
@@ -101,6 +106,20 @@ class Router:
 
 def _any_method(route: Route) -> Route:
     return dataclasses.replace(route, match=dataclasses.replace(route.match, methods=()))
+
+
+def _decoded(params: dict[str, str]) -> dict[str, str] | None:
+    """Path parameters percent-decoded (the path is matched encoded, edgegw/paths.py);
+    None when one decodes to ``.``, ``..`` or holds a ``/`` (an escaped slash kept by
+    ``keep_escaped``): such a value would change the shape of any path it is put in."""
+    for name, value in params.items():
+        if "%" in value:
+            value = params[name] = unquote(value)
+            if not is_safe_segment(value):
+                return None
+        elif value in (".", ".."):
+            return None
+    return params
 
 
 def _bare_host(host: str) -> str:

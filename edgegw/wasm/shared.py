@@ -3,6 +3,7 @@ and filter-defined metrics. Process-wide on purpose: it outlives VM reloads, as 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from collections.abc import Callable
@@ -13,14 +14,39 @@ from prometheus_client import Counter, Gauge, Histogram
 from edgegw import metrics
 from edgegw.wasm.abi import MetricType, Status
 
+log = logging.getLogger("edgegw.wasm")
+
+
+# Bounds of shared data per worker process. ABI 0.2.1 has no delete, so without them every
+# key a filter derives from client input (a rate limit per header value) would stay for the
+# life of the process. docs/filters.md: the statuses a filter gets at a bound.
+MAX_KEY_BYTES = 1024
+MAX_ENTRIES = 100_000
+MAX_TOTAL_BYTES = 64 * 1024 * 1024  # keys and values together
+
 
 class SharedData:
     """key → (value, cas). A set with a non-zero cas that is not the current one fails
-    with CAS_MISMATCH (spec: proxy_set_shared_data)."""
+    with CAS_MISMATCH (spec: proxy_set_shared_data).
 
-    def __init__(self) -> None:
+    Bounded: a key over ``max_key_bytes`` is BAD_ARGUMENT; a set that would pass
+    ``max_entries`` keys or ``max_total_bytes`` of keys and values is INTERNAL_FAILURE and
+    changes nothing (the ABI has no "full" status; existing keys stay writable while the
+    size allows)."""
+
+    def __init__(
+        self,
+        max_key_bytes: int = MAX_KEY_BYTES,
+        max_entries: int = MAX_ENTRIES,
+        max_total_bytes: int = MAX_TOTAL_BYTES,
+    ) -> None:
         self._items: dict[bytes, tuple[bytes, int]] = {}
         self._cas = 0
+        self._bytes = 0
+        self._max_key = max_key_bytes
+        self._max_entries = max_entries
+        self._max_bytes = max_total_bytes
+        self._full_logged = False
 
     def get(self, key: bytes) -> tuple[bytes, int] | None:
         return self._items.get(key)
@@ -29,9 +55,30 @@ class SharedData:
         current = self._items.get(key)
         if cas and (current is None or current[1] != cas):
             return Status.CAS_MISMATCH
+        if current is None:
+            if len(key) > self._max_key:
+                return Status.BAD_ARGUMENT
+            grow = len(key) + len(value)
+            if len(self._items) >= self._max_entries or self._bytes + grow > self._max_bytes:
+                return self._full()
+        else:
+            grow = len(value) - len(current[0])
+            if grow > 0 and self._bytes + grow > self._max_bytes:
+                return self._full()
+        self._bytes += grow
         self._cas += 1
         self._items[key] = (value, self._cas)
         return Status.OK
+
+    def _full(self) -> Status:
+        if not self._full_logged:  # once per process: a full table is a steady state
+            self._full_logged = True
+            log.warning(
+                "shared data full (%d keys, %d bytes): new keys are refused",
+                len(self._items),
+                self._bytes,
+            )
+        return Status.INTERNAL_FAILURE
 
 
 @dataclass

@@ -76,12 +76,20 @@ pub fn applies(p: *const config.Policy, req: *const Request) bool {
     return true;
 }
 
+/// Keys longer than this are stored as "<prefix>:<policy>#<sha256 hex of the parts>": a
+/// client chooses header values of any size, and local mode keeps one shared-data entry
+/// per key (the host bounds entries too, docs/filters/rate_limit.md). The hash keeps
+/// distinct values apart (truncating would merge them) and the separator '#' keeps hashed
+/// keys apart from plain ones.
+pub const max_key_bytes = 128;
+
 /// "<prefix>:<policy>:<part>|<part>..." owned by pw.allocator; null when a header part is
 /// missing (the policy does not apply to this request, e.g. per-user limits for anonymous).
 pub fn build(prefix: []const u8, p: *const config.Policy, req: *const Request) !?[]u8 {
     var out = std.ArrayList(u8).empty;
     errdefer out.deinit(pw.allocator);
     try out.print(pw.allocator, "{s}:{s}", .{ prefix, p.name });
+    const head = out.items.len;
     for (p.key, 0..) |part, i| {
         const value: []const u8 = if (std.mem.eql(u8, part, "ip")) req.ip else if (std.mem.eql(u8, part, "path")) req.path else if (std.mem.eql(u8, part, "route")) req.route else if (std.mem.eql(u8, part, "method")) req.method else if (std.mem.eql(u8, part, "host")) req.host else blk: {
             const name = part["header:".len..];
@@ -93,6 +101,13 @@ pub fn build(prefix: []const u8, p: *const config.Policy, req: *const Request) !
         };
         try out.append(pw.allocator, if (i == 0) ':' else '|');
         try out.appendSlice(pw.allocator, value);
+    }
+    if (out.items.len > max_key_bytes) {
+        var digest: [std.crypto.hash.sha2.Sha256.digest_length]u8 = undefined;
+        std.crypto.hash.sha2.Sha256.hash(out.items[head..], &digest, .{});
+        out.shrinkRetainingCapacity(head);
+        try out.append(pw.allocator, '#');
+        try out.appendSlice(pw.allocator, &std.fmt.bytesToHex(digest, .lower));
     }
     return try out.toOwnedSlice(pw.allocator);
 }

@@ -72,7 +72,9 @@ const Stream = struct {
         }
         if (self.n == 0) return .@"continue";
         if (c.raw().mode == .local) {
-            for (self.evals[0..self.n]) |*e| try self.evalLocal(e);
+            // Shared data refuses new keys once full (docs/filters/rate_limit.md): that
+            // is a store failure, handled by on_store_error like the global store's.
+            for (self.evals[0..self.n]) |*e| self.evalLocal(e) catch |err| self.storeFailed(e, err);
             return self.decide();
         }
         for (self.evals[0..self.n]) |*e| {
@@ -112,9 +114,10 @@ const Stream = struct {
     }
 
     /// Store failures follow on_store_error: fail_open skips the policy, fail_closed
-    /// answers 503, local evaluates the policy with this VM's shared data.
+    /// answers 503, local evaluates the policy with this VM's shared data (in local mode,
+    /// where that is what failed, the policy is skipped).
     fn storeFailed(self: *Stream, e: *Eval, err: anyerror) void {
-        pw.log(.warn, "rate_limit: store call for policy '{s}' failed: {s}", .{ e.policy.name, @errorName(err) });
+        pw.log(.warn, "rate_limit: store for policy '{s}' failed: {s}", .{ e.policy.name, @errorName(err) });
         if (self.root.store_errors) |m| m.increment(1);
         e.done = true;
         switch (self.cfg().raw().on_store_error) {
@@ -123,7 +126,9 @@ const Stream = struct {
                 e.store_down = true;
                 e.result = .{ .allowed = false, .remaining = 0, .reset_ms = 0, .retry_after_ms = 0, .limit = e.policy.burst };
             },
-            .local => self.evalLocal(e) catch {
+            .local => if (self.cfg().raw().mode == .local) {
+                e.skipped = true;
+            } else self.evalLocal(e) catch {
                 e.skipped = true;
             },
         }

@@ -81,13 +81,17 @@ def gateway_factory(
     envoy_factory: Callable[..., EnvoyProc],
 ) -> StartGateway:
     """start(filters=[(name, config)], backend_port=..., clusters={name: port},
-    routes=[(route_name, prefix)]) -> RunningGateway."""
+    routes=[(route_name, prefix)], trusted_proxies=[cidr]) -> RunningGateway.
+
+    ``trusted_proxies``: edgegw keeps their X-Forwarded-For and appends the peer; Envoy
+    gets ``use_remote_address`` (it appends the peer and keeps every client's value)."""
 
     def start(
         filters: list[tuple[str, Any]],
         backend_port: int,
         clusters: dict[str, int] | None = None,
         routes: list[tuple[str, str]] | None = None,
+        trusted_proxies: list[str] | None = None,
     ) -> RunningGateway:
         if request.param == "envoy":
             envoy_routes = None
@@ -101,6 +105,7 @@ def gateway_factory(
                 backend_port,
                 clusters=clusters,
                 routes=envoy_routes,
+                use_remote_address=bool(trusted_proxies),
             )
             return RunningGateway(e.base_url, "envoy", e.log)
         # edgegw: the same filters, configs and routes in a gateway.yaml.
@@ -120,6 +125,8 @@ def gateway_factory(
             ],
             "access_log": False,
         }
+        if trusted_proxies:
+            doc["trusted_proxies"] = trusted_proxies
         try:
             gw = run_gateway(doc)
         except pytest.fail.Exception as exc:  # refused to start, as Envoy would: same signal

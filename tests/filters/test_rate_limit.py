@@ -57,9 +57,11 @@ def test_header_key_separates_users_and_skips_anonymous(
 def test_trusted_hops_take_client_from_forwarded_for(
     gateway_factory: StartGateway, backend_factory: Any
 ) -> None:
-    cfg = {"trusted_hops": 1, "policies": [{"name": "ip", "rate": 1, "period": "1h"}]}
-    gw = gateway_factory([("rate_limit", cfg)], backend_factory().port)
-    # The right-most entry is what our one trusted proxy saw; the left one is spoofable.
+    cfg = {"trusted_hops": 2, "policies": [{"name": "ip", "rate": 1, "period": "1h"}]}
+    port = backend_factory().port
+    gw = gateway_factory([("rate_limit", cfg)], port, trusted_proxies=["127.0.0.1/32"])
+    # The host appended the peer (hop 1, the proxy in front of it: this test), which
+    # appended 10.0.0.1, the address it saw (hop 2); the left one is spoofable.
     assert get(gw, headers={"x-forwarded-for": "6.6.6.6, 10.0.0.1"}).status_code == 200
     assert get(gw, headers={"x-forwarded-for": "7.7.7.7, 10.0.0.1"}).status_code == 429
     assert get(gw, headers={"x-forwarded-for": "10.0.0.2"}).status_code == 200

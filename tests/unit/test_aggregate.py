@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from edgegw.aggregate import Values, render_path
+from edgegw.aggregate import Values, dot_segment_value, render_path
 from edgegw.app import GatewayApp
 from edgegw.config import parse_config
 from tests.conftest import LoopThread
@@ -295,3 +295,11 @@ routes:
         assert len(backends.seen) == 2
     finally:
         await app.aclose()
+
+
+def test_dot_segment_values_are_found_in_the_path_part_only() -> None:
+    values = Values({"id": "7"}, {"q": "..", "d": "."}, [])
+    assert dot_segment_value("/u/{id}/x", values) is None
+    assert dot_segment_value("/u/{query.q}/x", values) == "query.q"
+    assert dot_segment_value("/u/{query.d}", values) == "query.d"
+    assert dot_segment_value("/u/{id}?q={query.q}", values) is None  # a query value

@@ -55,6 +55,12 @@ def test_example_config_is_valid() -> None:
     assert profile.aggregate.backends[1].timeout == pytest.approx(0.3)
 
 
+def test_paths_escaped_slashes() -> None:
+    assert parse_config(BASE, env={}).paths.escaped_slashes == "reject_request"
+    keep = parse_config(BASE + "paths: {escaped_slashes: keep_escaped}\n", env={})
+    assert keep.paths.escaped_slashes == "keep_escaped"
+
+
 def test_defaults() -> None:
     config = parse_config(BASE, env={})
     assert config.server == "granian" and config.workers == 1
@@ -186,6 +192,10 @@ routes:
         (
             "version: 1\nstore: {flags: {beta: {rollout: 150}}}\n",
             "store.flags.beta: invalid flag 'beta': rollout must be a number from 0 to 100 (line 2)",
+        ),
+        (
+            "version: 1\npaths: {escaped_slashes: unescape}\n",
+            "paths.escaped_slashes: expected one of reject_request, keep_escaped, got 'unescape' (line 2)",
         ),
         (
             "version: 1\nstore: {on_error: explode}\n",

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from edgegw.headers import TrustedProxies, forward_request_headers, strip_hop_by_hop
+from edgegw.headers import (
+    TrustedProxies,
+    forward_request_headers,
+    strip_hop_by_hop,
+    upstream_request_headers,
+    with_forwarded,
+)
 
 
 def test_strip_hop_by_hop_and_connection_tokens() -> None:
@@ -66,3 +72,16 @@ def test_client_address_walks_trusted_hops_from_the_right() -> None:
     assert trusted.client_address("10.0.0.1", xff) == "198.51.100.1"
     assert trusted.client_address("8.8.8.8", xff) == "8.8.8.8"  # untrusted peer: itself
     assert TrustedProxies([]).client_address("10.0.0.1", xff) == "10.0.0.1"
+
+
+def test_filters_get_the_forwarded_for_the_backend_gets() -> None:
+    # with_forwarded runs before the filters: the peer is already the right-most entry.
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    sent = [(b"x-forwarded-for", b"6.6.6.6"), (b"connection", b"x-forwarded-for, x-a")]
+    seen = with_forwarded(sent, peer="10.1.1.1", scheme="https", host=b"h", trusted=trusted)
+    assert (b"x-forwarded-for", b"6.6.6.6, 10.1.1.1") in seen
+    untrusted = with_forwarded(sent, peer="6.6.6.6", scheme="https", host=b"h", trusted=trusted)
+    assert [v for n, v in untrusted if n == b"x-forwarded-for"] == [b"6.6.6.6"]
+    # A client naming X-Forwarded-For in Connection cannot strip the gateway's own.
+    out = upstream_request_headers([*seen, (b"x-a", b"1")])
+    assert [n for n, _v in out] == [b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"]

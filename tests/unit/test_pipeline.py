@@ -53,11 +53,42 @@ async def test_proxies_method_path_query_body(
 ) -> None:
     api = backend_factory(name="api")
     client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
-    r = await client.post("/a%2Fb/c?x=1&y=%20", content=b"payload")
+    r = await client.post("/a%20b/c%3F?x=1&y=%20&z=%2F/../", content=b"payload")
     assert r.status_code == 200
     doc = r.json()
     assert (doc["method"], doc["body"]) == ("POST", "payload")
-    assert doc["raw_path"] == "/a%2Fb/c?x=1&y=%20"  # percent-encoding passes unchanged
+    # Escapes that are not unreserved characters pass (hex upper-cased, RFC 3986
+    # §6.2.2.1); the query is never touched.
+    assert doc["raw_path"] == "/a%20b/c%3F?x=1&y=%20&z=%2F/../"
+
+
+async def test_path_is_normalized_once_for_router_and_backend(
+    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+) -> None:
+    api = backend_factory(name="api")
+    client = client_for(
+        gateway(
+            {"api": api.url},
+            "  - {match: {prefix: /public}, backend: api, strip_prefix: true}\n"
+            "  - {match: {prefix: /}, backend: api}\n",
+        )
+    )
+    # httpx would resolve "../" itself; the escaped forms reach the gateway as sent.
+    doc = (await client.get("/publi%63/x%2e%2e/y")).json()
+    assert doc["raw_path"] == "/x../y"  # prefix decoded, matched and cut in one form
+    doc = (await client.get("/public/%2E%2E/secret//data")).json()
+    assert doc["raw_path"] == "/secret/data"  # not under /public: no prefix to cut
+    r = await client.get("/a%2Fb")
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    keep = client_for(
+        gateway(
+            {"api": api.url},
+            "  - {match: {prefix: /}, backend: api}\n",
+            paths="{escaped_slashes: keep_escaped}",
+        )
+    )
+    assert (await keep.get("/a%2fb/c")).json()["raw_path"] == "/a%2Fb/c"
 
 
 async def test_404_problem(

@@ -43,6 +43,15 @@ ROUTER = Router(
         ("GET", "/w", "a.example.com", "wild", {}),
         ("GET", "/w", "example.com", "root", {}),  # *.suffix needs a subdomain
         ("GET", "/w", "[::1]:80", "root", {}),
+        # The path comes normalized and still escaped; parameters come back decoded.
+        ("GET", "/api/profile/j%C3%B6rg", "h", "profile", {"user_id": "jörg"}),
+        ("GET", "/api/profile/a%20b", "h", "profile", {"user_id": "a b"}),
+        # A value that is a dot segment or holds "/" (a %2F kept by keep_escaped) would
+        # move any path it is put back into: the template does not match.
+        ("GET", "/api/profile/a%2Fb", "h", "root", {}),
+        ("GET", "/api/profile/..", "h", "root", {}),
+        ("GET", "/api/profile/%2E%2E", "h", "root", {}),
+        ("GET", "/api/profile/.", "h", "root", {}),
     ],
 )
 def test_match(method: str, path: str, host: str, name: str, params: dict[str, str]) -> None:
