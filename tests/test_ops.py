@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import GatewayProcess, LoopbackBackend
+from tests.conftest import GatewayProcess, LoopbackBackend, free_port, start_redis, stop_process
 
 RunGateway = Callable[..., GatewayProcess]
 MakeBackend = Callable[..., LoopbackBackend]
@@ -56,3 +57,42 @@ def test_readyz_and_metrics_agree_that_memory_store_is_up(
     ready = httpx.get(gw.admin_url + "/readyz", timeout=5).json()
     assert ready["store"] == "up"
     assert metric(gw, "edgegw_store_up") == 1.0
+
+
+def test_a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    run_gateway: RunGateway, backend_factory: MakeBackend, tmp_path: Path
+) -> None:
+    port = free_port()
+    redis = start_redis(tmp_path / "redis", port)
+    try:
+        api = backend_factory()
+        gw = run_gateway(
+            {
+                "backends": {"api": api.url},
+                "store": {"url": f"redis://127.0.0.1:{port}/0", "timeout": "200ms"},
+                "routes": [{"name": "r", "match": {"prefix": "/"}, "backend": "api"}],
+            },
+            "--workers",
+            "2",
+        )
+        assert httpx.get(gw.url + "/x", timeout=5).status_code == 200
+        assert wait_for(lambda: metric(gw, "edgegw_store_up") == 1.0)
+
+        def count(text: str) -> int:
+            return gw.output().count(text)
+
+        stop_process(redis)
+        assert wait_for(lambda: count("flag subscription lost") >= 2), gw.output()
+        # The gauge of the workers (whose subscriptions failed) is the lowest.
+        assert wait_for(lambda: metric(gw, "edgegw_store_up") == 0.0)
+        time.sleep(3)  # several retries (backoff 0.1 s doubling) while Redis stays down
+        assert httpx.get(gw.url + "/x", timeout=5).status_code == 200  # traffic goes on
+        redis = start_redis(tmp_path / "redis", port)
+        assert wait_for(lambda: count("flag subscription restored") >= 2, 20), gw.output()
+        assert wait_for(lambda: metric(gw, "edgegw_store_up") == 1.0)
+        assert httpx.get(gw.admin_url + "/readyz", timeout=5).json()["store"] == "up"
+        time.sleep(0.5)  # a late duplicate line would show up now
+        assert (count("flag subscription lost"), count("flag subscription restored")) == (2, 2)
+        assert count("WARNING edgegw.store: flag subscription lost") == 2
+    finally:
+        stop_process(redis)
