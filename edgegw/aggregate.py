@@ -26,6 +26,7 @@ from edgegw.types import Headers
 log = logging.getLogger("edgegw.aggregate")
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+_BACKSTOP = 0.1  # seconds past the route's deadline before calls still running are cancelled
 _MISSING = object()
 
 
@@ -86,11 +87,15 @@ async def run_aggregate(
     """Run every call of ``agg`` and build the merged response."""
     forwarded = [(n, v) for n, v in values.headers if n.decode() in agg.forward_headers]
     started = time.monotonic()
+    deadline = started + agg.timeout
     tasks = [
-        asyncio.ensure_future(_fetch(t, values, forwarded, call, agg, authority))
+        asyncio.ensure_future(_fetch(t, values, forwarded, call, agg, authority, deadline))
         for t in agg.backends
     ]
-    _done, pending = await asyncio.wait(tasks, timeout=agg.timeout)
+    # Each call ends by the route's deadline on its own (its timeout is cut to what is
+    # left), so it ends as a timeout, counted as one in the upstream metrics. Cancelling
+    # at the deadline is only the backstop for a call that overruns its timeout.
+    _done, pending = await asyncio.wait(tasks, timeout=agg.timeout + _BACKSTOP)
     for task in pending:
         task.cancel()
     outcomes: list[Outcome] = []
@@ -114,6 +119,7 @@ async def _fetch(
     call: HttpCall,
     agg: Aggregate,
     authority: str,
+    deadline: float,
 ) -> Outcome:
     outcome = Outcome(target)
     try:
@@ -121,8 +127,9 @@ async def _fetch(
     except KeyError as exc:
         outcome.error = f"no value for template parameter {{{exc.args[0]}}}"
         return outcome
-    timeout = min(target.timeout or agg.timeout, agg.timeout)
     started = time.monotonic()
+    own = min(target.timeout or agg.timeout, agg.timeout)
+    timeout = min(own, deadline - started)
     response: CallResponse = await call(
         target.backend, target.method, path, authority, headers, b"", timeout
     )
@@ -131,6 +138,8 @@ async def _fetch(
     if response.status == 0:
         outcome.error = response.error or "no response"
         outcome.timed_out = "timeout" in outcome.error.lower()
+        if outcome.timed_out and timeout < own:  # the route's deadline, not this backend's
+            outcome.error = "route deadline exceeded"
     elif not 200 <= response.status < 300:
         outcome.error = f"status {response.status}"
     elif len(response.body) > agg.max_body:

@@ -179,7 +179,6 @@ class Pipeline:
         if route.strip_prefix and route.match.prefix:
             path = path[len(route.match.prefix.rstrip("/")) :]
             path = path if path.startswith("/") else "/" + path
-        sent_at = time.perf_counter()
         try:
             resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
         except (UpstreamError, _Abort) as exc:
@@ -190,7 +189,6 @@ class Pipeline:
             assert isinstance(exc, UpstreamError)
             await _send_reply(send, _upstream_problem(exc, ex.path), counters)
             return
-        metrics.observe_upstream(backend, time.perf_counter() - sent_at)
         try:
             chunks = resp.chunks()
             await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)

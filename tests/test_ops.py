@@ -96,3 +96,61 @@ def test_a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         assert count("WARNING edgegw.store: flag subscription lost") == 2
     finally:
         stop_process(redis)
+
+
+def test_every_upstream_call_is_timed_by_backend_and_outcome(
+    run_gateway: RunGateway, backend_factory: MakeBackend
+) -> None:
+    fast = backend_factory(name="fast")
+    slow = backend_factory(name="slow", delay=3.0)
+    reset = backend_factory(name="reset", fail_connection=True)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused
+    gw = run_gateway(
+        {
+            "backends": {
+                "fast": fast.url,
+                "slow": {"url": slow.url, "timeout": "200ms"},
+                "reset": reset.url,
+                "dead": dead,
+            },
+            "routes": [
+                {
+                    "name": "agg",
+                    "match": {"path": "/agg"},
+                    "aggregate": {
+                        "backends": [
+                            {"backend": "fast", "path": "/a"},
+                            {
+                                "backend": "slow",
+                                "path": "/b",
+                                "timeout": "200ms",
+                                "required": False,
+                                "group": "late",
+                            },
+                        ]
+                    },
+                },
+                *(
+                    {"name": name, "match": {"prefix": f"/{name}"}, "backend": name}
+                    for name in ("fast", "slow", "reset", "dead")
+                ),
+            ],
+        }
+    )
+    answers = {
+        path: httpx.get(gw.url + path, timeout=10).status_code
+        for path in ("/agg", "/fast", "/slow", "/reset", "/dead")
+    }
+    assert answers == {"/agg": 200, "/fast": 200, "/slow": 504, "/reset": 502, "/dead": 502}
+    want = {
+        ("fast", "ok"): 2.0,  # one fan-out call, one proxied
+        ("slow", "timeout"): 2.0,  # one fan-out call, one proxied
+        ("reset", "reset"): 1.0,
+        ("dead", "connect_error"): 1.0,
+    }
+
+    def counts() -> dict[tuple[str, str], float | None]:
+        name = "edgegw_upstream_duration_seconds_count"
+        return {key: metric(gw, name, backend=key[0], outcome=key[1]) for key in want}
+
+    assert wait_for(lambda: counts() == want), counts()  # batched: within about 1 s
