@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edgegw.chain import CallResponse, HttpCall, LocalReply
+from edgegw.headers import REQUEST_ID
 from edgegw.model import Aggregate, AggregateTarget
 from edgegw.problem import problem
 from edgegw.types import Headers
@@ -85,7 +86,10 @@ async def run_aggregate(
     agg: Aggregate, values: Values, call: HttpCall, authority: str = ""
 ) -> LocalReply:
     """Run every call of ``agg`` and build the merged response."""
-    forwarded = [(n, v) for n, v in values.headers if n.decode() in agg.forward_headers]
+    # The request's id goes to every backend, whatever forward_headers says (tracing).
+    forwarded = [
+        (n, v) for n, v in values.headers if n == REQUEST_ID or n.decode() in agg.forward_headers
+    ]
     started = time.monotonic()
     deadline = started + agg.timeout
     tasks = [

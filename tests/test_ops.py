@@ -3,6 +3,7 @@ request id tell an operator (docs/operations.md)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -11,10 +12,19 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import GatewayProcess, LoopbackBackend, free_port, start_redis, stop_process
+from tests.conftest import (
+    REPO,
+    GatewayProcess,
+    LoopbackBackend,
+    free_port,
+    start_redis,
+    stop_process,
+)
 
 RunGateway = Callable[..., GatewayProcess]
 MakeBackend = Callable[..., LoopbackBackend]
+RATE_WASM = str(REPO / "filters" / "dist" / "rate_limit.wasm")
+HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def metric(gw: GatewayProcess, name: str, **labels: str) -> float | None:
@@ -154,3 +164,110 @@ def test_every_upstream_call_is_timed_by_backend_and_outcome(
         return {key: metric(gw, name, backend=key[0], outcome=key[1]) for key in want}
 
     assert wait_for(lambda: counts() == want), counts()  # batched: within about 1 s
+
+
+def ids_received(backend: LoopbackBackend) -> list[list[str]]:
+    """The x-request-id values of each request ``backend`` received, in order."""
+    return [[v for k, v in r["headers"] if k == "x-request-id"] for r in backend.requests]
+
+
+def access_lines(gw: GatewayProcess) -> list[dict[str, Any]]:
+    out = []
+    for line in gw.output().splitlines():
+        if line.startswith('{"route"'):
+            out.append(json.loads(line))
+    return out
+
+
+def test_request_id_is_echoed_proxied_and_logged_even_without_a_route(
+    run_gateway: RunGateway, backend_factory: MakeBackend
+) -> None:
+    api = backend_factory(extra_headers=[("x-request-id", "from-the-backend")])
+    gw = run_gateway(
+        {
+            "backends": {"api": api.url},
+            "routes": [{"name": "r", "match": {"prefix": "/api"}, "backend": "api"}],
+        }
+    )
+    with httpx.Client(base_url=gw.url, timeout=5) as client:
+        kept = client.get("/api/1", headers={"x-request-id": "client-id-1"})
+        made = client.get("/api/2")
+        bad = client.get("/api/3", headers={"x-request-id": "x" * 200})
+        missing = client.get("/nowhere", headers={"x-request-id": "client-id-404"})
+        missing_made = client.get("/nowhere")
+    assert [r.status_code for r in (kept, made, bad, missing, missing_made)] == [
+        200, 200, 200, 404, 404,
+    ]  # fmt: skip
+    # Echoed: the client's valid id kept, otherwise a generated one; never the backend's.
+    assert kept.headers.get_list("x-request-id") == ["client-id-1"]
+    assert missing.headers.get_list("x-request-id") == ["client-id-404"]
+    generated = [r.headers.get_list("x-request-id") for r in (made, bad, missing_made)]
+    assert all(len(ids) == 1 and HEX_ID.fullmatch(ids[0]) for ids in generated), generated
+    assert len({ids[0] for ids in generated}) == 3
+    # Proxied: the backend saw exactly the id the client got back.
+    assert ids_received(api) == [["client-id-1"], generated[0], generated[1]]
+    # Logged: every access line carries the id the client got, 404s included.
+    echoed = [r.headers["x-request-id"] for r in (kept, made, bad, missing, missing_made)]
+    lines = wait_for(lambda: len(access_lines(gw)) >= 5 and access_lines(gw))
+    assert [(line["status"], line["request_id"]) for line in lines] == list(
+        zip([200, 200, 200, 404, 404], echoed, strict=True)
+    )
+
+
+def test_request_id_reaches_fan_out_backends_and_filter_http_calls(
+    run_gateway: RunGateway, backend_factory: MakeBackend
+) -> None:
+    users, orders, api = (backend_factory(name=n) for n in ("users", "orders", "api"))
+    store = backend_factory(name="store")  # answers the rate_limit filter's store calls
+    policy = {"name": "all", "rate": 1000, "period": "1s", "key": ["route"]}
+    gw = run_gateway(
+        {
+            "backends": {
+                "users": users.url,
+                "orders": orders.url,
+                "api": api.url,
+                "store": store.url,
+            },
+            "filters": {
+                "limit": {
+                    "wasm": RATE_WASM,
+                    "config": {
+                        "mode": "global",
+                        "store_cluster": "store",
+                        "on_store_error": "fail_open",
+                        "policies": [policy],
+                    },
+                }
+            },
+            "routes": [
+                {
+                    "name": "agg",
+                    "match": {"path": "/agg/{id}"},
+                    "aggregate": {
+                        "backends": [
+                            {"backend": "users", "path": "/users/{id}", "group": "user"},
+                            {"backend": "orders", "path": "/orders/{id}", "group": "orders"},
+                        ]
+                    },
+                },
+                {
+                    "name": "api",
+                    "match": {"prefix": "/api"},
+                    "filters": ["limit"],
+                    "backend": "api",
+                },
+            ],
+        }
+    )
+    with httpx.Client(base_url=gw.url, timeout=5) as client:
+        fanned = client.get("/agg/7", headers={"x-request-id": "fan-out-id"})
+        limited = client.get("/api/x", headers={"x-request-id": "http-call-id"})
+        generated = client.get("/api/y")
+    assert (fanned.status_code, limited.status_code, generated.status_code) == (200, 200, 200)
+    assert fanned.headers["x-request-id"] == "fan-out-id"
+    assert ids_received(users) == ids_received(orders) == [["fan-out-id"]]
+    new_id = generated.headers["x-request-id"]
+    assert HEX_ID.fullmatch(new_id)
+    # The filter's store call is made for the request: it carries the request's id.
+    assert ids_received(store) == [["http-call-id"], [new_id]]
+    assert ids_received(api) == [["http-call-id"], [new_id]]
