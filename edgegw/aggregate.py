@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edgegw.chain import CallResponse, HttpCall, LocalReply
-from edgegw.headers import REQUEST_ID
+from edgegw.headers import REQUEST_ID, request_id
 from edgegw.model import Aggregate, AggregateTarget
 from edgegw.problem import problem
 from edgegw.types import Headers
@@ -113,7 +113,7 @@ async def run_aggregate(
             outcomes.append(task.result())
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-    return merge(agg, outcomes)
+    return merge(agg, outcomes, values.headers)
 
 
 async def _fetch(
@@ -156,8 +156,11 @@ async def _fetch(
     return outcome
 
 
-def merge(agg: Aggregate, outcomes: list[Outcome]) -> LocalReply:
-    """Merge outcomes in config order; a failed required backend fails the request."""
+def merge(
+    agg: Aggregate, outcomes: list[Outcome], request_headers: Headers | None = None
+) -> LocalReply:
+    """Merge outcomes in config order; a failed required backend fails the request.
+    ``request_headers`` give the request's id to log lines."""
     result: dict[str, Any] = {}
     owner: dict[str, str] = {}
     complete = True
@@ -183,10 +186,11 @@ def merge(agg: Aggregate, outcomes: list[Outcome]) -> LocalReply:
                 # Rule: the earlier backend in config order keeps the key (deterministic);
                 # the later value is dropped and the collision is logged.
                 log.warning(
-                    "aggregate: key %r from %s ignored; already set by %s",
+                    "aggregate: key %r from %s ignored; already set by %s request_id=%s",
                     key,
                     target.backend,
                     owner[key],
+                    request_id(request_headers or []),
                 )
                 continue
             result[key] = item

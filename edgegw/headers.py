@@ -113,6 +113,12 @@ def forward_request_headers(
     return out
 
 
+def request_id(headers: Headers) -> str:
+    """The request's id (``x-request-id``) for a log line about it; "" if it has none.
+    Lines logged while a request is handled end with ``request_id=<id>``."""
+    return (get(headers, REQUEST_ID) or b"").decode("latin-1")
+
+
 def get(headers: Headers, name: bytes) -> bytes | None:
     """The first value of ``name`` (lower-case), or None."""
     for n, v in headers:

@@ -271,3 +271,44 @@ def test_request_id_reaches_fan_out_backends_and_filter_http_calls(
     # The filter's store call is made for the request: it carries the request's id.
     assert ids_received(store) == [["http-call-id"], [new_id]]
     assert ids_received(api) == [["http-call-id"], [new_id]]
+
+
+def test_log_lines_written_while_handling_a_request_carry_its_id(
+    run_gateway: RunGateway, backend_factory: MakeBackend
+) -> None:
+    one, two = backend_factory(name="one"), backend_factory(name="two")
+    store = backend_factory(name="store")  # an echo: not the answer rate_limit expects
+    policy = {"name": "all", "rate": 1000, "period": "1s", "key": ["route"]}
+    gw = run_gateway(
+        {
+            "backends": {"one": one.url, "two": two.url, "store": store.url},
+            "filters": {
+                "limit": {
+                    "wasm": RATE_WASM,
+                    "config": {"mode": "global", "store_cluster": "store", "policies": [policy]},
+                }
+            },
+            "routes": [
+                {
+                    "name": "agg",
+                    "match": {"path": "/agg"},
+                    "filters": ["limit"],
+                    # Both echo the same keys: the second one's collide (a warning).
+                    "aggregate": {
+                        "backends": [
+                            {"backend": "one", "path": "/"},
+                            {"backend": "two", "path": "/"},
+                        ]
+                    },
+                }
+            ],
+        }
+    )
+    r = httpx.get(gw.url + "/agg", headers={"x-request-id": "log-me-1"}, timeout=5)
+    assert r.status_code == 200
+    wait_for(lambda: '"request_id":"log-me-1"' in gw.output())  # the access line is last
+    lines = [line for line in gw.output().splitlines() if " edgegw." in line]
+    collisions = [line for line in lines if "ignored; already set by one" in line]
+    filter_lines = [line for line in lines if "edgegw.filter.limit" in line]
+    assert collisions and filter_lines, gw.output()
+    assert all(line.endswith(" request_id=log-me-1") for line in collisions + filter_lines), lines

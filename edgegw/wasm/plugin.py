@@ -15,7 +15,7 @@ import wasmtime
 
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import FilterLoadError, WasmError
-from edgegw.headers import REQUEST_ID, get
+from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm._phase import ROOT_CONTEXT
@@ -244,7 +244,11 @@ class Plugin(SharedHostcalls):
                 state.failure = (self, exc)  # the paused chain applies our on_error
                 state.wake()
                 return
-            self.log.error("on_http_call_response failed: %s", exc)
+            if state is None:
+                self.log.error("on_http_call_response failed: %s", exc)
+            else:
+                rid = request_id(state.ex.request_headers)
+                self.log.error("on_http_call_response failed: %s request_id=%s", exc, rid)
             if state is not None and state.local_reply is None:
                 from edgegw.problem import problem
 
