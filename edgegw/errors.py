@@ -12,7 +12,8 @@ module that calls the library, so nothing above that module needs to know them::
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
     │   │   ├── UpstreamReset          closed or reset before the response head
-    │   │   └── UpstreamProtocolError  the response is not HTTP/1.1
+    │   │   ├── UpstreamProtocolError  the response is not HTTP/1.1
+    │   │   └── UpstreamInvalidRequest a header would break the request's framing
     │   └── UpstreamTimeout        connect or response timeout           -> 504
     ├── StoreError             the store (memory:// or redis://) failed
     │   └── StoreUnavailable   the store cannot be reached right now
@@ -106,6 +107,12 @@ class UpstreamProtocolError(UpstreamConnectError):
     """The backend's answer is not a valid HTTP/1.1 response (or switched protocols)."""
 
     outcome = "protocol_error"
+
+
+class UpstreamInvalidRequest(UpstreamConnectError):
+    """The request cannot be sent as given (a header with CR or LF, set by a filter)."""
+
+    outcome = "invalid_request"
 
 
 class UpstreamTimeout(UpstreamError):

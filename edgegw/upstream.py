@@ -14,7 +14,12 @@ from typing import Protocol
 
 from edgegw import metrics
 from edgegw.chain import CallResponse, HttpCall
-from edgegw.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from edgegw.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamInvalidRequest,
+    UpstreamTimeout,
+)
 from edgegw.http1 import Conn, Pool
 from edgegw.model import Backend
 from edgegw.types import Headers
@@ -106,7 +111,7 @@ def _head(method: str, target: str, headers: Headers, pool: Pool, framing: bytes
     # A filter-set value with CR or LF would smuggle a second request (RFC 9110 §5.5).
     lines_expected = len(lines) + (1 if framing else 0)
     if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected:
-        raise UpstreamConnectError(pool.name, "a header name or value holds CR or LF")
+        raise UpstreamInvalidRequest(pool.name, "a header name or value holds CR or LF")
     return head
 
 
@@ -173,12 +178,12 @@ class HttpUpstream:
             framing = (
                 b"content-length: %s\r\n" % length if length else b"transfer-encoding: chunked\r\n"
             )
-        head = _head(method, target, headers, pool, framing)
         retry = not streamed and method in _IDEMPOTENT
         # Every call is timed, failed ones too, labelled by how it ended (by type:
-        # UpstreamError.outcome); a request refused above never reached a backend.
+        # UpstreamError.outcome).
         started = time.perf_counter()
         try:
+            head = _head(method, target, headers, pool, framing)
             while True:
                 conn, reused = await pool.acquire(seconds)
                 pool.watch(conn, seconds)
