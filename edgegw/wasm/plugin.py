@@ -202,9 +202,9 @@ class Plugin(SharedHostcalls):
             # A call made for a request carries that request's id (tracing across the
             # call), unless the filter set one itself. Calls from the root context
             # (ticks, configure) belong to no request.
-            request_id = get(state.ex.request_headers, REQUEST_ID)
-            if request_id is not None:
-                headers.append((REQUEST_ID, request_id))
+            rid = get(state.ex.request_headers, REQUEST_ID)
+            if rid is not None:
+                headers.append((REQUEST_ID, rid))
         context = next((c for c, s in self.streams.items() if s is state), ROOT_CONTEXT)
         self._calls[token] = context
         try:
