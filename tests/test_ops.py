@@ -25,11 +25,12 @@ RunGateway = Callable[..., GatewayProcess]
 MakeBackend = Callable[..., LoopbackBackend]
 RATE_WASM = str(REPO / "filters" / "dist" / "rate_limit.wasm")
 HEX_ID = re.compile(r"[0-9a-f]{32}")
+HTTP_TIMEOUT = 30  # generous: the machine may be loaded; every wait stays bounded
 
 
 def metric(gw: GatewayProcess, name: str, **labels: str) -> float | None:
     """The value of one sample on the admin port's /metrics (None when absent)."""
-    body = httpx.get(gw.admin_url + "/metrics", timeout=5).text
+    body = httpx.get(gw.admin_url + "/metrics", timeout=HTTP_TIMEOUT).text
     for line in body.splitlines():
         if line.startswith("#"):
             continue
@@ -41,7 +42,7 @@ def metric(gw: GatewayProcess, name: str, **labels: str) -> float | None:
     return None
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 15) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
     """Poll ``check`` until it returns something truthy (bounded); returns the last value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -63,8 +64,8 @@ def test_readyz_and_metrics_agree_that_memory_store_is_up(
         "--workers",
         "2",
     )
-    assert httpx.get(gw.url + "/x", timeout=5).status_code == 200  # workers are serving
-    ready = httpx.get(gw.admin_url + "/readyz", timeout=5).json()
+    assert httpx.get(gw.url + "/x", timeout=HTTP_TIMEOUT).status_code == 200  # workers are serving
+    ready = httpx.get(gw.admin_url + "/readyz", timeout=HTTP_TIMEOUT).json()
     assert ready["store"] == "up"
     assert metric(gw, "edgegw_store_up") == 1.0
 
@@ -85,7 +86,7 @@ def test_a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
             "--workers",
             "2",
         )
-        assert httpx.get(gw.url + "/x", timeout=5).status_code == 200
+        assert httpx.get(gw.url + "/x", timeout=HTTP_TIMEOUT).status_code == 200
         assert wait_for(lambda: metric(gw, "edgegw_store_up") == 1.0)
 
         def count(text: str) -> int:
@@ -96,11 +97,11 @@ def test_a_redis_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         # The gauge of the workers (whose subscriptions failed) is the lowest.
         assert wait_for(lambda: metric(gw, "edgegw_store_up") == 0.0)
         time.sleep(3)  # several retries (backoff 0.1 s doubling) while Redis stays down
-        assert httpx.get(gw.url + "/x", timeout=5).status_code == 200  # traffic goes on
+        assert httpx.get(gw.url + "/x", timeout=HTTP_TIMEOUT).status_code == 200  # traffic goes on
         redis = start_redis(tmp_path / "redis", port)
-        assert wait_for(lambda: count("flag subscription restored") >= 2, 20), gw.output()
+        assert wait_for(lambda: count("flag subscription restored") >= 2), gw.output()
         assert wait_for(lambda: metric(gw, "edgegw_store_up") == 1.0)
-        assert httpx.get(gw.admin_url + "/readyz", timeout=5).json()["store"] == "up"
+        assert httpx.get(gw.admin_url + "/readyz", timeout=HTTP_TIMEOUT).json()["store"] == "up"
         time.sleep(0.5)  # a late duplicate line would show up now
         assert (count("flag subscription lost"), count("flag subscription restored")) == (2, 2)
         assert count("WARNING edgegw.store: flag subscription lost") == 2
@@ -148,7 +149,7 @@ def test_every_upstream_call_is_timed_by_backend_and_outcome(
         }
     )
     answers = {
-        path: httpx.get(gw.url + path, timeout=10).status_code
+        path: httpx.get(gw.url + path, timeout=HTTP_TIMEOUT).status_code
         for path in ("/agg", "/fast", "/slow", "/reset", "/dead")
     }
     assert answers == {"/agg": 200, "/fast": 200, "/slow": 504, "/reset": 502, "/dead": 502}
@@ -189,7 +190,7 @@ def test_request_id_is_echoed_proxied_and_logged_even_without_a_route(
             "routes": [{"name": "r", "match": {"prefix": "/api"}, "backend": "api"}],
         }
     )
-    with httpx.Client(base_url=gw.url, timeout=5) as client:
+    with httpx.Client(base_url=gw.url, timeout=HTTP_TIMEOUT) as client:
         kept = client.get("/api/1", headers={"x-request-id": "client-id-1"})
         made = client.get("/api/2")
         bad = client.get("/api/3", headers={"x-request-id": "x" * 200})
@@ -259,7 +260,7 @@ def test_request_id_reaches_fan_out_backends_and_filter_http_calls(
             ],
         }
     )
-    with httpx.Client(base_url=gw.url, timeout=5) as client:
+    with httpx.Client(base_url=gw.url, timeout=HTTP_TIMEOUT) as client:
         fanned = client.get("/agg/7", headers={"x-request-id": "fan-out-id"})
         limited = client.get("/api/x", headers={"x-request-id": "http-call-id"})
         generated = client.get("/api/y")
@@ -304,7 +305,7 @@ def test_log_lines_written_while_handling_a_request_carry_its_id(
             ],
         }
     )
-    r = httpx.get(gw.url + "/agg", headers={"x-request-id": "log-me-1"}, timeout=5)
+    r = httpx.get(gw.url + "/agg", headers={"x-request-id": "log-me-1"}, timeout=HTTP_TIMEOUT)
     assert r.status_code == 200
     wait_for(lambda: '"request_id":"log-me-1"' in gw.output())  # the access line is last
     lines = [line for line in gw.output().splitlines() if " edgegw." in line]
