@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from edgegw.chain import CallResponse, HttpCall, LocalReply
+from edgegw.headers import REQUEST_ID, request_id
 from edgegw.model import Aggregate, AggregateTarget
 from edgegw.problem import problem
 from edgegw.types import Headers
@@ -26,6 +27,7 @@ from edgegw.types import Headers
 log = logging.getLogger("edgegw.aggregate")
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+_BACKSTOP = 0.1  # seconds past the route's deadline before calls still running are cancelled
 _MISSING = object()
 
 
@@ -101,13 +103,20 @@ async def run_aggregate(
     for target in agg.backends:
         if (name := dot_segment_value(target.path, values)) is not None:
             return problem(400, f"template parameter {{{name}}} may not be '.' or '..'")
-    forwarded = [(n, v) for n, v in values.headers if n.decode() in agg.forward_headers]
+    # The request's id goes to every backend, whatever forward_headers says (tracing).
+    forwarded = [
+        (n, v) for n, v in values.headers if n == REQUEST_ID or n.decode() in agg.forward_headers
+    ]
     started = time.monotonic()
+    deadline = started + agg.timeout
     tasks = [
-        asyncio.ensure_future(_fetch(t, values, forwarded, call, agg, authority))
+        asyncio.ensure_future(_fetch(t, values, forwarded, call, agg, authority, deadline))
         for t in agg.backends
     ]
-    _done, pending = await asyncio.wait(tasks, timeout=agg.timeout)
+    # Each call ends by the route's deadline on its own (its timeout is cut to what is
+    # left), so it ends as a timeout, counted as one in the upstream metrics. Cancelling
+    # at the deadline is only the backstop for a call that overruns its timeout.
+    _done, pending = await asyncio.wait(tasks, timeout=agg.timeout + _BACKSTOP)
     for task in pending:
         task.cancel()
     outcomes: list[Outcome] = []
@@ -121,7 +130,7 @@ async def run_aggregate(
             outcomes.append(task.result())
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
-    return merge(agg, outcomes)
+    return merge(agg, outcomes, values.headers)
 
 
 async def _fetch(
@@ -131,6 +140,7 @@ async def _fetch(
     call: HttpCall,
     agg: Aggregate,
     authority: str,
+    deadline: float,
 ) -> Outcome:
     outcome = Outcome(target)
     try:
@@ -138,8 +148,9 @@ async def _fetch(
     except KeyError as exc:
         outcome.error = f"no value for template parameter {{{exc.args[0]}}}"
         return outcome
-    timeout = min(target.timeout or agg.timeout, agg.timeout)
     started = time.monotonic()
+    own = min(target.timeout or agg.timeout, agg.timeout)
+    timeout = min(own, deadline - started)
     response: CallResponse = await call(
         target.backend, target.method, path, authority, headers, b"", timeout
     )
@@ -148,6 +159,8 @@ async def _fetch(
     if response.status == 0:
         outcome.error = response.error or "no response"
         outcome.timed_out = response.timed_out
+        if outcome.timed_out and timeout < own:  # the route's deadline, not this backend's
+            outcome.error = "route deadline exceeded"
     elif not 200 <= response.status < 300:
         outcome.error = f"status {response.status}"
     elif len(response.body) > agg.max_body:
@@ -160,8 +173,11 @@ async def _fetch(
     return outcome
 
 
-def merge(agg: Aggregate, outcomes: list[Outcome]) -> LocalReply:
-    """Merge outcomes in config order; a failed required backend fails the request."""
+def merge(
+    agg: Aggregate, outcomes: list[Outcome], request_headers: Headers | None = None
+) -> LocalReply:
+    """Merge outcomes in config order; a failed required backend fails the request.
+    ``request_headers`` give the request's id to log lines."""
     result: dict[str, Any] = {}
     owner: dict[str, str] = {}
     complete = True
@@ -187,10 +203,11 @@ def merge(agg: Aggregate, outcomes: list[Outcome]) -> LocalReply:
                 # Rule: the earlier backend in config order keeps the key (deterministic);
                 # the later value is dropped and the collision is logged.
                 log.warning(
-                    "aggregate: key %r from %s ignored; already set by %s",
+                    "aggregate: key %r from %s ignored; already set by %s request_id=%s",
                     key,
                     target.backend,
                     owner[key],
+                    request_id(request_headers or []),
                 )
                 continue
             result[key] = item

@@ -11,6 +11,9 @@ module that calls the library, so nothing above that module needs to know them::
     │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
+    │   │   ├── UpstreamReset          closed or reset before the response head
+    │   │   ├── UpstreamProtocolError  the response is not HTTP/1.1
+    │   │   └── UpstreamInvalidRequest a header would break the request's framing
     │   └── UpstreamTimeout        connect or response timeout           -> 504
     ├── StoreError             the store (memory:// or redis://) failed
     │   └── StoreUnavailable   the store cannot be reached right now
@@ -99,6 +102,8 @@ class UpstreamError(EdgegwError):
     """A backend could not answer."""
 
     status = 502
+    #: The ``outcome`` label of ``edgegw_upstream_duration_seconds`` (docs/operations.md).
+    outcome = "error"
 
     def __init__(self, backend: str, detail: str) -> None:
         self.backend = backend
@@ -110,12 +115,32 @@ class UpstreamConnectError(UpstreamError):
     """The backend refused or dropped the connection."""
 
     status = 502
+    outcome = "connect_error"
+
+
+class UpstreamReset(UpstreamConnectError):
+    """The connection was closed or reset before the response head arrived."""
+
+    outcome = "reset"
+
+
+class UpstreamProtocolError(UpstreamConnectError):
+    """The backend's answer is not a valid HTTP/1.1 response (or switched protocols)."""
+
+    outcome = "protocol_error"
+
+
+class UpstreamInvalidRequest(UpstreamConnectError):
+    """The request cannot be sent as given (a header with CR or LF, set by a filter)."""
+
+    outcome = "invalid_request"
 
 
 class UpstreamTimeout(UpstreamError):
     """The backend did not answer in time."""
 
     status = 504
+    outcome = "timeout"
 
 
 class StoreError(EdgegwError):

@@ -22,23 +22,31 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
+#: The request's id: kept from the client when valid, else generated; sent to every
+#: upstream call and echoed to the client (docs/proxying.md).
+REQUEST_ID = b"x-request-id"
 XFF = b"x-forwarded-for"
 XFP = b"x-forwarded-proto"
 XFH = b"x-forwarded-host"
 _FORWARDED = frozenset({XFF, XFP, XFH})
 
 
-def strip_hop_by_hop(headers: Headers, extra: Iterable[bytes] = ()) -> Headers:
+def strip_hop_by_hop(
+    headers: Headers, extra: Iterable[bytes] = (), *, base: frozenset[bytes] = HOP_BY_HOP
+) -> Headers:
     """Headers without hop-by-hop ones and without those the Connection header names;
-    ``extra`` names more to drop. Repeats (Set-Cookie) and order are kept."""
-    drop = _hop_names(headers)
+    ``extra`` names more to drop, as does ``base``, a superset of ``HOP_BY_HOP`` made
+    once (``extra`` costs two sets per call). Repeats (Set-Cookie) and order are kept."""
+    drop = _hop_names(headers, base)
     if extra:
         drop = set(drop) | set(extra)
     return [(n, v) for n, v in headers if n not in drop]
 
 
-def _hop_names(headers: Headers) -> set[bytes] | frozenset[bytes]:
-    drop: set[bytes] | frozenset[bytes] = HOP_BY_HOP
+def _hop_names(
+    headers: Headers, base: frozenset[bytes] = HOP_BY_HOP
+) -> set[bytes] | frozenset[bytes]:
+    drop: set[bytes] | frozenset[bytes] = base
     for name, value in headers:
         if name == b"connection":
             drop = set(drop) if isinstance(drop, frozenset) else drop
@@ -137,6 +145,12 @@ def forward_request_headers(
     return with_forwarded(
         strip_hop_by_hop(headers), peer=peer, scheme=scheme, host=host, trusted=trusted
     )
+
+
+def request_id(headers: Headers) -> str:
+    """The request's id (``x-request-id``) for a log line about it; "" if it has none.
+    Lines logged while a request is handled end with ``request_id=<id>``."""
+    return (get(headers, REQUEST_ID) or b"").decode("latin-1")
 
 
 def get(headers: Headers, name: bytes) -> bytes | None:

@@ -15,7 +15,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from edgegw.errors import UpstreamConnectError, UpstreamTimeout
+from edgegw.errors import (
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReset,
+    UpstreamTimeout,
+)
 from edgegw.model import Backend
 from edgegw.types import Headers
 
@@ -68,7 +73,7 @@ class Conn(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
-            raise UpstreamConnectError(self.pool.name, "backend closed the connection")
+            raise UpstreamReset(self.pool.name, "backend closed the connection")
         self.transport.write(data)
 
     async def drain(self) -> None:
@@ -76,7 +81,7 @@ class Conn(asyncio.Protocol):
             self._write_waiter = self.loop.create_future()
             await self._write_waiter
         if self.closed:
-            raise UpstreamConnectError(self.pool.name, "backend closed the connection")
+            raise UpstreamReset(self.pool.name, "backend closed the connection")
 
     async def read(self) -> bytes:
         """The next buffered body chunk; b"" once the body ended."""
@@ -130,9 +135,9 @@ class Conn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._broken(UpstreamConnectError(self.pool.name, "backend switched protocols"))
+            self._broken(UpstreamProtocolError(self.pool.name, "backend switched protocols"))
         except httptools.HttpParserError as exc:
-            self._broken(UpstreamConnectError(self.pool.name, f"malformed response: {exc}"))
+            self._broken(UpstreamProtocolError(self.pool.name, f"malformed response: {exc}"))
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -146,7 +151,7 @@ class Conn(asyncio.Protocol):
             else:
                 where = "response body broken" if self.head.done() else "connection closed"
                 detail = f"{where}: {exc}" if exc else f"{where} by the backend"
-                self._broken(UpstreamConnectError(self.pool.name, detail))
+                self._broken(UpstreamReset(self.pool.name, detail))
         self._wake_writer()
 
     def pause_writing(self) -> None:

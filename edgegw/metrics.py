@@ -32,8 +32,8 @@ REQUEST_SECONDS = Histogram(
 )
 UPSTREAM_SECONDS = Histogram(
     "edgegw_upstream_duration_seconds",
-    "Time until a backend's response headers",
-    ["backend"],
+    "Time until a backend's response headers, or until the call failed",
+    ["backend", "outcome"],
     buckets=BUCKETS,
 )
 FLUSH_SECONDS = 1.0
@@ -83,7 +83,7 @@ class _Pending:
 
 _requests: dict[tuple[str, int], int] = {}
 _durations: dict[str, _Pending] = {}
-_upstreams: dict[str, _Pending] = {}
+_upstreams: dict[str, dict[str, _Pending]] = {}  # outcome -> backend -> pending
 _timer: asyncio.TimerHandle | None = None
 _timer_loop: asyncio.AbstractEventLoop | None = None
 _flush_hooks: list[Callable[[], None]] = []
@@ -105,10 +105,16 @@ def observe_request(route: str, status: int, seconds: float) -> None:
     flush_soon()
 
 
-def observe_upstream(backend: str, seconds: float) -> None:
-    pending = _upstreams.get(backend)
+def observe_upstream(backend: str, outcome: str, seconds: float) -> None:
+    """One call to ``backend`` (proxied, fan-out or http_call); ``outcome`` is ``ok`` or
+    the ``outcome`` of the ``UpstreamError`` subclass that ended it (edgegw/errors.py)."""
+    # Two lookups rather than a (backend, outcome) key: no tuple per call.
+    by_backend = _upstreams.get(outcome)
+    if by_backend is None:
+        by_backend = _upstreams[outcome] = {}
+    pending = by_backend.get(backend)
     if pending is None:
-        pending = _upstreams[backend] = _Pending(UPSTREAM_SECONDS.labels(backend))
+        pending = by_backend[backend] = _Pending(UPSTREAM_SECONDS.labels(backend, outcome))
     pending.observe(seconds)
     flush_soon()
 
@@ -136,8 +142,11 @@ def flush() -> None:
         if count:
             REQUESTS.labels(route, str(status)).inc(count)
     _requests.clear()
-    for pending in (*_durations.values(), *_upstreams.values()):
+    for pending in _durations.values():
         pending.flush()
+    for by_backend in _upstreams.values():
+        for pending in by_backend.values():
+            pending.flush()
     for hook in _flush_hooks:
         hook()
 

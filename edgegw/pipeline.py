@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
 from edgegw.errors import UpstreamError
 from edgegw.headers import (
+    HOP_BY_HOP,
+    REQUEST_ID,
     TrustedProxies,
     get,
     strip_hop_by_hop,
@@ -33,7 +36,12 @@ from edgegw.routing import Router
 from edgegw.types import Headers, Message, Receive, Scope, Send
 from edgegw.upstream import Upstream
 
-_REQUEST_ID = b"x-request-id"
+# A client's id is kept when it is 1 to 128 visible ASCII characters (VCHAR, RFC 5234
+# B.1): it goes into logs and to other services, so no spaces, controls or huge values.
+_VALID_REQUEST_ID = re.compile(rb"[!-~]{1,128}").fullmatch
+# Dropped from what reaches the client: the gateway sets both itself.
+_REPLY_DROP = frozenset({b"content-length", REQUEST_ID})
+_RESPONSE_DROP = HOP_BY_HOP | {REQUEST_ID}
 _NO_BODY_STATUS = frozenset({204, 304})
 # HTTP/1.x: a request without Content-Length or Transfer-Encoding has no body (RFC 9112
 # §6.3). HTTP/2 and /3 frame bodies themselves (RFC 9113 §8.1): only the stream tells.
@@ -48,6 +56,7 @@ class _Abort(Exception):
 
 @dataclass(slots=True)
 class _Counters:
+    request_id: bytes = b""  # as assigned on arrival: echoed to the client and logged
     bytes_in: int = 0
     bytes_out: int = 0
     status: int = 0
@@ -98,19 +107,26 @@ class Pipeline:
         method: str = scope["method"]
         headers: Headers = [(n, v) for n, v in scope["headers"]]
         authority = (get(headers, b"host") or b"").decode("latin-1")
-        counters = _Counters()
+        # Before routing: a request no route takes is logged and answered with its id too.
+        request_id = get(headers, REQUEST_ID)
+        if request_id is None or _VALID_REQUEST_ID(request_id) is None:
+            if request_id is not None:
+                headers = [(n, v) for n, v in headers if n != REQUEST_ID]
+            request_id = os.urandom(16).hex().encode()
+            headers.append((REQUEST_ID, request_id))
+        counters = _Counters(request_id)
         # One path for the router, the filters (:path) and the backend (edgegw/paths.py).
         raw_path = scope.get("raw_path")
         sent = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
         path = normalize(sent.partition("?")[0], self.keep_escaped_slashes)
         if path is None:
             await _send_reply(send, problem(400, "invalid request path"), counters)
-            self._finish("", method, sent, counters, start, None, scope, headers)
+            self._finish("", method, sent, counters, start, None, scope)
             return
         found = self.router.match(method, path, authority)
         if found is None:
             await _send_reply(send, self._no_route(method, path, authority), counters)
-            self._finish("", method, path, counters, start, None, scope, headers)
+            self._finish("", method, path, counters, start, None, scope)
             return
         route, params = found
         peer = (scope.get("client") or ("", 0))[0]
@@ -123,8 +139,6 @@ class Pipeline:
             host=authority.encode("latin-1"),
             trusted=self.trusted,
         )
-        if get(headers, _REQUEST_ID) is None:
-            headers.append((_REQUEST_ID, os.urandom(16).hex().encode()))
         query = scope.get("query_string") or b""
         full_path = path + "?" + query.decode("latin-1") if query else path
         ex = Exchange(
@@ -150,7 +164,7 @@ class Pipeline:
                 self._drained.set()
             if filters is not None:
                 filters.done(ex)
-            self._finish(route.name, method, ex.path, counters, start, ex.backend, scope, headers)
+            self._finish(route.name, method, ex.path, counters, start, ex.backend, scope)
 
     async def _run(
         self,
@@ -198,7 +212,6 @@ class Pipeline:
             if path.startswith(prefix):
                 path = path[len(prefix) :]
                 path = path if path.startswith("/") else "/" + path
-        sent_at = time.perf_counter()
         try:
             resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
         except (UpstreamError, _Abort) as exc:
@@ -209,7 +222,6 @@ class Pipeline:
             assert isinstance(exc, UpstreamError)
             await _send_reply(send, _upstream_problem(exc, ex.path), counters)
             return
-        metrics.observe_upstream(backend, time.perf_counter() - sent_at)
         try:
             chunks = resp.chunks()
             await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
@@ -281,7 +293,10 @@ class Pipeline:
         counters: _Counters,
     ) -> None:
         ex.status = status
-        ex.response_headers = strip_hop_by_hop(headers)
+        # The client gets the gateway's id, whatever the backend answered (as Envoy's
+        # always_set_request_id_in_response); response filters may still change it.
+        ex.response_headers = strip_hop_by_hop(headers, base=_RESPONSE_DROP)
+        ex.response_headers.append((REQUEST_ID, counters.request_id))
         no_body = status in _NO_BODY_STATUS or ex.method == "HEAD"
         if filters is not None:
             pending = filters.response_headers(ex, no_body)
@@ -382,7 +397,6 @@ class Pipeline:
         start: float,
         backend: str | None,
         scope: Scope,
-        headers: Headers,
     ) -> None:
         seconds = time.perf_counter() - start
         metrics.observe_request(route, counters.status, seconds)
@@ -397,7 +411,7 @@ class Pipeline:
                 bytes_in=counters.bytes_in,
                 bytes_out=counters.bytes_out,
                 client=(scope.get("client") or ("", 0))[0],
-                request_id=(get(headers, _REQUEST_ID) or b"").decode("latin-1"),
+                request_id=counters.request_id.decode("latin-1"),
             )
 
 
@@ -419,7 +433,8 @@ def _upstream_problem(exc: UpstreamError, path: str) -> LocalReply:
 async def _send_reply(send: Send, reply: LocalReply, counters: _Counters) -> None:
     counters.status = reply.status
     counters.bytes_out += len(reply.body)
-    headers = [(n, v) for n, v in reply.headers if n != b"content-length"]
+    headers = [(n, v) for n, v in reply.headers if n not in _REPLY_DROP]
+    headers.append((REQUEST_ID, counters.request_id))
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})

@@ -101,6 +101,14 @@ class Reloader:
                 config = await asyncio.to_thread(load_config, self.config_path)
                 digests = await asyncio.to_thread(self._digest, config)
                 if config == self.app.config and digests == self._digests:
+                    if self.status.last_result == "error":
+                        # The rejection was logged; say that it is over, or the log
+                        # ends on an error that no longer holds.
+                        log.info(
+                            "reload (%s): config valid again, unchanged from generation %d",
+                            reason,
+                            self.status.generation,
+                        )
                     self.status.last_result, self.status.last_error = "unchanged", ""
                     self._write_status()
                     return True

@@ -8,11 +8,18 @@ Callers see ``UpstreamConnectError`` (502) and ``UpstreamTimeout`` (504) from
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
 
+from edgegw import metrics
 from edgegw.chain import CallResponse, HttpCall
-from edgegw.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from edgegw.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamInvalidRequest,
+    UpstreamTimeout,
+)
 from edgegw.http1 import Conn, Pool
 from edgegw.model import Backend
 from edgegw.types import Headers
@@ -23,6 +30,11 @@ from edgegw.types import Headers
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _FRAMING = (b"content-length", b"transfer-encoding", b"host")
+# ``outcome`` labels of edgegw_upstream_duration_seconds besides UpstreamError.outcome.
+OK = "ok"
+TIMEOUT = UpstreamTimeout.outcome  # the deadline of a buffered call (``call``)
+CANCELLED = "cancelled"
+ABORTED = "aborted"
 
 
 class UpstreamResponse:
@@ -99,7 +111,7 @@ def _head(method: str, target: str, headers: Headers, pool: Pool, framing: bytes
     # A filter-set value with CR or LF would smuggle a second request (RFC 9110 §5.5).
     lines_expected = len(lines) + (1 if framing else 0)
     if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected:
-        raise UpstreamConnectError(pool.name, "a header name or value holds CR or LF")
+        raise UpstreamInvalidRequest(pool.name, "a header name or value holds CR or LF")
     return head
 
 
@@ -150,6 +162,8 @@ class HttpUpstream:
         headers: Headers,
         body: AsyncIterable[bytes] | bytes | None,
         timeout: float | None = None,
+        *,
+        observe: bool = True,
     ) -> UpstreamResponse:
         pool = self._pool(backend)
         seconds = timeout or pool.backend.timeout
@@ -164,25 +178,44 @@ class HttpUpstream:
             framing = (
                 b"content-length: %s\r\n" % length if length else b"transfer-encoding: chunked\r\n"
             )
-        head = _head(method, target, headers, pool, framing)
         retry = not streamed and method in _IDEMPOTENT
-        while True:
-            conn, reused = await pool.acquire(seconds)
-            pool.watch(conn, seconds)
-            try:
-                status, resp_headers = await self._exchange(conn, method, head, body, seconds)
-            except UpstreamConnectError:
-                conn.abort()
-                if retry and reused and not conn.got_data:
-                    retry = False
-                    continue
-                raise
-            except BaseException:
-                conn.abort()
-                raise
-            finally:
-                pool.unwatch(conn)
-            return UpstreamResponse(status, resp_headers, conn, pool)
+        # Every call is timed, failed ones too, labelled by how it ended (by type:
+        # UpstreamError.outcome).
+        started = time.perf_counter()
+        try:
+            head = _head(method, target, headers, pool, framing)
+            while True:
+                conn, reused = await pool.acquire(seconds)
+                pool.watch(conn, seconds)
+                try:
+                    status, resp_headers = await self._exchange(conn, method, head, body, seconds)
+                except UpstreamConnectError:
+                    conn.abort()
+                    if retry and reused and not conn.got_data:
+                        retry = False
+                        continue
+                    raise
+                except BaseException:
+                    conn.abort()
+                    raise
+                finally:
+                    pool.unwatch(conn)
+                break
+        except UpstreamError as exc:
+            if observe:
+                metrics.observe_upstream(backend, exc.outcome, time.perf_counter() - started)
+            raise
+        except asyncio.CancelledError:  # the gateway stopped waiting (client gone, deadline)
+            if observe:
+                metrics.observe_upstream(backend, CANCELLED, time.perf_counter() - started)
+            raise
+        except Exception:  # the request body failed (client gone mid-upload, too large)
+            if observe:
+                metrics.observe_upstream(backend, ABORTED, time.perf_counter() - started)
+            raise
+        if observe:
+            metrics.observe_upstream(backend, OK, time.perf_counter() - started)
+        return UpstreamResponse(status, resp_headers, conn, pool)
 
     async def _exchange(
         self,
@@ -238,9 +271,17 @@ class HttpUpstream:
         if authority:
             headers = [(n, v) for n, v in headers if n != b"host"]
             headers.append((b"host", authority.encode()))
+        # Timed here, not in request(): this call's own deadline surfaces as TimeoutError
+        # out here, as CancelledError in there.
+        started = time.perf_counter()
+        timed = False
         try:
             async with asyncio.timeout(timeout):
-                resp = await self.request(cluster, method, path, headers, body or None, timeout)
+                resp = await self.request(
+                    cluster, method, path, headers, body or None, timeout, observe=False
+                )
+                metrics.observe_upstream(cluster, OK, time.perf_counter() - started)
+                timed = True  # once headers came, a failure reading the body is not counted
                 try:
                     data = bytearray()
                     async for chunk, _last in resp.chunks():
@@ -250,11 +291,19 @@ class HttpUpstream:
                 finally:
                     resp.release()
         except TimeoutError:
+            if not timed:
+                metrics.observe_upstream(cluster, TIMEOUT, time.perf_counter() - started)
             return CallResponse(0, error="timeout", timed_out=True)
-        except UpstreamTimeout as exc:
-            return CallResponse(0, error=f"timeout: {exc.detail}", timed_out=True)
         except UpstreamError as exc:
+            if not timed:
+                metrics.observe_upstream(cluster, exc.outcome, time.perf_counter() - started)
+            if isinstance(exc, UpstreamTimeout):
+                return CallResponse(0, error=f"timeout: {exc.detail}", timed_out=True)
             return CallResponse(0, error=exc.detail)
+        except asyncio.CancelledError:
+            if not timed:
+                metrics.observe_upstream(cluster, CANCELLED, time.perf_counter() - started)
+            raise
         return CallResponse(resp.status, resp.headers, bytes(data))
 
     async def aclose(self) -> None:

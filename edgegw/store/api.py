@@ -42,6 +42,10 @@ class StoreAPI:
         self._fallback = MemoryStore()  # on_error: local
         self._last_flags = FlagSnapshot(0, {})
         self._down_until = 0.0  # while the store is known down, answer without waiting on it
+        # Up until an operation fails (memory:// never does). Every process of a gateway
+        # exports this gauge and /metrics shows the lowest: a process that never set it
+        # would report 0 while /readyz, which asks the store, says up.
+        STORE_UP.set(1)
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         """``(status, JSON document)`` for a request to ``path`` (without /store)."""

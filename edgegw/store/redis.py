@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,10 +20,12 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
+from edgegw.store.api import STORE_UP
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, validate_flag
 
 log = logging.getLogger("edgegw.store")
 RESYNC_SECONDS = 5.0  # re-read flags even without a message (a missed one, a restart)
+MAX_BACKOFF = 5.0  # seconds between two attempts to resubscribe, at most
 
 # KEYS[1] bucket; ARGV rate, burst, period_ms, cost. Same arithmetic as store/base.py gcra.
 GCRA_LUA = """
@@ -184,8 +187,10 @@ class RedisStore:
 
     async def _follow(self) -> None:
         """Subscribe, re-read on every message; on errors keep the last snapshot and
-        reconnect with backoff."""
+        reconnect with backoff. An outage is logged twice, when it starts and when it
+        ends, however many retries it takes (each retry logs at DEBUG only)."""
         backoff = 0.1
+        down_since = 0.0  # monotonic time of the first failure of the current outage
         while True:
             pubsub = self._client.pubsub()
             try:
@@ -194,6 +199,13 @@ class RedisStore:
                     await self._seed()
                 await self._refresh()
                 backoff = 0.1
+                if down_since:
+                    log.warning(
+                        "flag subscription restored after %.1f s",
+                        time.monotonic() - down_since,
+                    )
+                    down_since = 0.0
+                    STORE_UP.set(1)
                 while True:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=RESYNC_SECONDS
@@ -202,9 +214,19 @@ class RedisStore:
                     await self._refresh()
             except (RedisError, OSError, StoreUnavailable) as exc:
                 self.up = False
-                log.warning("flag subscription lost (%s); retrying in %.1f s", exc, backoff)
+                if not down_since:
+                    down_since = time.monotonic()
+                    STORE_UP.set(0)
+                    log.warning(
+                        "flag subscription lost (%s); keeping the last flags, retrying with "
+                        "backoff up to %.0f s",
+                        exc,
+                        MAX_BACKOFF,
+                    )
+                else:
+                    log.debug("flag subscription still down (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 try:
                     await pubsub.aclose()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgegw.chain import CallResponse, LocalReply
+from edgegw.headers import request_id
 from edgegw.model import FilterSpec
 from edgegw.types import Headers
 from edgegw.wasm import _phase
@@ -136,11 +137,16 @@ class Hostcalls(_phase.Vm):
 
     @guarded
     def proxy_log(self, level: int, ptr: int, size: int) -> int:
-        self.log.log(
-            _LEVELS.get(level, logging.INFO),
-            "%s",
-            self.memory.read(ptr, size).decode(errors="replace"),
-        )
+        severity = _LEVELS.get(level, logging.INFO)
+        if not self.log.isEnabledFor(severity):
+            return OK
+        text = self.memory.read(ptr, size).decode(errors="replace")
+        state = self.current
+        if state is None:  # the root context: no request
+            self.log.log(severity, "%s", text)
+        else:
+            rid = request_id(state.ex.request_headers)
+            self.log.log(severity, "%s request_id=%s", text, rid)
         return OK
 
     @guarded

@@ -15,6 +15,7 @@ import wasmtime
 
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import FilterLoadError, WasmError
+from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm._phase import ROOT_CONTEXT
@@ -200,7 +201,15 @@ class Plugin(SharedHostcalls):
     ) -> int:
         token = self._next_token
         self._next_token += 1
-        context = next((c for c, s in self.streams.items() if s is self.current), ROOT_CONTEXT)
+        state = self.current
+        if state is not None and get(headers, REQUEST_ID) is None:
+            # A call made for a request carries that request's id (tracing across the
+            # call), unless the filter set one itself. Calls from the root context
+            # (ticks, configure) belong to no request.
+            rid = get(state.ex.request_headers, REQUEST_ID)
+            if rid is not None:
+                headers.append((REQUEST_ID, rid))
+        context = next((c for c, s in self.streams.items() if s is state), ROOT_CONTEXT)
         self._calls[token] = context
         try:
             loop = asyncio.get_running_loop()
@@ -239,7 +248,11 @@ class Plugin(SharedHostcalls):
                 state.failure = (self, exc)  # the paused chain applies our on_error
                 state.wake()
                 return
-            self.log.error("on_http_call_response failed: %s", exc)
+            if state is None:
+                self.log.error("on_http_call_response failed: %s", exc)
+            else:
+                rid = request_id(state.ex.request_headers)
+                self.log.error("on_http_call_response failed: %s request_id=%s", exc, rid)
             if state is not None and state.local_reply is None:
                 from edgegw.problem import problem
 

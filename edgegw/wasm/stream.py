@@ -22,6 +22,7 @@ from typing import Final
 
 from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError
+from edgegw.headers import request_id
 from edgegw.problem import problem
 from edgegw.types import Headers
 from edgegw.wasm import _phase
@@ -165,7 +166,8 @@ class Chain(_phase.Chain):
     def _failed(self, index: int, exc: WasmError) -> LocalReply | None:
         plugin = self.plugins[index]
         policy = plugin.spec.on_error
-        log.error("filter '%s' failed (%s): %s", plugin.name, policy, exc)
+        rid = request_id(self.state.ex.request_headers)
+        log.error("filter '%s' failed (%s): %s request_id=%s", plugin.name, policy, exc, rid)
         self.off[index] = None
         if policy == "fail_open":
             return None
@@ -253,6 +255,8 @@ class Chain(_phase.Chain):
     def _end_failed(self, failed: list[tuple[int, WasmError]]) -> None:
         """Filters that failed while their streams ended (``done``): nothing is left to
         apply a policy to."""
+        rid = request_id(self.state.ex.request_headers)
         for index, exc in failed:
             name = self.plugins[index].name
-            log.error("filter '%s' failed at the end of a request: %s", name, exc)
+            log.error("filter '%s' failed at the end of a request: %s request_id=%s",
+                      name, exc, rid)  # fmt: skip

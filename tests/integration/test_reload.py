@@ -265,3 +265,30 @@ def test_reload_with_two_workers(
     r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
     assert r.status_code == 200, r.text
     assert len(r.json()["workers"]) == 2
+
+
+def test_fixing_a_rejected_file_back_to_the_running_config_is_logged(
+    run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
+) -> None:
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    gw = run_gateway(doc)
+    wait_generation(gw, 1)
+    good = gw.config_path.read_text()
+    gw.config_path.write_text("version: 1\nroutes: [")  # broken YAML
+    r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
+    assert r.status_code == 422, r.text
+    gw.config_path.write_text(good)  # the running config again: nothing to swap
+    r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
+    assert r.status_code == 200, r.text
+    worker = status(gw)["workers"][0]
+    assert (worker["generation"], worker["last_result"]) == (1, "unchanged")
+    deadline = time.monotonic() + 10
+    while "config valid again" not in gw.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = gw.output().splitlines()
+    rejected = [i for i, line in enumerate(lines) if "rejected, the previous config" in line]
+    valid = [i for i, line in enumerate(lines) if "config valid again" in line]
+    assert rejected and valid, gw.output()
+    assert "INFO edgegw.reload: reload (" in lines[valid[0]]
+    assert valid[0] > rejected[-1]

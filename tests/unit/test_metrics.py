@@ -31,14 +31,19 @@ def test_observe_request_counts_by_route_and_status() -> None:
     assert sample("edgegw_request_duration_seconds_sum", route="t-metrics") == total + 1.0
 
 
-def test_observe_upstream_per_backend() -> None:
-    before = sample("edgegw_upstream_duration_seconds_count", backend="t-backend")
-    le = sample("edgegw_upstream_duration_seconds_bucket", backend="t-backend", le="0.01")
-    metrics.observe_upstream("t-backend", 0.005)
-    metrics.observe_upstream("t-backend", 3.0)
+def test_observe_upstream_per_backend_and_outcome() -> None:
+    ok = {"backend": "t-backend", "outcome": "ok"}
+    timeout = {"backend": "t-backend", "outcome": "timeout"}
+    before = sample("edgegw_upstream_duration_seconds_count", **ok)
+    before_timeout = sample("edgegw_upstream_duration_seconds_count", **timeout)
+    le = sample("edgegw_upstream_duration_seconds_bucket", **ok, le="0.01")
+    metrics.observe_upstream("t-backend", "ok", 0.005)
+    metrics.observe_upstream("t-backend", "ok", 3.0)
+    metrics.observe_upstream("t-backend", "timeout", 5.0)
     metrics.flush()
-    assert sample("edgegw_upstream_duration_seconds_count", backend="t-backend") == before + 2
-    after = sample("edgegw_upstream_duration_seconds_bucket", backend="t-backend", le="0.01")
+    assert sample("edgegw_upstream_duration_seconds_count", **ok) == before + 2
+    assert sample("edgegw_upstream_duration_seconds_count", **timeout) == before_timeout + 1
+    after = sample("edgegw_upstream_duration_seconds_bucket", **ok, le="0.01")
     assert after == le + 1
 
 
@@ -46,10 +51,12 @@ def test_batched_histogram_equals_direct_observations() -> None:
     # Batching writes prometheus_client's per-bucket values itself: every sample must be
     # what Histogram.observe() would have produced for the same values.
     values = [0.0, 0.0049, 0.005, 0.0051, 0.1, 0.25, 1.0, 7.5, 10.0, 11.0, 1e6]
-    direct = Histogram("t_direct", "same buckets", ["backend"], registry=CollectorRegistry())
+    direct = Histogram(
+        "t_direct", "same buckets", ["backend", "outcome"], registry=CollectorRegistry()
+    )
     for value in values:
-        direct.labels("x").observe(value)
-        metrics.observe_upstream("t-batched", value)
+        direct.labels("x", "ok").observe(value)
+        metrics.observe_upstream("t-batched", "ok", value)
     metrics.flush()
     want = {
         (s.name.removeprefix("t_direct"), s.labels.get("le")): s.value

@@ -272,3 +272,29 @@ async def test_call_buffers_and_reports_failures_as_status_0(
     assert timeout.timed_out and not dead.timed_out and not unknown.timed_out
     assert misleading.error == "unknown cluster 'timeout-svc'" and not misleading.timed_out
     assert (extra.status, extra.body, seen) == (200, b"local", [("edgegw.test", "/v1/x")])
+
+
+async def test_buffered_calls_are_timed_by_outcome(backend_factory: MakeBackend) -> None:
+    from prometheus_client import REGISTRY
+
+    from edgegw import metrics
+
+    def count(backend: str, outcome: str) -> float:
+        labels = {"backend": backend, "outcome": outcome}
+        value = REGISTRY.get_sample_value("edgegw_upstream_duration_seconds_count", labels)
+        return value or 0.0
+
+    slow = backend_factory(delay=2.0)
+    up = upstream(t_calls=slow.url)
+    metrics.flush()
+    before = {o: count("t_calls", o) for o in ("timeout", "invalid_request", "ok")}
+    try:
+        late = await up.call("t_calls", "GET", "/", "", [], b"", 0.1)
+        bad = await up.call("t_calls", "GET", "/", "", [(b"x-a", b"1\r\nx-b: 2")], b"", 1)
+    finally:
+        await up.aclose()
+    assert (late.status, late.error, bad.status) == (0, "timeout", 0)
+    metrics.flush()
+    after = {o: count("t_calls", o) for o in before}
+    want = {"timeout": 1.0, "invalid_request": 1.0, "ok": 0.0}
+    assert {o: after[o] - before[o] for o in after} == want
