@@ -11,7 +11,10 @@ module that calls the library, so nothing above that module needs to know them::
     │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
-    │   └── UpstreamTimeout        connect or response timeout           -> 504
+    │   │   └── UpstreamUnreachable    no connection made (refused, DNS)  -> 502
+    │   ├── UpstreamTimeout        connect or response timeout           -> 504
+    │   │   └── UpstreamConnectTimeout no connection within connect_timeout -> 504
+    │   └── UpstreamOverloaded     a circuit breaker (limits) is open    -> 503
     ├── StoreError             the store (memory:// or redis://) failed
     │   └── StoreUnavailable   the store cannot be reached right now
     └── ReloadError            a reload was rejected; the old runtime keeps serving
@@ -116,6 +119,25 @@ class UpstreamTimeout(UpstreamError):
     """The backend did not answer in time."""
 
     status = 504
+
+
+class UpstreamUnreachable(UpstreamConnectError):
+    """No connection could be made: nothing of the request was sent."""
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """No connection within ``connect_timeout``: nothing of the request was sent."""
+
+
+class UpstreamOverloaded(UpstreamError):
+    """A backend's circuit breaker (``limits``, or the retry budget) is open: answered at
+    once instead of queueing. ``limit`` names it."""
+
+    status = 503
+
+    def __init__(self, backend: str, limit: str, value: int) -> None:
+        self.limit = limit
+        super().__init__(backend, f"{limit} ({value}) reached")
 
 
 class StoreError(EdgegwError):

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from edgegw import metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
-from edgegw.errors import UpstreamError
+from edgegw.errors import UpstreamError, UpstreamOverloaded
 from edgegw.headers import TrustedProxies, forward_request_headers, get, strip_hop_by_hop
 from edgegw.model import GatewayConfig, Route
 from edgegw.problem import problem
@@ -394,6 +394,8 @@ async def _with_eos(
 
 
 def _upstream_problem(exc: UpstreamError, path: str) -> LocalReply:
+    if isinstance(exc, UpstreamOverloaded):  # a circuit breaker: name the limit
+        return problem(exc.status, str(exc), path, backend=exc.backend, limit=exc.limit)
     return problem(exc.status, str(exc), path, backend=exc.backend)
 
 

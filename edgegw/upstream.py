@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
 
+from edgegw.balance import Balancer, client_context
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from edgegw.http1 import Conn, Pool
@@ -133,14 +134,27 @@ class HttpUpstream:
     ) -> None:
         self._backends = backends
         self._pools: dict[str, Pool] = {}
+        # Backends with endpoints, retries, health checks or limits (edgegw.balance).
+        self._balanced = frozenset(n for n, b in backends.items() if b.balanced)
+        self._balancers: dict[str, Balancer] = {}
         self._extra = dict(extra_calls or {})
         self._writers: set[asyncio.Task[None]] = set()
 
     def _pool(self, name: str) -> Pool:
         pool = self._pools.get(name)
         if pool is None:
-            pool = self._pools[name] = Pool(self._backends[name])
+            backend = self._backends[name]
+            tls = sni = None
+            if backend.tls is not None:
+                tls, sni = client_context(backend.tls), backend.tls.sni
+            pool = self._pools[name] = Pool(backend, tls=tls, sni=sni)
         return pool
+
+    def _balancer(self, name: str) -> Balancer:
+        balancer = self._balancers.get(name)
+        if balancer is None:
+            balancer = self._balancers[name] = Balancer(self._backends[name], self.request)
+        return balancer
 
     async def request(
         self,
@@ -150,8 +164,15 @@ class HttpUpstream:
         headers: Headers,
         body: AsyncIterable[bytes] | bytes | None,
         timeout: float | None = None,
+        pool: Pool | None = None,
     ) -> UpstreamResponse:
-        pool = self._pool(backend)
+        """One try on ``pool`` when given (edgegw.balance chose the endpoint); else the
+        backend's balancer, or the one pool of a plain single-URL backend."""
+        if pool is None:
+            if backend in self._balanced:
+                balancer = self._balancer(backend)
+                return await balancer.request(method, path, headers, body, timeout)
+            pool = self._pool(backend)
         seconds = timeout or pool.backend.timeout
         target = pool.base_path + path
         streamed = body is not None and not isinstance(body, bytes)
@@ -260,6 +281,9 @@ class HttpUpstream:
     async def aclose(self) -> None:
         for writer in list(self._writers):
             writer.cancel()
+        balancers, self._balancers = self._balancers, {}
+        for balancer in balancers.values():
+            await balancer.aclose()
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
