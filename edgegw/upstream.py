@@ -150,6 +150,12 @@ class HttpUpstream:
             pool = self._pools[name] = Pool(backend, tls=tls, sni=sni)
         return pool
 
+    def start(self) -> None:
+        """Make the balancers now (inside the loop), so that health checks and DNS
+        resolution begin before the first request; else each begins with its first."""
+        for name in self._balanced:
+            self._balancer(name)
+
     def _balancer(self, name: str) -> Balancer:
         balancer = self._balancers.get(name)
         if balancer is None:

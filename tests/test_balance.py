@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,56 +20,7 @@ from edgegw.errors import UpstreamConnectError, UpstreamOverloaded
 from edgegw.model import Backend, BackendLimits, Endpoint, HealthCheck, Outlier, Retry
 from edgegw.types import Headers
 from edgegw.upstream import HttpUpstream
-from tests.conftest import REPO, free_port, wait_port
-
-
-@dataclass
-class Proc:
-    """One backend process; ``kill`` is SIGKILL (a crash), ``start`` brings it back."""
-
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [sys.executable, str(REPO / "tests" / "lb_backend.py"), str(self.port), self.name]
-        self.proc = subprocess.Popen(cmd, cwd=REPO)
-        if not wait_port("127.0.0.1", self.port, time.monotonic() + 30):
-            self.kill()
-            pytest.fail(f"backend {self.name} did not start on {self.port}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def control(self, **values: Any) -> None:
-        data = json.dumps(values).encode()
-        urllib.request.urlopen(f"{self.url}/_control", data, timeout=5).read()
-
-    def count(self) -> int:
-        with urllib.request.urlopen(f"{self.url}/_count", timeout=5) as resp:
-            return int(json.loads(resp.read())["count"])
-
-
-@pytest.fixture
-def procs() -> Iterator[Callable[[int], list[Proc]]]:
-    started: list[Proc] = []
-
-    def make(count: int) -> list[Proc]:
-        new = [Proc(f"e{len(started) + i}", free_port()) for i in range(count)]
-        for proc in new:
-            proc.start()
-            started.append(proc)
-        return new
-
-    yield make
-    for proc in started:
-        proc.kill()
+from tests.conftest import Proc, free_port
 
 
 def balanced(endpoints: list[str] | list[Endpoint], **options: Any) -> Backend:

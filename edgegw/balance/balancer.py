@@ -373,7 +373,6 @@ class Balancer:
         return self.name, {
             "lb": self.backend.lb,
             "panic": self.panic,
-            "active": self.active,
             "endpoints": [m.as_json(now) for m in self.members],
         }
 

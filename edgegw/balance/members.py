@@ -69,8 +69,6 @@ class Member:
             "address": self.address,
             "weight": self.weight,
             "state": self.state(now),
-            "active": self.active,
-            "connections": len(self.pool.conns),
             "ejections": self.ejections,
         }
 

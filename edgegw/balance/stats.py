@@ -82,7 +82,8 @@ def register(key: int, report: Callable[[], tuple[str, dict[str, Any]]]) -> None
 
 
 def unregister(key: int) -> None:
-    _reporters.pop(key, None)
+    if _reporters.pop(key, None) is not None:
+        changed()
 
 
 def snapshot() -> dict[str, Any]:
