@@ -157,6 +157,12 @@ class Balancer:
         task.add_done_callback(self._tasks.discard)
 
     async def _resolve_forever(self, names: list[Endpoint]) -> None:
+        try:
+            await self._resolve_loop(names)
+        finally:  # requests waiting for the first resolution must not wait forever
+            self.resolved.set()
+
+    async def _resolve_loop(self, names: list[Endpoint]) -> None:
         while True:
             changed = False
             for endpoint in names:
@@ -164,7 +170,7 @@ class Balancer:
                 port = url.port or (443 if url.scheme == "https" else 80)
                 try:
                     addresses = await self.resolver(url.hostname or "", port)
-                except OSError as exc:  # keep the last good addresses
+                except (OSError, UnicodeError) as exc:  # keep the last good addresses
                     log.warning("backend %s: cannot resolve %s: %s", self.name, url.hostname, exc)
                     continue
                 if addresses and addresses != self._addresses.get(endpoint):
@@ -229,8 +235,8 @@ class Balancer:
         stats.changed()
 
     def pick(self, key: bytes | None, tried: list[Member] | None = None) -> Member:
-        if self.next_return <= self.loop.time():
-            self.refresh()
+        if self.next_return != math.inf and self.next_return <= self.loop.time():
+            self.refresh()  # an ejection ended
         policy = self.policy
         if policy is None:
             raise UpstreamUnreachable(self.name, "no endpoint address (DNS returned none)")
@@ -321,7 +327,7 @@ class Balancer:
             self.pending += 1
         member.active += 1
         self.active += 1
-        stats.count(stats.REQUESTS, (self.name, member.key))
+        stats.count(stats.REQUESTS, member.labels)
         try:
             resp = await self.send(self.name, method, path, headers, body, timeout, pool=pool)
         except BaseException as exc:
@@ -345,7 +351,7 @@ class Balancer:
 
     # -- outlier detection (passive) -----------------------------------------------------
     def _failed(self, member: Member) -> None:
-        stats.count(stats.ERRORS, (self.name, member.key))
+        stats.count(stats.ERRORS, member.labels)
         outlier = self.backend.outlier
         if outlier is None:
             return
@@ -363,7 +369,7 @@ class Balancer:
         longest = max(MAX_EJECTION, outlier.base_ejection)
         span = min(outlier.base_ejection * member.ejections, longest)
         member.ejected_until = member.returned_at = now + span
-        stats.count(stats.EJECTIONS, (self.name, member.key))
+        stats.count(stats.EJECTIONS, member.labels)
         log.warning("backend %s: ejected %s for %.3gs", self.name, member.key, span)
         self.refresh()
 

@@ -28,8 +28,10 @@ class HealthChecker:
         await self.balancer.resolved.wait()
         while True:
             members = list(self.balancer.members)
-            results = await asyncio.gather(*(self.probe(m) for m in members))
-            changed = [self.record(m, ok) for m, ok in zip(members, results, strict=True)]
+            results = await asyncio.gather(
+                *(self.probe(m) for m in members), return_exceptions=True
+            )
+            changed = [self.record(m, ok is True) for m, ok in zip(members, results, strict=True)]
             if any(changed):
                 self.balancer.refresh()
             await asyncio.sleep(self.check.interval)

@@ -27,6 +27,7 @@ class Member:
         "errors",
         "healthy",
         "key",
+        "labels",
         "pool",
         "returned_at",
         "url",
@@ -47,6 +48,7 @@ class Member:
         self.url = url
         self.address = address
         self.key = f"{url}@{address}"  # stable across workers: the Maglev name
+        self.labels = (backend.name, self.key)  # of its metrics
         self.weight = weight
         self.pool = MemberPool(self, backend, address, tls, sni)
         self.active = 0  # requests in flight here (least_request; released with the body)
