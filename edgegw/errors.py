@@ -11,7 +11,8 @@ module that calls the library, so nothing above that module needs to know them::
     │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
-    │   │   └── UpstreamUnreachable    no connection made (refused, DNS)  -> 502
+    │   │   ├── UpstreamUnreachable    no connection made (refused, DNS)  -> 502
+    │   │   └── UpstreamRequestInvalid the request cannot be written (CR/LF) -> 502
     │   ├── UpstreamTimeout        connect or response timeout           -> 504
     │   │   └── UpstreamConnectTimeout no connection within connect_timeout -> 504
     │   └── UpstreamOverloaded     a circuit breaker (limits) is open    -> 503
@@ -123,6 +124,11 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnreachable(UpstreamConnectError):
     """No connection could be made: nothing of the request was sent."""
+
+
+class UpstreamRequestInvalid(UpstreamConnectError):
+    """The request itself cannot be sent (a header value with CR or LF): no endpoint is
+    at fault and no retry can help."""
 
 
 class UpstreamConnectTimeout(UpstreamTimeout):

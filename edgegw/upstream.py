@@ -13,7 +13,12 @@ from typing import Protocol
 
 from edgegw.balance import Balancer, client_context
 from edgegw.chain import CallResponse, HttpCall
-from edgegw.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from edgegw.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamRequestInvalid,
+    UpstreamTimeout,
+)
 from edgegw.http1 import Conn, Pool
 from edgegw.model import Backend
 from edgegw.types import Headers
@@ -100,7 +105,7 @@ def _head(method: str, target: str, headers: Headers, pool: Pool, framing: bytes
     # A filter-set value with CR or LF would smuggle a second request (RFC 9110 §5.5).
     lines_expected = len(lines) + (1 if framing else 0)
     if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected:
-        raise UpstreamConnectError(pool.name, "a header name or value holds CR or LF")
+        raise UpstreamRequestInvalid(pool.name, "a header name or value holds CR or LF")
     return head
 
 

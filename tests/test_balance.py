@@ -16,7 +16,7 @@ import pytest
 
 from edgegw.balance import balancer as balancer_module
 from edgegw.balance import stats
-from edgegw.errors import UpstreamConnectError, UpstreamOverloaded
+from edgegw.errors import UpstreamConnectError, UpstreamOverloaded, UpstreamRequestInvalid
 from edgegw.model import Backend, BackendLimits, Endpoint, HealthCheck, Outlier, Retry
 from edgegw.types import Headers
 from edgegw.upstream import HttpUpstream
@@ -359,3 +359,21 @@ async def test_localhost_is_resolved_and_re_resolved(
     assert set(lookups) == {"localhost"}
     assert balancer.members[0] is named[0]  # same address again: same pool, same state
     assert {(await get(up))[0] for _ in range(4)} == {200}
+
+
+async def test_a_request_that_cannot_be_written_ejects_nobody_and_is_not_retried(
+    procs: Callable[[int], list[Proc]], make_upstream: Callable[[Backend], HttpUpstream]
+) -> None:
+    a, b = procs(2)
+    retry = Retry(attempts=3, on=("connect-failure", "reset"), backoff_base=0.001)
+    outlier = Outlier(consecutive_errors=1, base_ejection=30.0, max_ejected=1.0)
+    up = make_upstream(balanced([a.url, b.url], retry=retry, outlier=outlier))
+    smuggling = [(b"x-note", b"a\r\nGET /evil HTTP/1.1")]  # e.g. set by a faulty filter
+    for _ in range(4):
+        with pytest.raises(UpstreamRequestInvalid):
+            await get(up, headers=smuggling)
+    balancer = up._balancers["users"]
+    now = balancer.loop.time()
+    assert [m.state(now) for m in balancer.members] == ["healthy", "healthy"]
+    assert a.count() + b.count() == 0  # nothing was written, nothing retried
+    assert {(await get(up))[0] for _ in range(2)} == {200}

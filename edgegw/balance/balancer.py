@@ -26,7 +26,12 @@ from edgegw.balance.members import Member
 from edgegw.balance.policy import POLICIES, Policy
 from edgegw.balance.retry import IDEMPOTENT, backoff, buffered, condition
 from edgegw.balance.tls import client_context
-from edgegw.errors import UpstreamError, UpstreamOverloaded, UpstreamUnreachable
+from edgegw.errors import (
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRequestInvalid,
+    UpstreamUnreachable,
+)
 from edgegw.headers import XFF, get
 from edgegw.http1 import Pool
 from edgegw.model import Backend, BackendLimits, Endpoint
@@ -333,8 +338,8 @@ class Balancer:
         except BaseException as exc:
             member.active -= 1  # no response: MemberPool.release will not run
             self.active -= 1
-            if isinstance(exc, UpstreamError):
-                self._failed(member)
+            if isinstance(exc, UpstreamError) and not isinstance(exc, UpstreamRequestInvalid):
+                self._failed(member)  # the endpoint failed (not the request's own fault)
             raise
         finally:
             if waits:

@@ -15,6 +15,7 @@ from edgegw.errors import (
     UpstreamConnectError,
     UpstreamConnectTimeout,
     UpstreamError,
+    UpstreamRequestInvalid,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -28,6 +29,8 @@ REPLAY_BOUND = 64 * 1024
 
 def condition(exc: UpstreamError) -> str:
     """The ``retry.on`` name of a failure (by type: refused, reset, timed out)."""
+    if isinstance(exc, UpstreamRequestInvalid):
+        return ""  # the same bytes would fail again
     if isinstance(exc, (UpstreamUnreachable, UpstreamConnectTimeout)):
         return "connect-failure"
     if isinstance(exc, UpstreamConnectError):
