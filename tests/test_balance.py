@@ -377,3 +377,19 @@ async def test_a_request_that_cannot_be_written_ejects_nobody_and_is_not_retried
     assert [m.state(now) for m in balancer.members] == ["healthy", "healthy"]
     assert a.count() + b.count() == 0  # nothing was written, nothing retried
     assert {(await get(up))[0] for _ in range(2)} == {200}
+
+
+async def test_a_client_gone_during_a_retry_gives_its_budget_back(
+    procs: Callable[[int], list[Proc]], make_upstream: Callable[[Backend], HttpUpstream]
+) -> None:
+    (failing,) = procs(1)
+    failing.control(status=503)
+    retry = Retry(attempts=3, on=(), statuses=(503,), backoff_base=5.0, backoff_max=5.0)
+    up = make_upstream(balanced([failing.url], retry=retry, timeout=30.0))
+    request = asyncio.ensure_future(get(up))
+    await wait_for(lambda: "users" in up._balancers and up._balancers["users"].retrying == 1)
+    request.cancel()  # the client went away while the retry waited (backoff) or ran
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    balancer = up._balancers["users"]
+    assert (balancer.retrying, balancer.active, balancer.members[0].active) == (0, 0, 0)

@@ -274,32 +274,37 @@ class Balancer:
         tried: list[Member] = []
         retries = 0
         while True:
-            member = self.pick(key, tried)
-            remaining = deadline - self.loop.time()
-            per_try = min(retry.per_try_timeout or remaining, remaining)
-            last = retries + 1 >= retry.attempts or not replayable
+            # A retry counts against the budget from the decision (no await between the
+            # check and this) until its try ended, however it ends (cancelled included).
+            if retries:
+                self.retrying += 1
             try:
-                resp = await self._try(member, method, path, headers, body, per_try)
-            except UpstreamOverloaded:
-                raise
-            except UpstreamError as exc:
-                why = condition(exc)
-                safe = why == "connect-failure" or idempotent
-                if last or why not in retry.on or not safe or not self._may_retry(deadline):
+                if retries:
+                    await asyncio.sleep(backoff(retry, retries))
+                member = self.pick(key, tried)
+                remaining = deadline - self.loop.time()
+                per_try = min(retry.per_try_timeout or remaining, remaining)
+                last = retries + 1 >= retry.attempts or not replayable
+                try:
+                    resp = await self._try(member, method, path, headers, body, per_try)
+                except UpstreamOverloaded:
                     raise
-            else:
-                wanted = resp.status in self.retry_statuses and idempotent
-                if last or not wanted or not self._may_retry(deadline):
-                    return resp
-                resp.release()  # its body never reached the client
+                except UpstreamError as exc:
+                    why = condition(exc)
+                    safe = why == "connect-failure" or idempotent
+                    if last or why not in retry.on or not safe or not self._may_retry(deadline):
+                        raise
+                else:
+                    wanted = resp.status in self.retry_statuses and idempotent
+                    if last or not wanted or not self._may_retry(deadline):
+                        return resp
+                    resp.release()  # its body never reached the client
             finally:
                 if retries:
                     self.retrying -= 1
             tried.append(member)
             retries += 1
-            self.retrying += 1
             stats.count(stats.RETRIES, (self.name,))
-            await asyncio.sleep(backoff(retry, retries))
 
     def _may_retry(self, deadline: float) -> bool:
         """The retry budget (Envoy's): retries in flight stay within ``budget`` of the
