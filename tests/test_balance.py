@@ -393,3 +393,19 @@ async def test_a_client_gone_during_a_retry_gives_its_budget_back(
         await request
     balancer = up._balancers["users"]
     assert (balancer.retrying, balancer.active, balancer.members[0].active) == (0, 0, 0)
+
+
+async def test_a_name_that_does_not_resolve_leaves_the_other_endpoints_serving(
+    procs: Callable[[int], list[Proc]],
+    make_upstream: Callable[[Backend], HttpUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (a,) = procs(1)
+
+    async def failing(host: str, port: int) -> list[str]:
+        raise OSError(f"{host}: no such name")  # as getaddrinfo's gaierror (an OSError)
+
+    monkeypatch.setattr(balancer_module, "resolve", failing)
+    up = make_upstream(balanced([f"http://localhost:{a.port}", a.url]))
+    assert [await get(up) for _ in range(3)] == [(200, "e0")] * 3
+    assert [m.url for m in up._balancers["users"].members] == [a.url]

@@ -181,8 +181,8 @@ class Balancer:
                 if addresses and addresses != self._addresses.get(endpoint):
                     self._addresses[endpoint] = addresses
                     changed = True
-            if changed:
-                self._rebuild()
+            if changed or not self.resolved.is_set():  # the first pass builds in any case:
+                self._rebuild()  # endpoints given as addresses need no lookup
             self.resolved.set()
             await asyncio.sleep(DNS_REFRESH)
 
