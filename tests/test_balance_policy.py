@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from edgegw.balance.balancer import key_reader
 from edgegw.balance.policy import Hash, LeastRequest, Random, RoundRobin, maglev_table
 
 
@@ -56,3 +57,20 @@ def test_maglev_table_shares_slots_by_weight() -> None:
     counts = Counter(table)
     assert sum(counts.values()) == 5003
     assert abs(counts[2] - 2 * counts[0]) < 50
+
+
+def test_hash_keys_from_header_cookie_and_peer() -> None:
+    headers = [
+        (b"x-user-id", b"u1"),
+        (b"cookie", b"a=1; session=abc"),
+        (b"cookie", b"late=2"),
+        (b"x-forwarded-for", b"203.0.113.9, 198.51.100.7"),  # the gateway appended the peer
+    ]
+    header, cookie = key_reader("header:x-user-id"), key_reader("cookie:session")
+    late, ip = key_reader("cookie:late"), key_reader("ip")
+    assert header and cookie and late and ip
+    assert (header(headers), cookie(headers), late(headers)) == (b"u1", b"abc", b"2")
+    assert ip(headers) == b"198.51.100.7"  # the connecting peer, not a forgeable hop
+    missing = key_reader("cookie:missing")
+    assert missing is not None and missing(headers) is None
+    assert key_reader(None) is None
