@@ -203,6 +203,10 @@ class Balancer:
             for conn in gone.pool.idle:
                 conn.abort()
             self._retired.append(gone.pool)
+        for pool in self._retired:  # a retired pool whose last request ended: close it
+            if not pool.conns:
+                pool.close()
+        self._retired = [pool for pool in self._retired if pool.conns]
         self.members = members
         self.refresh()
 
