@@ -1,8 +1,11 @@
 """Talking to backends: a keep-alive HTTP/1.1 connection pool per backend (``http1``).
 
-Callers see ``UpstreamConnectError`` (502) and ``UpstreamTimeout`` (504) from
-``edgegw.errors``. Bodies stream in both directions; only ``call`` (for filters'
-``proxy_http_call`` and aggregation) buffers, up to a limit.
+Callers see ``UpstreamConnectError`` (502), ``UpstreamTimeout`` (504) and, from a
+backend's circuit breakers, ``UpstreamOverloaded`` (503) from ``edgegw.errors``. A backend
+with several endpoints (or retries, health checks, limits) is balanced by edgegw.balance,
+which calls ``request`` with the chosen endpoint's ``pool`` for each try. Bodies stream
+in both directions; only ``call`` (for filters' ``proxy_http_call`` and aggregation)
+buffers, up to a limit.
 """
 
 from __future__ import annotations

@@ -95,7 +95,9 @@ async def test_one_endpoint_killed_under_load_no_get_fails_and_it_returns(
     backend = balanced(
         [a.url, b.url, c.url],
         connect_timeout=1.0,
-        retry=Retry(attempts=3, on=("connect-failure", "reset"), statuses=(502, 503)),
+        # Budget 100%: every request in flight may retry at once. The kill fails the tries
+        # of all six clients together; the default (20%, at least 3) would pass some on.
+        retry=Retry(attempts=3, on=("connect-failure", "reset"), statuses=(502, 503), budget=1.0),
         health_check=HealthCheck(interval=0.2, timeout=0.5, healthy=1, unhealthy=1),
         outlier=Outlier(consecutive_errors=2, base_ejection=0.5, max_ejected=0.5),
     )

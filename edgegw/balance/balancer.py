@@ -34,7 +34,7 @@ from edgegw.errors import (
 )
 from edgegw.headers import XFF, get
 from edgegw.http1 import Pool
-from edgegw.model import Backend, BackendLimits, Endpoint
+from edgegw.model import Backend, BackendLimits, Endpoint, Retry
 from edgegw.types import Headers
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ class Balancer:
         self.panic = False
         self.active = 0  # tries in flight (their responses not yet released)
         self.retrying = 0  # retries in flight (the retry budget counts them)
+        self.requests = 0  # requests with retries between their first try and answer
         self.pending = 0  # tries that found no free connection
         self.next_return = math.inf  # when the next ejected member comes back
         self.resolved = asyncio.Event()
@@ -269,6 +270,24 @@ class Balancer:
         retry = self.retry
         if retry is None or retry.attempts <= 1:
             return await self._try(self.pick(key), method, path, headers, body, timeout)
+        self.requests += 1
+        try:
+            return await self._tries(retry, key, method, path, headers, body, timeout)
+        finally:
+            self.requests -= 1
+
+    async def _tries(
+        self,
+        retry: Retry,
+        key: bytes | None,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: Body,
+        timeout: float | None,
+    ) -> UpstreamResponse:
+        """Tries until one succeeds or retrying is not allowed (``retry.on``, safety,
+        attempts, the budget, the deadline)."""
         if body is not None and not isinstance(body, bytes):
             body = await buffered(body)
         replayable = not isinstance(body, AsyncIterable)
@@ -312,12 +331,15 @@ class Balancer:
 
     def _may_retry(self, deadline: float) -> bool:
         """The retry budget (Envoy's): retries in flight stay within ``budget`` of the
-        tries in flight (at least ``min_retry_concurrency``), and time is left."""
+        active requests (at least ``min_retry_concurrency``), and time is left. Active:
+        the requests between their first try and their answer, or the tries in flight
+        (responses still streaming included), whichever is more."""
         retry = self.retry
         assert retry is not None
         if deadline - self.loop.time() <= retry.backoff_base:
             return False
-        allowed = max(retry.min_retry_concurrency, retry.budget * (self.active + 1))
+        active = max(self.requests, self.active)
+        allowed = max(retry.min_retry_concurrency, retry.budget * active)
         if self.retrying >= allowed:
             stats.count(stats.CIRCUIT_OPEN, (self.name, "retry_budget"))
             return False
