@@ -103,6 +103,7 @@ bench: $(DEV_STAMP) bench-deps filters
 	$(PY) bench/wasm_calls.py
 	$(PY) bench/chain.py
 	$(PY) bench/clients.py
+	$(PY) bench/balance.py
 	$(PY) bench/filters.py
 	$(PY) bench/store.py
 	$(PY) bench/aggregate.py

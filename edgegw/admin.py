@@ -156,11 +156,15 @@ async def _admin_config(request: web.Request) -> web.Response:
 
 
 async def _admin_status(request: web.Request) -> web.Response:
+    from edgegw.balance.stats import worker_upstreams
     from edgegw.reload import worker_statuses
 
     state = request.app[STATE]
     workers = await asyncio.to_thread(worker_statuses, state.runtime_dir)
-    return web.json_response({"workers": workers, "expected_workers": state.config.workers})
+    # Each worker's endpoints and their state (health, ejection) as of its last change.
+    upstreams = await asyncio.to_thread(worker_upstreams, state.runtime_dir)
+    doc = {"workers": workers, "expected_workers": state.config.workers, "upstreams": upstreams}
+    return web.json_response(doc)
 
 
 async def _admin_reload(request: web.Request) -> web.Response:

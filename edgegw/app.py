@@ -93,6 +93,7 @@ class GatewayApp:
     async def build(self, config: GatewayConfig) -> Pipeline:
         """A complete pipeline for ``config`` (pools, filter VMs); raises if it cannot."""
         upstream = HttpUpstream(config.backends, self.extra_calls)
+        upstream.start()
         chains = None
         if self.chains_factory is not None:
             try:
@@ -109,6 +110,8 @@ class GatewayApp:
         self._started = True
         if self.chains_factory is not None and self.pipeline.chains is None:
             self.swap(await self.build(self.config))
+        if isinstance(self.pipeline.upstream, HttpUpstream):
+            self.pipeline.upstream.start()  # health checks begin now
         store = self.store_api.store
         try:
             await store.seed_flags(dict(self.config.store.flags))

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from edgegw.backends_config import read_backends
 from edgegw.errors import ConfigError
 from edgegw.model import (
     Address,
     AdminConfig,
-    Backend,
     EscapedSlashes,
     FilterSpec,
     GatewayConfig,
@@ -108,7 +108,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
     version = r.convert(top.get("version"), as_int, 1)
     if "version" in top and version != 1:
         r.problem(top["version"], f"unsupported version {version} (this edgegw reads version 1)")
-    backends = _read_backends(r, top.get("backends"))
+    backends = read_backends(r, top.get("backends"), base)
     filters = _read_filters(r, top.get("filters"), base)
     background = _read_names(r, top.get("background"), filters, "filter")
     for name in background:
@@ -215,41 +215,6 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
         timeout=r.convert(m.get("timeout"), as_duration, 0.25),
         flags=frozen_map(flags),
     )
-
-
-def _read_backends(r: Reader, node: Node | None) -> dict[str, Backend]:
-    out: dict[str, Backend] = {}
-    keys = ("url", "timeout", "connect_timeout", "max_connections", "preserve_host")
-    for name, child in ((r.mapping(node) or {}) if node is not None else {}).items():
-        if not _NAME.match(name):
-            r.problem(child, f"invalid backend name '{name}'")
-        if isinstance(child.value, str):  # shorthand: `users: http://127.0.0.1:9001`
-            child = Node({"url": child}, child.line, child.path)
-        m = r.mapping(child, keys, required=("url",))
-        if m is None:
-            continue
-        out[name] = Backend(
-            name=name,
-            url=r.convert(m.get("url"), _backend_url, ""),
-            timeout=r.convert(m.get("timeout"), as_duration, 30.0),
-            connect_timeout=r.convert(m.get("connect_timeout"), as_duration, 5.0),
-            max_connections=r.convert(m.get("max_connections"), lambda v: as_int(v, 1), 256),
-            preserve_host=r.convert(m.get("preserve_host"), as_bool, False),
-        )
-    return out
-
-
-def _backend_url(value: Any) -> str:
-    url = urlsplit(as_str(value))
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ValueError(f"invalid backend URL {value!r} (expected http://host:port)")
-    if url.query or url.fragment:
-        raise ValueError(f"backend URL {value!r} must not have a query or fragment")
-    try:
-        url.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"invalid port in backend URL {value!r}") from None
-    return url.geturl().rstrip("/")
 
 
 def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterSpec]:

@@ -11,10 +11,13 @@ module that calls the library, so nothing above that module needs to know them::
     │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
+    │   │   ├── UpstreamUnreachable    no connection made (refused, DNS)   -> 502
     │   │   ├── UpstreamReset          closed or reset before the response head
     │   │   ├── UpstreamProtocolError  the response is not HTTP/1.1
     │   │   └── UpstreamInvalidRequest a header would break the request's framing
-    │   └── UpstreamTimeout        connect or response timeout           -> 504
+    │   ├── UpstreamTimeout        connect or response timeout           -> 504
+    │   │   └── UpstreamConnectTimeout no connection within connect_timeout -> 504
+    │   └── UpstreamOverloaded     a circuit breaker (limits) is open    -> 503
     ├── StoreError             the store (memory:// or redis://) failed
     │   └── StoreUnavailable   the store cannot be reached right now
     └── ReloadError            a reload was rejected; the old runtime keeps serving
@@ -131,7 +134,8 @@ class UpstreamProtocolError(UpstreamConnectError):
 
 
 class UpstreamInvalidRequest(UpstreamConnectError):
-    """The request cannot be sent as given (a header with CR or LF, set by a filter)."""
+    """The request cannot be sent as given (a header with CR or LF, set by a filter): no
+    endpoint is at fault and no retry can help."""
 
     outcome = "invalid_request"
 
@@ -141,6 +145,26 @@ class UpstreamTimeout(UpstreamError):
 
     status = 504
     outcome = "timeout"
+
+
+class UpstreamUnreachable(UpstreamConnectError):
+    """No connection could be made: nothing of the request was sent."""
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """No connection within ``connect_timeout``: nothing of the request was sent."""
+
+
+class UpstreamOverloaded(UpstreamError):
+    """A backend's circuit breaker (``limits``, or the retry budget) is open: answered at
+    once instead of queueing. ``limit`` names it."""
+
+    status = 503
+    outcome = "overloaded"
+
+    def __init__(self, backend: str, limit: str, value: int) -> None:
+        self.limit = limit
+        super().__init__(backend, f"{limit} ({value}) reached")
 
 
 class StoreError(EdgegwError):

@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 import httptools
 
 from edgegw.errors import (
-    UpstreamConnectError,
+    UpstreamConnectTimeout,
     UpstreamProtocolError,
     UpstreamReset,
     UpstreamTimeout,
+    UpstreamUnreachable,
 )
 from edgegw.model import Backend
 from edgegw.types import Headers
@@ -225,17 +226,27 @@ class Pool:
     """At most ``backend.max_connections`` connections to one backend, the idle ones
     reused most-recent first; waiting for a free one counts against the caller's deadline."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        address: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        sni: str | None = None,
+    ) -> None:
+        """``address``: connect there instead of the URL's host (a resolved endpoint
+        address, edgegw.balance); ``tls``/``sni``: the context and server name for an
+        https URL (default: the system's CAs and the URL's host)."""
         self.name = backend.name
         self.backend = backend
         self.loop = asyncio.get_running_loop()
         url = urlsplit(backend.url)
-        tls = url.scheme == "https"
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or (443 if tls else 80)
+        tls_url = url.scheme == "https"
+        self.host = address or url.hostname or "127.0.0.1"
+        self.port = url.port or (443 if tls_url else 80)
         self.authority = url.netloc.rsplit("@", 1)[-1].encode("latin-1")
         self.base_path = url.path.rstrip("/")
-        self.ssl = ssl.create_default_context() if tls else None
+        self.ssl = (tls or ssl.create_default_context()) if tls_url else None
+        self.sni = (sni or url.hostname) if tls_url else None
         self.idle: list[Conn] = []
         self.conns: set[Conn] = set()
         self.opening = 0
@@ -283,12 +294,17 @@ class Pool:
         try:
             async with asyncio.timeout(seconds):
                 _, conn = await self.loop.create_connection(
-                    lambda: Conn(self), self.host, self.port, ssl=self.ssl
+                    lambda: Conn(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.sni,
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout(self.name, f"no connection within {seconds:g}s") from exc
-        except OSError as exc:
-            raise UpstreamConnectError(self.name, f"cannot connect: {exc}") from exc
+            detail = f"no connection within {seconds:g}s"
+            raise UpstreamConnectTimeout(self.name, detail) from exc
+        except OSError as exc:  # ssl.SSLError (a refused certificate) is one too
+            raise UpstreamUnreachable(self.name, f"cannot connect: {exc}") from exc
         finally:
             self.opening -= 1
             self._wake()

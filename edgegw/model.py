@@ -47,15 +47,97 @@ class StoreConfig:
     flags: Mapping[str, Any] = field(default_factory=frozen_map)  # seeds the flag table
 
 
+LbPolicy = Literal["round_robin", "least_request", "random", "hash"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str  # scheme://host:port[/base-path], as ``Backend.url``
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """Active checks: GET ``path`` on every endpoint address each ``interval``."""
+
+    path: str = "/healthz"
+    interval: float = 5.0
+    timeout: float = 1.0
+    healthy: int = 2  # consecutive passes that make an unhealthy endpoint healthy again
+    unhealthy: int = 3  # consecutive failures that make a healthy endpoint unhealthy
+    expect: tuple[tuple[int, int], ...] = ((200, 399),)  # inclusive status ranges
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """Passive ejection of an endpoint that keeps failing (Envoy's outlier detection)."""
+
+    consecutive_errors: int = 5
+    interval: float = 10.0  # an ejection multiplier decays by one per interval back in
+    base_ejection: float = 30.0  # times the number of ejections so far
+    max_ejected: float = 0.5  # share of the endpoints that may be ejected at once
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 1  # tries in all; 1 = no retry
+    on: tuple[str, ...] = ("connect-failure", "reset")  # RETRY_CONDITIONS (backends_config)
+    statuses: tuple[int, ...] = ()  # response statuses retried (from ``on``)
+    per_try_timeout: float | None = None  # None: the backend's timeout
+    budget: float = 0.2  # retries in flight at most this share of active requests
+    min_retry_concurrency: int = 3  # ... but always this many (Envoy's default)
+    backoff_base: float = 0.025
+    backoff_max: float = 0.25
+
+
+@dataclass(frozen=True)
+class BackendLimits:
+    """Circuit breakers: beyond one, a request gets 503 at once (None: no limit)."""
+
+    max_connections: int | None = None  # over all endpoints, per worker
+    max_pending: int | None = None  # requests waiting for a connection
+    max_requests: int | None = None  # requests in flight
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    verify: bool = True
+    ca: Path | None = None  # None: the system's CAs
+    sni: str | None = None  # None: the endpoint URL's host
+    cert: Path | None = None  # client certificate (mTLS), with ``key``
+    key: Path | None = None
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
-    url: str  # scheme://host:port[/base-path]
+    url: str  # scheme://host:port[/base-path]; the first endpoint's when several
     timeout: float = 30.0  # whole response (headers) deadline
     connect_timeout: float = 5.0
     max_connections: int = 256
     # True: send the client's Host header upstream; False (default): the backend's host.
     preserve_host: bool = False
+    endpoints: tuple[Endpoint, ...] = ()  # () = the one ``url``
+    lb: LbPolicy = "round_robin"
+    hash_on: str | None = None  # "header:<name>" | "cookie:<name>" | "ip"  (lb: hash)
+    health_check: HealthCheck | None = None
+    outlier: Outlier | None = None
+    retry: Retry | None = None
+    limits: BackendLimits | None = None
+    tls: UpstreamTLS | None = None
+
+    @property
+    def balanced(self) -> bool:
+        """False for a plain single-URL backend, which takes the direct path (one pool,
+        no balancing state): nothing configured here costs it anything."""
+        return bool(
+            len(self.endpoints) > 1
+            or self.health_check
+            or self.outlier
+            or self.retry
+            or self.limits
+            or self.lb == "hash"
+        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, quote
 from edgegw import metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
-from edgegw.errors import UpstreamError
+from edgegw.errors import UpstreamError, UpstreamOverloaded
 from edgegw.headers import (
     HOP_BY_HOP,
     REQUEST_ID,
@@ -427,6 +427,8 @@ async def _with_eos(
 
 
 def _upstream_problem(exc: UpstreamError, path: str) -> LocalReply:
+    if isinstance(exc, UpstreamOverloaded):  # a circuit breaker: name the limit
+        return problem(exc.status, str(exc), path, backend=exc.backend, limit=exc.limit)
     return problem(exc.status, str(exc), path, backend=exc.backend)
 
 

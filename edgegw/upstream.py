@@ -1,8 +1,11 @@
 """Talking to backends: a keep-alive HTTP/1.1 connection pool per backend (``http1``).
 
-Callers see ``UpstreamConnectError`` (502) and ``UpstreamTimeout`` (504) from
-``edgegw.errors``. Bodies stream in both directions; only ``call`` (for filters'
-``proxy_http_call`` and aggregation) buffers, up to a limit.
+Callers see ``UpstreamConnectError`` (502), ``UpstreamTimeout`` (504) and, from a
+backend's circuit breakers, ``UpstreamOverloaded`` (503) from ``edgegw.errors``. A backend
+with several endpoints (or retries, health checks, limits) is balanced by edgegw.balance,
+which calls ``request`` with the chosen endpoint's ``pool`` for each try. Bodies stream
+in both directions; only ``call`` (for filters' ``proxy_http_call`` and aggregation)
+buffers, up to a limit.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from edgegw import metrics
+from edgegw.balance import Balancer, client_context
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import (
     UpstreamConnectError,
@@ -145,14 +149,33 @@ class HttpUpstream:
     ) -> None:
         self._backends = backends
         self._pools: dict[str, Pool] = {}
+        # Backends with endpoints, retries, health checks or limits (edgegw.balance).
+        self._balanced = frozenset(n for n, b in backends.items() if b.balanced)
+        self._balancers: dict[str, Balancer] = {}
         self._extra = dict(extra_calls or {})
         self._writers: set[asyncio.Task[None]] = set()
 
     def _pool(self, name: str) -> Pool:
         pool = self._pools.get(name)
         if pool is None:
-            pool = self._pools[name] = Pool(self._backends[name])
+            backend = self._backends[name]
+            tls = sni = None
+            if backend.tls is not None:
+                tls, sni = client_context(backend.tls), backend.tls.sni
+            pool = self._pools[name] = Pool(backend, tls=tls, sni=sni)
         return pool
+
+    def start(self) -> None:
+        """Make the balancers now (inside the loop), so that health checks and DNS
+        resolution begin before the first request; else each begins with its first."""
+        for name in self._balanced:
+            self._balancer(name)
+
+    def _balancer(self, name: str) -> Balancer:
+        balancer = self._balancers.get(name)
+        if balancer is None:
+            balancer = self._balancers[name] = Balancer(self._backends[name], self.request)
+        return balancer
 
     async def request(
         self,
@@ -162,10 +185,17 @@ class HttpUpstream:
         headers: Headers,
         body: AsyncIterable[bytes] | bytes | None,
         timeout: float | None = None,
+        pool: Pool | None = None,
         *,
         observe: bool = True,
     ) -> UpstreamResponse:
-        pool = self._pool(backend)
+        """One try on ``pool`` when given (edgegw.balance chose the endpoint); else the
+        backend's balancer, or the one pool of a plain single-URL backend."""
+        if pool is None:
+            if backend in self._balanced:
+                balancer = self._balancer(backend)
+                return await balancer.request(method, path, headers, body, timeout)
+            pool = self._pool(backend)
         seconds = timeout or pool.backend.timeout
         target = pool.base_path + path
         streamed = body is not None and not isinstance(body, bytes)
@@ -274,13 +304,15 @@ class HttpUpstream:
         # Timed here, not in request(): this call's own deadline surfaces as TimeoutError
         # out here, as CancelledError in there.
         started = time.perf_counter()
-        timed = False
+        # A balanced backend's tries are timed one by one (edgegw.balance), not here too.
+        timed = cluster in self._balanced
         try:
             async with asyncio.timeout(timeout):
                 resp = await self.request(
                     cluster, method, path, headers, body or None, timeout, observe=False
                 )
-                metrics.observe_upstream(cluster, OK, time.perf_counter() - started)
+                if not timed:
+                    metrics.observe_upstream(cluster, OK, time.perf_counter() - started)
                 timed = True  # once headers came, a failure reading the body is not counted
                 try:
                     data = bytearray()
@@ -309,6 +341,9 @@ class HttpUpstream:
     async def aclose(self) -> None:
         for writer in list(self._writers):
             writer.cancel()
+        balancers, self._balancers = self._balancers, {}
+        for balancer in balancers.values():
+            await balancer.aclose()
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()

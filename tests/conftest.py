@@ -5,6 +5,7 @@ Sections (add yours as a new section; do not rewrite others'):
   2. loopback backends  backend_factory: aiohttp echo servers in a thread (slow / failing)
   3. redis            redis_server (session): a real redis-server on a free port
   4. gateway process  run_gateway: `python -m edgegw serve` as a real subprocess
+  7. backend processes  procs(n): tests/lb_backend.py on loopback ports (kill, restart)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,3 +384,57 @@ def full_listener() -> Iterator[int]:
     for c in fillers:
         c.close()
     server.close()
+
+
+# ---------------------------------------------------------------------------------------
+# 7. backend processes for load balancing (tests/lb_backend.py)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """One backend process; ``kill`` is SIGKILL (a crash), ``start`` brings it back."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, str(REPO / "tests" / "lb_backend.py"), str(self.port), self.name]
+        self.proc = subprocess.Popen(cmd, cwd=REPO)
+        if not wait_port("127.0.0.1", self.port, time.monotonic() + 30):
+            self.kill()
+            pytest.fail(f"backend {self.name} did not start on {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def control(self, **values: Any) -> None:
+        data = json.dumps(values).encode()
+        urllib.request.urlopen(f"{self.url}/_control", data, timeout=5).read()
+
+    def count(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/_count", timeout=5) as resp:
+            return int(json.loads(resp.read())["count"])
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[[int], list[Proc]]]:
+    started: list[Proc] = []
+
+    def make(count: int) -> list[Proc]:
+        new = [Proc(f"e{len(started) + i}", free_port()) for i in range(count)]
+        for proc in new:
+            proc.start()
+            started.append(proc)
+        return new
+
+    yield make
+    for proc in started:
+        proc.kill()
