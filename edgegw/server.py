@@ -95,7 +95,8 @@ def prepare_runtime(config_path: Path) -> Runtime:
     runtime.prometheus_dir.mkdir()
     os.environ[ENV_RUNTIME_DIR] = str(runtime.path)
     os.environ[ENV_PROM_DIR] = str(runtime.prometheus_dir)
-    os.environ[ENV_CONFIG] = str(config_path.resolve())
+    # Absolute but unresolved: workers follow the config's symlinks at each reload.
+    os.environ[ENV_CONFIG] = os.path.abspath(config_path)
     return runtime
 
 
