@@ -35,6 +35,9 @@ class Address:
 class AdminConfig:
     listen: Address | None  # None: no admin listener
     token: str | None = None  # required as Bearer for mutating admin calls when set
+    # True: serve an admin listener on a non-loopback address without a token (see
+    # config.open_admin_refusal); a deliberate, logged exception to the default.
+    allow_open: bool = False
 
 
 @dataclass(frozen=True)

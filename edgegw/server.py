@@ -266,6 +266,21 @@ def _sched_batch() -> None:
         logging.getLogger("edgegw").warning("cannot use SCHED_BATCH: %s", exc)
 
 
+def _warn_open_admin(config: GatewayConfig) -> None:
+    """``admin.allow_open: true`` on a reachable address: say so at every start."""
+    from edgegw.config import is_loopback
+
+    admin = config.admin
+    if admin.listen is None or admin.token or is_loopback(admin.listen.host):
+        return
+    log.warning(
+        "!!! the admin API on %s has NO TOKEN and is reachable from other hosts "
+        "(admin.allow_open: true): anyone there can reload the config and change flags. "
+        "Set admin.token unless a network policy keeps it private !!!",
+        admin.listen,
+    )
+
+
 def _app_factory() -> str:
     return os.environ.get(ENV_APP_FACTORY) or APP_FACTORY
 
@@ -285,6 +300,7 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
     overrides (server, workers); workers re-read ``config_path`` themselves.
     """
     logging.config.dictConfig(LOG_CONFIG)
+    _warn_open_admin(config)
     runtime = prepare_runtime(config_path)
     admin: AdminThread | None = None
     try:
