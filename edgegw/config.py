@@ -63,6 +63,7 @@ TOP_KEYS = (
     "geoip",
     "access_log",
     "sched_batch",
+    "drain_timeout",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -139,6 +140,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         geoip=geoip,
         access_log=r.convert(top.get("access_log"), as_bool, True),
         sched_batch=r.convert(top.get("sched_batch"), as_bool, True),
+        drain_timeout=r.convert(top.get("drain_timeout"), as_duration, 30.0),
         source=source,
     )
 

@@ -156,4 +156,5 @@ class GatewayConfig:
     geoip: GeoIPConfig | None = None
     access_log: bool = True
     sched_batch: bool = True  # Linux: the workers run under SCHED_BATCH (server.py)
+    drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests may take to finish
     source: Path | None = None  # the file this was read from

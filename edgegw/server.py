@@ -11,6 +11,7 @@ import asyncio
 import copy
 import logging
 import logging.config
+import math
 import multiprocessing
 import os
 import shutil
@@ -202,6 +203,9 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
         # The app writes its own access log (logger edgegw.access, stdout) with route and
         # upstream details granian cannot know; granian's would duplicate it.
         log_access=False,
+        # SIGTERM: granian closes the listening socket, then each worker stops accepting
+        # and finishes its requests; a worker still busy after drain_timeout is killed.
+        workers_kill_timeout=max(1, math.ceil(config.drain_timeout)),
     )
     try:
         server.serve()
@@ -212,22 +216,26 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
 
 def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     import hypercorn.run
-    from hypercorn.config import Config
     from hypercorn.run import run
+
+    from edgegw.hypercorn_config import EdgegwConfig, close_listeners
 
     # hypercorn answers SIGHUP by restarting its workers, which would drop a config that
     # fails to load together with the workers. Its run() installs handlers through the
-    # `signal` module it imported: hand it one whose SIGHUP registration is ours.
+    # `signal` module it imported: hand it one whose SIGHUP registration is ours, and
+    # whose SIGTERM/SIGINT ones also close the supervisor's listening sockets.
     def install(sig: int, handler: Any) -> Any:
         if sig == signal.SIGHUP:
             handler = lambda _sig, _frame: _sighup(runtime)  # noqa: E731
+        elif sig in (signal.SIGTERM, signal.SIGINT) and callable(handler):
+            handler = _then_close(handler, close_listeners)
         return signal.signal(sig, handler)
 
     shim = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if k.isupper()})
     shim.signal = install
     hypercorn.run.signal = shim  # type: ignore[assignment, attr-defined]
 
-    hc = Config()
+    hc = EdgegwConfig()
     hc.application_path = _app_factory() + "()"  # hypercorn evaluates it: calls the factory
     hc.bind = [str(config.listen)]
     hc.workers = config.workers
@@ -236,8 +244,16 @@ def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     hc.errorlog = "-"
     hc.logconfig_dict = LOG_CONFIG
     hc.h11_max_incomplete_size = config.limits.max_header_bytes
-    hc.graceful_timeout = 10.0
+    hc.graceful_timeout = config.drain_timeout
     return run(hc)
+
+
+def _then_close(handler: Any, close: Any) -> Any:
+    def shutdown(sig: int, frame: Any) -> None:
+        handler(sig, frame)
+        close()
+
+    return shutdown
 
 
 def _sighup(runtime: Runtime) -> None:
