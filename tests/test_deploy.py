@@ -326,3 +326,22 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- docs ---------------------------------------------------------------------------------
+
+
+def test_every_deploy_file_is_documented() -> None:
+    """docs/deploy.md names every file of deploy/ (Kubernetes by its folders), and the
+    README links it."""
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    for path in sorted(DEPLOY.rglob("*")):
+        if path.is_dir():
+            continue
+        rel = path.relative_to(REPO)
+        named = str(rel) if not rel.is_relative_to("deploy/kubernetes") else str(rel.parent)
+        if rel.is_relative_to("deploy/kubernetes/base"):
+            named = "deploy/kubernetes/base"
+        short = named.removeprefix("deploy/")
+        assert named in doc or short in doc or path.name in doc, f"{rel} is not in docs/deploy.md"
+    assert "(docs/deploy.md)" in (REPO / "README.md").read_text()
