@@ -82,13 +82,15 @@ def symlinks_on(path: Path) -> set[Path]:
     found: set[Path] = set()
     current = Path(path.anchor or "/")
     pending = list(Path(os.path.abspath(path)).parts[1:])
-    while pending and len(found) < MAX_SYMLINKS:
+    hops = 0  # links followed, a loop included
+    while pending and hops < MAX_SYMLINKS:
         part = pending.pop(0)
         candidate = current / part
         if part == "..":
             current = current.parent
         elif candidate.is_symlink():
             found.add(candidate)
+            hops += 1
             target = Path(os.readlink(candidate))
             if target.is_absolute():
                 current = Path(target.anchor)

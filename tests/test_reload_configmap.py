@@ -94,3 +94,27 @@ def test_configmap_symlink_swaps_reload_and_later_reloads_work(
     assert worker["request_seen"] != before, gw.output()
     assert worker["last_result"] == "unchanged", worker
     assert "No such file" not in gw.output()
+
+
+def test_symlinks_on_follows_relative_absolute_and_parent_links(tmp_path: Path) -> None:
+    from edgegw.reload import symlinks_on
+
+    (tmp_path / "cm").mkdir()
+    volume = ConfigMapVolume(tmp_path / "cm", "gateway.yaml")
+    assert symlinks_on(tmp_path / "cm" / "gateway.yaml") == {
+        tmp_path / "cm" / "gateway.yaml",
+        tmp_path / "cm" / "..data",
+    }
+    # An absolute link to the mounted key, and a link whose target climbs with "..".
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "gateway.yaml").symlink_to(tmp_path / "cm" / "gateway.yaml")
+    (tmp_path / "etc" / "up.yaml").symlink_to("../cm/gateway.yaml")
+    expected = {tmp_path / "cm" / "gateway.yaml", tmp_path / "cm" / "..data"}
+    assert symlinks_on(tmp_path / "etc" / "gateway.yaml") == expected | {
+        tmp_path / "etc" / "gateway.yaml"
+    }
+    assert symlinks_on(tmp_path / "etc" / "up.yaml") == expected | {tmp_path / "etc" / "up.yaml"}
+    assert symlinks_on(volume.current / "gateway.yaml") == set()  # a plain file
+    # A loop ends (bounded like the kernel's resolution) instead of hanging.
+    (tmp_path / "loop").symlink_to("loop")
+    assert symlinks_on(tmp_path / "loop") == {tmp_path / "loop"}
