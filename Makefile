@@ -72,9 +72,9 @@ define apt_need
 	fi
 endef
 
-# redis-server is needed by the store tests.
+# redis-server is needed by the store tests, systemd-analyze by tests/test_deploy.py.
 system-deps:
-	$(call apt_need,redis-server,redis-server)
+	$(call apt_need,redis-server systemd-analyze,redis-server systemd)
 
 # wrk drives the load and nginx is the backend in bench/.
 bench-deps:

@@ -80,9 +80,21 @@ def check_filters(config: GatewayConfig, path: Path) -> bool:
     return ok
 
 
+def admin_refused(config: GatewayConfig, path: Path) -> bool:
+    """Print why ``serve`` would refuse the admin listener (config.open_admin_refusal)."""
+    from edgegw.config import open_admin_refusal
+
+    refusal = open_admin_refusal(config.admin)
+    if refusal is not None:
+        _err(f"{path}: {refusal}")
+    return refusal is not None
+
+
 def _check(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
-    if config is None or not check_filters(config, args.config):
+    if config is None or admin_refused(config, args.config):
+        return EXIT_CONFIG
+    if not check_filters(config, args.config):
         return EXIT_CONFIG
     print("OK")
     return EXIT_OK
@@ -99,7 +111,10 @@ def _cmd_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
-    if config is None or not check_filters(config, args.config):
+    # Refused before anything binds a port or loads a filter.
+    if config is None or admin_refused(config, args.config):
+        return EXIT_CONFIG
+    if not check_filters(config, args.config):
         return EXIT_CONFIG
     overrides: dict[str, object] = {}
     if args.server is not None:

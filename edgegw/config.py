@@ -67,6 +67,7 @@ TOP_KEYS = (
     "geoip",
     "access_log",
     "sched_batch",
+    "drain_timeout",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -144,6 +145,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         geoip=geoip,
         access_log=r.convert(top.get("access_log"), as_bool, True),
         sched_batch=r.convert(top.get("sched_batch"), as_bool, True),
+        drain_timeout=r.convert(top.get("drain_timeout"), as_duration, 30.0),
         source=source,
     )
 
@@ -182,11 +184,39 @@ def _cidr(value: Any) -> str:
 
 
 def _read_admin(r: Reader, node: Node | None) -> AdminConfig:
-    if node is None or (m := r.mapping(node, ("listen", "token"))) is None:
+    if node is None or (m := r.mapping(node, ("listen", "token", "allow_open"))) is None:
         return AdminConfig(listen=None)
     listen = r.convert(m.get("listen"), parse_address, None) if "listen" in m else None
     token = r.convert(m.get("token"), as_str, "") or None
-    return AdminConfig(listen=listen, token=token)
+    allow_open = r.convert(m.get("allow_open"), as_bool, False)
+    return AdminConfig(listen=listen, token=token, allow_open=allow_open)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IPs; wildcards and other names are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_admin_refusal(admin: AdminConfig) -> str | None:
+    """Why ``edgegw serve`` refuses this admin listener, or None.
+
+    The admin API reloads the config and edits flags; reachable from other hosts without
+    a token, anyone there could. ``allow_open: true`` accepts that on purpose (a private
+    network that is itself the protection); serve then logs a warning at every start.
+    """
+    if admin.listen is None or admin.token or admin.allow_open or is_loopback(admin.listen.host):
+        return None
+    return (
+        f"admin.listen: {admin.listen} is not a loopback address and admin.token is not set: "
+        "anyone who reaches it could reload the config and change flags. Set admin.token "
+        '(e.g. token: "${EDGEGW_ADMIN_TOKEN}"), listen on 127.0.0.1, or set '
+        "admin.allow_open: true to expose it without a token on purpose"
+    )
 
 
 def _read_store(r: Reader, node: Node | None) -> StoreConfig:

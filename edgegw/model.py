@@ -36,6 +36,9 @@ class Address:
 class AdminConfig:
     listen: Address | None  # None: no admin listener
     token: str | None = None  # required as Bearer for mutating admin calls when set
+    # True: serve an admin listener on a non-loopback address without a token (see
+    # config.open_admin_refusal); a deliberate, logged exception to the default.
+    allow_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,4 +247,5 @@ class GatewayConfig:
     geoip: GeoIPConfig | None = None
     access_log: bool = True
     sched_batch: bool = True  # Linux: the workers run under SCHED_BATCH (server.py)
+    drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests may take to finish
     source: Path | None = None  # the file this was read from

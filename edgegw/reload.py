@@ -68,12 +68,48 @@ def watched_paths(config_path: Path, config: GatewayConfig) -> set[Path]:
     return {config_path.resolve(), *(spec.wasm.resolve() for spec in config.filters.values())}
 
 
+MAX_SYMLINKS = 40  # as Linux's path resolution (path_resolution(7))
+
+
+def symlinks_on(path: Path) -> set[Path]:
+    """Every symlink met while resolving ``path``, by the name it has in its folder.
+
+    A Kubernetes ConfigMap volume serves ``gateway.yaml`` as a symlink to
+    ``..data/gateway.yaml``, ``..data`` being a symlink to a ``..<timestamp>`` folder;
+    kubelet updates it by renaming a new ``..data`` over the old one and deleting the old
+    folder. The swap is seen only by watching these links, never the resolved file.
+    """
+    found: set[Path] = set()
+    current = Path(path.anchor or "/")
+    pending = list(Path(os.path.abspath(path)).parts[1:])
+    hops = 0  # links followed, a loop included
+    while pending and hops < MAX_SYMLINKS:
+        part = pending.pop(0)
+        candidate = current / part
+        if part == "..":
+            current = current.parent
+        elif candidate.is_symlink():
+            found.add(candidate)
+            hops += 1
+            target = Path(os.readlink(candidate))
+            if target.is_absolute():
+                current = Path(target.anchor)
+                pending[:0] = target.parts[1:]
+            else:  # relative to the folder holding the link
+                pending[:0] = target.parts
+        else:
+            current = candidate
+    return found
+
+
 class Reloader:
     """Reloads ``app`` (a ``GatewayApp``) when its inputs change."""
 
     def __init__(self, app: Any, config_path: Path, runtime_dir: Path | None) -> None:
         self.app = app
-        self.config_path = config_path.resolve()
+        # Absolute, not resolved: each reload follows the symlinks as they are then (a
+        # ConfigMap update swaps them and deletes the file the old ones led to).
+        self.config_path = Path(os.path.abspath(config_path))
         self.runtime_dir = runtime_dir
         self.status = ReloadStatus()
         self._lock = asyncio.Lock()
@@ -172,9 +208,13 @@ class Reloader:
         self.status.request_seen = content
         return True
 
+    def _watch_set(self) -> set[Path]:
+        """The files and links whose change triggers a reload, as they are now."""
+        return watched_paths(self.config_path, self.app.config) | symlinks_on(self.config_path)
+
     async def _watch(self) -> None:
         while not self._stop.is_set():
-            files = watched_paths(self.config_path, self.app.config)
+            files = self._watch_set()
             if self.runtime_dir is not None:
                 files.add((self.runtime_dir / REQUEST_FILE).resolve())
             # Watch folders, not files: editors replace a file on save (a new inode).
@@ -203,9 +243,9 @@ class Reloader:
                 )
                 if requested and not self._read_request() and len(paths) == 1:
                     continue
-                before = watched_paths(self.config_path, self.app.config)
+                before = self._watch_set()
                 await self.reload("requested" if requested else "file change")
-                if watched_paths(self.config_path, self.app.config) != before:
+                if self._watch_set() != before:
                     break  # other files to watch now: start a new watcher
 
 

@@ -11,6 +11,7 @@ import asyncio
 import copy
 import logging
 import logging.config
+import math
 import multiprocessing
 import os
 import shutil
@@ -95,7 +96,8 @@ def prepare_runtime(config_path: Path) -> Runtime:
     runtime.prometheus_dir.mkdir()
     os.environ[ENV_RUNTIME_DIR] = str(runtime.path)
     os.environ[ENV_PROM_DIR] = str(runtime.prometheus_dir)
-    os.environ[ENV_CONFIG] = str(config_path.resolve())
+    # Absolute but unresolved: workers follow the config's symlinks at each reload.
+    os.environ[ENV_CONFIG] = os.path.abspath(config_path)
     return runtime
 
 
@@ -201,6 +203,9 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
         # The app writes its own access log (logger edgegw.access, stdout) with route and
         # upstream details granian cannot know; granian's would duplicate it.
         log_access=False,
+        # SIGTERM: granian closes the listening socket, then each worker stops accepting
+        # and finishes its requests; a worker still busy after drain_timeout is killed.
+        workers_kill_timeout=max(1, math.ceil(config.drain_timeout)),
     )
     try:
         server.serve()
@@ -211,22 +216,26 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
 
 def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     import hypercorn.run
-    from hypercorn.config import Config
     from hypercorn.run import run
+
+    from edgegw.hypercorn_config import EdgegwConfig, close_listeners
 
     # hypercorn answers SIGHUP by restarting its workers, which would drop a config that
     # fails to load together with the workers. Its run() installs handlers through the
-    # `signal` module it imported: hand it one whose SIGHUP registration is ours.
+    # `signal` module it imported: hand it one whose SIGHUP registration is ours, and
+    # whose SIGTERM/SIGINT ones also close the supervisor's listening sockets.
     def install(sig: int, handler: Any) -> Any:
         if sig == signal.SIGHUP:
             handler = lambda _sig, _frame: _sighup(runtime)  # noqa: E731
+        elif sig in (signal.SIGTERM, signal.SIGINT) and callable(handler):
+            handler = _then_close(handler, close_listeners)
         return signal.signal(sig, handler)
 
     shim = types.SimpleNamespace(**{k: getattr(signal, k) for k in dir(signal) if k.isupper()})
     shim.signal = install
     hypercorn.run.signal = shim  # type: ignore[assignment, attr-defined]
 
-    hc = Config()
+    hc = EdgegwConfig()
     hc.application_path = _app_factory() + "()"  # hypercorn evaluates it: calls the factory
     hc.bind = [str(config.listen)]
     hc.workers = config.workers
@@ -235,8 +244,16 @@ def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     hc.errorlog = "-"
     hc.logconfig_dict = LOG_CONFIG
     hc.h11_max_incomplete_size = config.limits.max_header_bytes
-    hc.graceful_timeout = 10.0
+    hc.graceful_timeout = config.drain_timeout
     return run(hc)
+
+
+def _then_close(handler: Any, close: Any) -> Any:
+    def shutdown(sig: int, frame: Any) -> None:
+        handler(sig, frame)
+        close()
+
+    return shutdown
 
 
 def _sighup(runtime: Runtime) -> None:
@@ -265,6 +282,21 @@ def _sched_batch() -> None:
         logging.getLogger("edgegw").warning("cannot use SCHED_BATCH: %s", exc)
 
 
+def _warn_open_admin(config: GatewayConfig) -> None:
+    """``admin.allow_open: true`` on a reachable address: say so at every start."""
+    from edgegw.config import is_loopback
+
+    admin = config.admin
+    if admin.listen is None or admin.token or is_loopback(admin.listen.host):
+        return
+    log.warning(
+        "!!! the admin API on %s has NO TOKEN and is reachable from other hosts "
+        "(admin.allow_open: true): anyone there can reload the config and change flags. "
+        "Set admin.token unless a network policy keeps it private !!!",
+        admin.listen,
+    )
+
+
 def _app_factory() -> str:
     return os.environ.get(ENV_APP_FACTORY) or APP_FACTORY
 
@@ -284,6 +316,7 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
     overrides (server, workers); workers re-read ``config_path`` themselves.
     """
     logging.config.dictConfig(LOG_CONFIG)
+    _warn_open_admin(config)
     runtime = prepare_runtime(config_path)
     admin: AdminThread | None = None
     try:
