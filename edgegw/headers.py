@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
+from edgegw.errors import InvalidHeader
 from edgegw.types import Headers
 
 # RFC 9110 §7.6.1 plus the de-facto ones (Keep-Alive, Proxy-Connection). These describe
@@ -79,6 +81,11 @@ class TrustedProxies:
         return client
 
 
+# Never copied from the request a filter chain leaves: the framing (RFC 9112 §6) and Host
+# are set by the pipeline and edgegw.upstream from what is actually sent.
+_NOT_FORWARDED = HOP_BY_HOP | _FORWARDED | {b"content-length", b"host"}
+
+
 def forward_request_headers(
     headers: Headers,
     *,
@@ -87,24 +94,42 @@ def forward_request_headers(
     host: bytes,
     trusted: TrustedProxies,
 ) -> Headers:
-    """Request headers for the backend: hop-by-hop removed, X-Forwarded-For appended
-    with the peer, -Proto/-Host set. Client-sent X-Forwarded-* are kept (and extended)
-    only when the peer is a trusted proxy; otherwise they are replaced."""
-    out = strip_hop_by_hop(headers)
+    """Request headers for the backend, in one pass: hop-by-hop, Content-Length and Host
+    removed (the caller sets them), X-Forwarded-For appended with the peer, -Proto/-Host
+    set. Client-sent X-Forwarded-* are kept (and extended) only when the peer is a trusted
+    proxy; otherwise they are replaced."""
+    drop = _NOT_FORWARDED
+    out = [(n, v) for n, v in headers if n not in drop]
     if trusted.trusts(peer):
-        prior = b", ".join(v for n, v in out if n == XFF)
-        proto = next((v for n, v in out if n == XFP), scheme.encode())
-        fhost = next((v for n, v in out if n == XFH), host)
-        out = [(n, v) for n, v in out if n not in _FORWARDED]
+        prior = b", ".join(v for n, v in headers if n == XFF)
+        proto = next((v for n, v in headers if n == XFP), scheme.encode())
+        fhost = next((v for n, v in headers if n == XFH), host)
         xff = prior + b", " + peer.encode() if prior else peer.encode()
     else:
-        out = [(n, v) for n, v in out if n not in _FORWARDED]
         xff, proto, fhost = peer.encode(), scheme.encode(), host
     out.append((XFF, xff))
     out.append((XFP, proto))
     if fhost:
         out.append((XFH, fhost))
     return out
+
+
+# RFC 9110 §5.1: a field name is a token; §5.5: NUL, CR and LF never occur in a value (they
+# would end the header line, or the whole head, early: request smuggling). Pseudo-headers
+# go into the request line, so theirs hold no whitespace either. edgegw/wasm/_fastcall.c
+# applies the same rule before editing a header in C.
+_FIELD_NAME = re.compile(rb":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(rb"[^\0\r\n]*")
+_PSEUDO_VALUE = re.compile(rb"[\x21-\x7e]*")
+
+
+def check_field(name: bytes, value: bytes) -> None:
+    """Raise ``InvalidHeader`` unless ``name: value`` may be sent (pseudo-headers too)."""
+    if not _FIELD_NAME.fullmatch(name):
+        raise InvalidHeader(f"invalid header name {name[:64]!r}")
+    pattern = _PSEUDO_VALUE if name[:1] == b":" else _FIELD_VALUE
+    if not pattern.fullmatch(value):
+        raise InvalidHeader(f"header {name[:64]!r} has a value HTTP forbids (NUL, CR, LF)")
 
 
 def get(headers: Headers, name: bytes) -> bytes | None:

@@ -20,6 +20,7 @@ from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
 from edgegw.errors import UpstreamError
 from edgegw.headers import TrustedProxies, forward_request_headers, get, strip_hop_by_hop
+from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names
 from edgegw.model import GatewayConfig, Route
 from edgegw.problem import problem
 from edgegw.routing import Router
@@ -63,6 +64,16 @@ class Pipeline:
         self.upstream = upstream
         self.chains = chains
         self.trusted = TrustedProxies(config.trusted_proxies)
+        self.policy = RequestPolicy(
+            config.request_headers_to_remove,
+            config.headers_with_underscores_action,
+            config.limits.max_header_bytes,
+        )
+        self.route_removals = {
+            r.name: frozenset(n.encode("latin-1") for n in r.request_headers_to_remove)
+            for r in config.routes
+            if r.request_headers_to_remove
+        }
         self.max_body = config.limits.max_request_body
         self.access_log = config.access_log
         self.inflight = 0  # requests started on this pipeline and not finished
@@ -89,21 +100,46 @@ class Pipeline:
         start = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
-        headers: Headers = [(n, v) for n, v in scope["headers"]]
-        authority = (get(headers, b"host") or b"").decode("latin-1")
         counters = _Counters()
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        query: bytes = scope.get("query_string") or b""
+        target_authority = None
+        if path[:1] != "/":  # absolute-form (hypercorn passes it on): route on its authority
+            absolute = absolute_form(raw_path.decode("latin-1"))
+            if absolute is not None:
+                target_authority = absolute[0].encode("latin-1")
+                raw_path = absolute[1].encode("latin-1")
+                path = (absolute_form(path) or ("", path))[1]
+        version = scope.get("http_version", "1.1")
+        inbound = self.policy.inspect(
+            scope["headers"], len(method) + len(raw_path) + len(query), version == "1.1",
+            target_authority,
+        )  # fmt: skip
+        if isinstance(inbound, tuple):
+            status, detail = inbound
+            await _send_reply(send, _framing_problem(status, detail), counters)
+            self._finish("", method, path, counters, start, None, scope, [])
+            return
+        headers = inbound.headers
+        authority = inbound.authority
         found = self.router.match(method, path, authority)
         if found is None:
             await _send_reply(send, problem(404, f"no route for {method} {path}", path), counters)
             self._finish("", method, path, counters, start, None, scope, headers)
             return
         route, params = found
+        # Names listed by Connection go before the filters run (RFC 9110 §7.6.1): a client
+        # must not make the gateway drop a header a filter sets (x-user-id).
+        drop = self.route_removals.get(route.name)
+        if inbound.nominated:
+            drop = inbound.nominated | drop if drop else inbound.nominated
+        if drop:
+            headers = drop_names(headers, drop)
         peer = (scope.get("client") or ("", 0))[0]
-        client = self.trusted.client_address(peer, headers) if self.trusted else peer
-        if get(headers, _REQUEST_ID) is None:
+        trusted_peer = self.trusted.trusts(peer) if self.trusted else False
+        client = self.trusted.client_address(peer, headers) if trusted_peer else peer
+        if not inbound.has_request_id:
             headers.append((_REQUEST_ID, os.urandom(16).hex().encode()))
-        raw_path = scope.get("raw_path") or path.encode()
-        query = scope.get("query_string") or b""
         full_path = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
         ex = Exchange(
             route=route,
@@ -116,12 +152,13 @@ class Pipeline:
             server=tuple(scope.get("server") or ("", 0)),
             connection_id=next(_connection_ids),
             start_ns=time.time_ns(),
+            trusted_peer=trusted_peer,
         )
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         self.inflight += 1
         try:
-            http1 = scope.get("http_version", "1.1") in _HTTP1
-            await self._run(ex, peer, params, filters, receive, send, counters, http1)
+            http1 = version in _HTTP1
+            await self._run(ex, peer, params, filters, receive, send, counters, http1, inbound)
         finally:
             self.inflight -= 1
             if self._drained is not None and self.inflight == 0:
@@ -140,11 +177,11 @@ class Pipeline:
         send: Send,
         counters: _Counters,
         http1: bool,
+        inbound: Inbound,
     ) -> None:
-        headers = ex.request_headers
-        length = get(headers, b"content-length")
-        has_body = length not in (None, b"0") or get(headers, b"transfer-encoding") is not None
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        length, chunked = inbound.length, inbound.chunked
+        has_body = (length is not None and length > 0) or chunked
+        if length is not None and length > self.max_body:
             await _send_reply(send, self._too_large(), counters)
             return
         first: Message | None = None
@@ -165,7 +202,19 @@ class Pipeline:
             return
         backend = self._backend(route, ex.request_headers)
         ex.backend = backend
-        body = self._body(ex, filters, receive, counters, first) if has_body else None
+        # The backend's framing is edgegw's own (RFC 9112 §6): a Content-Length only when
+        # the body sent is checked to have that length (the client's, or the one a filter
+        # left), else chunked; the client's Transfer-Encoding never goes upstream.
+        declared = get(ex.request_headers, b"content-length") if has_body else None
+        if declared is not None and not declared.isdigit():
+            await _send_reply(
+                send, problem(500, "a filter set an invalid Content-Length"), counters
+            )
+            return
+        body = None
+        if has_body:
+            expected = int(declared) if declared is not None else None
+            body = self._body(ex, filters, receive, counters, expected, first)
         upstream_headers = forward_request_headers(
             ex.request_headers,
             peer=peer,
@@ -173,8 +222,10 @@ class Pipeline:
             host=ex.authority.encode("latin-1"),
             trusted=self.trusted,
         )
-        if not self.config.backends[backend].preserve_host:
-            upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
+        if self.config.backends[backend].preserve_host and ex.authority:
+            upstream_headers.append((b"host", ex.authority.encode("latin-1")))
+        if declared is not None:
+            upstream_headers.append((b"content-length", declared))
         path = ex.path
         if route.strip_prefix and route.match.prefix:
             path = path[len(route.match.prefix.rstrip("/")) :]
@@ -215,14 +266,14 @@ class Pipeline:
         filters: StreamFilters | None,
         receive: Receive,
         counters: _Counters,
+        expected: int | None,
         first: Message | None = None,
     ) -> AsyncIterator[bytes]:
+        """The request body for the backend. With ``expected`` (the Content-Length the
+        backend is told) a body of any other size fails the request: a filter may resize
+        the body, and the length it leaves in the headers is what the backend is told (as
+        in Envoy); a mismatch would desynchronize the backend connection."""
         wants = filters is not None and filters.wants_request_body
-        # A filter may resize the body; the length it leaves in the headers is what the
-        # backend is told (as in Envoy). A mismatch would desynchronize the connection,
-        # so it fails the request instead.
-        declared = get(ex.request_headers, b"content-length") if wants else None
-        limit = int(declared) if declared is not None and declared.isdigit() else None
         sent = 0
         while True:
             if first is None:
@@ -230,7 +281,9 @@ class Pipeline:
             else:  # already read to learn whether an HTTP/2 request has a body
                 message, first = first, None
             if message["type"] == "http.disconnect":
-                raise counters.abort(None)
+                # The client left, or (granian) its chunked body was invalid: either way the
+                # body is incomplete (RFC 9112 §7.1); a client still there gets 400.
+                raise counters.abort(problem(400, "incomplete or invalid request body"))
             chunk: bytes = message.get("body", b"")
             more: bool = message.get("more_body", False)
             counters.bytes_in += len(chunk)
@@ -242,10 +295,12 @@ class Pipeline:
                 if isinstance(out, LocalReply):
                     raise counters.abort(out)
                 chunk = out
-                sent += len(chunk)
-                if limit is not None and (sent > limit or (not more and sent != limit)):
+            sent += len(chunk)
+            if expected is not None and (sent > expected or (not more and sent != expected)):
+                detail = "the request body does not match its Content-Length"
+                if wants:
                     detail = "a filter changed the request body size but not Content-Length"
-                    raise counters.abort(problem(500, detail))
+                raise counters.abort(problem(500 if wants else 400, detail))
             if chunk:
                 yield chunk
             if not more:
@@ -382,6 +437,13 @@ async def _with_eos(
         if last:
             return
     yield b"", True
+
+
+def _framing_problem(status: int, detail: str) -> LocalReply:
+    # RFC 9112 §6.1, §9.6: after a request whose framing is in doubt the connection closes.
+    reply = problem(status, detail)
+    reply.headers.append((b"connection", b"close"))
+    return reply
 
 
 def _upstream_problem(exc: UpstreamError, path: str) -> LocalReply:
