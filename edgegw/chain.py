@@ -44,6 +44,7 @@ class Exchange:
     server: tuple[str, int]  # the local address that accepted the request
     connection_id: int
     start_ns: int  # time.time_ns() at arrival
+    trusted_peer: bool = False  # the peer is one of trusted_proxies (property edgegw.peer_trusted)
     status: int = 0  # set once response headers are known
     response_headers: Headers = field(default_factory=list)
     backend: str | None = None  # the backend chosen for proxying, when known

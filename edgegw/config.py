@@ -32,9 +32,10 @@ from edgegw.model import (
     ServerLimits,
     StoreConfig,
     StoreOnError,
+    UnderscoreAction,
     frozen_map,
 )
-from edgegw.routes_config import read_routes
+from edgegw.routes_config import read_header_names, read_routes
 from edgegw.store.base import validate_flag
 from edgegw.yamlnodes import (
     Node,
@@ -68,6 +69,8 @@ TOP_KEYS = (
     "access_log",
     "sched_batch",
     "drain_timeout",
+    "request_headers_to_remove",
+    "headers_with_underscores_action",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -146,6 +149,15 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         access_log=r.convert(top.get("access_log"), as_bool, True),
         sched_batch=r.convert(top.get("sched_batch"), as_bool, True),
         drain_timeout=r.convert(top.get("drain_timeout"), as_duration, 30.0),
+        request_headers_to_remove=read_header_names(r, top.get("request_headers_to_remove")),
+        headers_with_underscores_action=cast(
+            UnderscoreAction,
+            r.convert(
+                top.get("headers_with_underscores_action"),
+                one_of("allow", "drop_header", "reject_request"),
+                "drop_header",
+            ),
+        ),
         source=source,
     )
 
@@ -312,20 +324,26 @@ def _read_paths(r: Reader, node: Node | None) -> PathsConfig:
     return PathsConfig(escaped_slashes=cast(EscapedSlashes, action))
 
 
-_SECRET_KEY = re.compile(r"secret|password|passwd|token|private|credential", re.IGNORECASE)
+# Keys whose values are secrets wherever they appear in a filter's config. A bare "key"
+# is not one (rate_limit's key: [ip]); "…_key", "apikey", "hmac…" are.
+_SECRET_KEY = re.compile(
+    r"secret|passw|pwd|token|private|credential|bearer|hmac|signing|cookie|session|salt"
+    r"|api_?key|[-_]key$|^auth(orization)?$",
+    re.IGNORECASE,
+)
 REDACTED = "***"
 
 
 def redacted(config: GatewayConfig) -> dict[str, Any]:
     """The effective config as JSON-able data with secrets replaced by ``***``: the admin
-    token, a store URL's password, and filter-config values under secret-looking keys."""
+    token, passwords in URLs (store, backends, filter configs), and filter-config values
+    under secret-looking keys."""
     doc: dict[str, Any] = _jsonable(config)
     if config.admin.token:
         doc["admin"]["token"] = REDACTED
-    url = urlsplit(config.store.url)
-    if url.password:
-        netloc = url.netloc.replace(f":{url.password}@", f":{REDACTED}@")
-        doc["store"]["url"] = url._replace(netloc=netloc).geturl()
+    doc["store"]["url"] = _redact_url(config.store.url)
+    for name, backend in config.backends.items():
+        doc["backends"][name]["url"] = _redact_url(backend.url)
     for name, spec in config.filters.items():
         for key in ("config", "vm_config"):
             raw = getattr(spec, key)
@@ -337,11 +355,29 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
     return doc
 
 
+def _redact_url(text: str) -> str:
+    """``text`` with the password of a URL's userinfo replaced (RFC 3986 §3.2.1)."""
+    if "@" not in text or "://" not in text:
+        return text
+    try:
+        url = urlsplit(text)
+        password = url.password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    user, _, host = url.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return url._replace(netloc=f"{name}:{REDACTED}@{host}").geturl()
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: REDACTED if _SECRET_KEY.search(k) else _scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
+    if isinstance(value, str):
+        return _redact_url(value)
     return value
 
 

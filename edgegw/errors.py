@@ -8,7 +8,8 @@ module that calls the library, so nothing above that module needs to know them::
     ├── FilterLoadError        a .wasm module cannot be compiled, linked or started
     ├── WasmError              a running VM failed
     │   ├── WasmTrap           the module trapped (unreachable, bad memory access, ...)
-    │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
+    │   ├── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
+    │   └── InvalidHeader      a filter set a header name or value HTTP forbids
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
     │   │   ├── UpstreamUnreachable    no connection made (refused, DNS)   -> 502
@@ -99,6 +100,12 @@ class WasmTrap(WasmError):
 
 class WasmDeadline(WasmError):
     """A callback exceeded its CPU deadline."""
+
+
+class InvalidHeader(WasmError):
+    """A filter set a header whose name is not a token or whose value holds NUL, CR or
+    LF (RFC 9110 §5.1, §5.5): raised in the hostcall, it traps the filter, whose on_error
+    policy then applies."""
 
 
 class UpstreamError(EdgegwError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
+from edgegw.errors import InvalidHeader
 from edgegw.types import Headers
 
 # RFC 9110 §7.6.1 plus the de-facto ones (Keep-Alive, Proxy-Connection). These describe
@@ -92,6 +94,11 @@ class TrustedProxies:
         return client
 
 
+# Set by the pipeline and edgegw.upstream, never copied from the request a filter chain
+# leaves: the framing (RFC 9112 §6) and Host.
+_SET_UPSTREAM = frozenset({b"content-length", b"host"})
+
+
 def with_forwarded(
     headers: Headers,
     *,
@@ -127,30 +134,35 @@ def upstream_request_headers(headers: Headers) -> Headers:
     """Request headers that went through ``with_forwarded`` (and the filters), for the
     backend: hop-by-hop ones removed (RFC 9110 §7.6.1). The X-Forwarded-* stay even when
     the client's Connection header names them: they are the gateway's own, and dropping
-    them would hide the client address from the backend."""
-    drop = _hop_names(headers) - _FORWARDED
+    them would hide the client address from the backend. Content-Length and Host are
+    dropped too: the pipeline and edgegw.upstream set them from what is actually sent
+    (RFC 9112 §6: the framing is never copied from the client)."""
+    drop = (_hop_names(headers) | _SET_UPSTREAM) - _FORWARDED
     return [(n, v) for n, v in headers if n not in drop]
-
-
-def forward_request_headers(
-    headers: Headers,
-    *,
-    peer: str,
-    scheme: str,
-    host: bytes,
-    trusted: TrustedProxies,
-) -> Headers:
-    """Request headers for the backend in one step: hop-by-hop removed, X-Forwarded-*
-    as ``with_forwarded`` sets them."""
-    return with_forwarded(
-        strip_hop_by_hop(headers), peer=peer, scheme=scheme, host=host, trusted=trusted
-    )
 
 
 def request_id(headers: Headers) -> str:
     """The request's id (``x-request-id``) for a log line about it; "" if it has none.
     Lines logged while a request is handled end with ``request_id=<id>``."""
     return (get(headers, REQUEST_ID) or b"").decode("latin-1")
+
+
+# RFC 9110 §5.1: a field name is a token; §5.5: NUL, CR and LF never occur in a value (they
+# would end the header line, or the whole head, early: request smuggling). Pseudo-headers
+# go into the request line, so theirs hold no whitespace either. edgegw/wasm/_fastcall.c
+# applies the same rule before editing a header in C.
+_FIELD_NAME = re.compile(rb":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(rb"[^\0\r\n]*")
+_PSEUDO_VALUE = re.compile(rb"[\x21-\x7e]*")
+
+
+def check_field(name: bytes, value: bytes) -> None:
+    """Raise ``InvalidHeader`` unless ``name: value`` may be sent (pseudo-headers too)."""
+    if not _FIELD_NAME.fullmatch(name):
+        raise InvalidHeader(f"invalid header name {name[:64]!r}")
+    pattern = _PSEUDO_VALUE if name[:1] == b":" else _FIELD_VALUE
+    if not pattern.fullmatch(value):
+        raise InvalidHeader(f"header {name[:64]!r} has a value HTTP forbids (NUL, CR, LF)")
 
 
 def get(headers: Headers, name: bytes) -> bytes | None:

@@ -16,6 +16,7 @@ ServerKind = Literal["granian", "hypercorn"]
 OnErrorPolicy = Literal["fail_closed", "fail_open", "reload"]
 StoreOnError = Literal["fail_open", "fail_closed", "local"]
 EscapedSlashes = Literal["reject_request", "keep_escaped"]
+UnderscoreAction = Literal["allow", "drop_header", "reject_request"]
 
 
 def frozen_map(items: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -209,6 +210,8 @@ class Route:
     split: Split | None = None
     aggregate: Aggregate | None = None
     strip_prefix: bool = False  # remove match.prefix before proxying
+    # Lower-case client request headers dropped before the filters run (with the global ones).
+    request_headers_to_remove: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,10 @@ class GatewayConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     paths: PathsConfig = field(default_factory=PathsConfig)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-* are believed
+    # Lower-case client request headers dropped on every route before the filters run.
+    request_headers_to_remove: tuple[str, ...] = ()
+    # Client header names holding "_" (Envoy's headers_with_underscores_action).
+    headers_with_underscores_action: UnderscoreAction = "drop_header"
     background: tuple[str, ...] = ()  # names of filters loaded as root-only plugins
     geoip: GeoIPConfig | None = None
     access_log: bool = True

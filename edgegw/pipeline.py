@@ -29,6 +29,7 @@ from edgegw.headers import (
     upstream_request_headers,
     with_forwarded,
 )
+from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names
 from edgegw.model import GatewayConfig, Route
 from edgegw.paths import normalize
 from edgegw.problem import problem
@@ -79,6 +80,16 @@ class Pipeline:
         self.upstream = upstream
         self.chains = chains
         self.trusted = TrustedProxies(config.trusted_proxies)
+        self.policy = RequestPolicy(
+            config.request_headers_to_remove,
+            config.headers_with_underscores_action,
+            config.limits.max_header_bytes,
+        )
+        self.route_removals = {
+            r.name: frozenset(n.encode("latin-1") for n in r.request_headers_to_remove)
+            for r in config.routes
+            if r.request_headers_to_remove
+        }
         self.max_body = config.limits.max_request_body
         self.keep_escaped_slashes = config.paths.escaped_slashes == "keep_escaped"
         self.access_log = config.access_log
@@ -105,9 +116,22 @@ class Pipeline:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         method: str = scope["method"]
-        headers: Headers = [(n, v) for n, v in scope["headers"]]
-        authority = (get(headers, b"host") or b"").decode("latin-1")
-        # Before routing: a request no route takes is logged and answered with its id too.
+        raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode()
+        raw_path = raw_path.partition(b"?")[0]
+        query: bytes = scope.get("query_string") or b""
+        target_authority = None
+        if raw_path[:1] != b"/":  # absolute-form (hypercorn passes it on): route on its authority
+            absolute = absolute_form(raw_path.decode("latin-1"))
+            if absolute is not None:
+                target_authority = absolute[0].encode("latin-1")
+                raw_path = absolute[1].encode("latin-1")
+        version = scope.get("http_version", "1.1")
+        inbound = self.policy.inspect(
+            scope["headers"], len(method) + len(raw_path) + len(query), version == "1.1",
+            target_authority,
+        )  # fmt: skip
+        headers = [] if isinstance(inbound, tuple) else inbound.headers
+        # Before anything is answered: every reply and log line carries the request's id.
         request_id = get(headers, REQUEST_ID)
         if request_id is None or _VALID_REQUEST_ID(request_id) is None:
             if request_id is not None:
@@ -115,10 +139,15 @@ class Pipeline:
             request_id = os.urandom(16).hex().encode()
             headers.append((REQUEST_ID, request_id))
         counters = _Counters(request_id)
+        sent = raw_path.decode("latin-1")
+        if isinstance(inbound, tuple):
+            status, detail = inbound
+            await _send_reply(send, _framing_problem(status, detail), counters)
+            self._finish("", method, sent, counters, start, None, scope)
+            return
+        authority = inbound.authority
         # One path for the router, the filters (:path) and the backend (edgegw/paths.py).
-        raw_path = scope.get("raw_path")
-        sent = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
-        path = normalize(sent.partition("?")[0], self.keep_escaped_slashes)
+        path = normalize(sent, self.keep_escaped_slashes)
         if path is None:
             await _send_reply(send, problem(400, "invalid request path"), counters)
             self._finish("", method, sent, counters, start, None, scope)
@@ -129,8 +158,16 @@ class Pipeline:
             self._finish("", method, path, counters, start, None, scope)
             return
         route, params = found
+        # Names listed by Connection go before the filters run (RFC 9110 §7.6.1): a client
+        # must not make the gateway drop a header a filter sets (x-user-id).
+        drop = self.route_removals.get(route.name)
+        if inbound.nominated:
+            drop = inbound.nominated | drop if drop else inbound.nominated
+        if drop:
+            headers = drop_names(headers, drop)
         peer = (scope.get("client") or ("", 0))[0]
-        client = self.trusted.client_address(peer, headers) if self.trusted else peer
+        trusted_peer = self.trusted.trusts(peer) if self.trusted else False
+        client = self.trusted.client_address(peer, headers) if trusted_peer else peer
         # Before the filters: they read the X-Forwarded-For the backend will get.
         headers = with_forwarded(
             headers,
@@ -139,7 +176,6 @@ class Pipeline:
             host=authority.encode("latin-1"),
             trusted=self.trusted,
         )
-        query = scope.get("query_string") or b""
         full_path = path + "?" + query.decode("latin-1") if query else path
         ex = Exchange(
             route=route,
@@ -152,12 +188,13 @@ class Pipeline:
             server=tuple(scope.get("server") or ("", 0)),
             connection_id=next(_connection_ids),
             start_ns=time.time_ns(),
+            trusted_peer=trusted_peer,
         )
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         self.inflight += 1
         try:
-            http1 = scope.get("http_version", "1.1") in _HTTP1
-            await self._run(ex, params, filters, receive, send, counters, http1)
+            http1 = version in _HTTP1
+            await self._run(ex, params, filters, receive, send, counters, http1, inbound)
         finally:
             self.inflight -= 1
             if self._drained is not None and self.inflight == 0:
@@ -175,11 +212,11 @@ class Pipeline:
         send: Send,
         counters: _Counters,
         http1: bool,
+        inbound: Inbound,
     ) -> None:
-        headers = ex.request_headers
-        length = get(headers, b"content-length")
-        has_body = length not in (None, b"0") or get(headers, b"transfer-encoding") is not None
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        length, chunked = inbound.length, inbound.chunked
+        has_body = (length is not None and length > 0) or chunked
+        if length is not None and length > self.max_body:
             await _send_reply(send, self._too_large(), counters)
             return
         first: Message | None = None
@@ -200,10 +237,24 @@ class Pipeline:
             return
         backend = self._backend(route, ex.request_headers)
         ex.backend = backend
-        body = self._body(ex, filters, receive, counters, first) if has_body else None
+        # The backend's framing is edgegw's own (RFC 9112 §6): a Content-Length only when
+        # the body sent is checked to have that length (the client's, or the one a filter
+        # left), else chunked; the client's Transfer-Encoding never goes upstream.
+        declared = get(ex.request_headers, b"content-length") if has_body else None
+        if declared is not None and not declared.isdigit():
+            await _send_reply(
+                send, problem(500, "a filter set an invalid Content-Length"), counters
+            )
+            return
+        body = None
+        if has_body:
+            expected = int(declared) if declared is not None else None
+            body = self._body(ex, filters, receive, counters, expected, first)
         upstream_headers = upstream_request_headers(ex.request_headers)
-        if not self.config.backends[backend].preserve_host:
-            upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
+        if self.config.backends[backend].preserve_host and ex.authority:
+            upstream_headers.append((b"host", ex.authority.encode("latin-1")))
+        if declared is not None:
+            upstream_headers.append((b"content-length", declared))
         path = ex.path
         if route.strip_prefix and route.match.prefix:
             # The router matched the prefix on this same normalized path (a filter may
@@ -246,14 +297,14 @@ class Pipeline:
         filters: StreamFilters | None,
         receive: Receive,
         counters: _Counters,
+        expected: int | None,
         first: Message | None = None,
     ) -> AsyncIterator[bytes]:
+        """The request body for the backend. With ``expected`` (the Content-Length the
+        backend is told) a body of any other size fails the request: a filter may resize
+        the body, and the length it leaves in the headers is what the backend is told (as
+        in Envoy); a mismatch would desynchronize the backend connection."""
         wants = filters is not None and filters.wants_request_body
-        # A filter may resize the body; the length it leaves in the headers is what the
-        # backend is told (as in Envoy). A mismatch would desynchronize the connection,
-        # so it fails the request instead.
-        declared = get(ex.request_headers, b"content-length") if wants else None
-        limit = int(declared) if declared is not None and declared.isdigit() else None
         sent = 0
         while True:
             if first is None:
@@ -261,7 +312,9 @@ class Pipeline:
             else:  # already read to learn whether an HTTP/2 request has a body
                 message, first = first, None
             if message["type"] == "http.disconnect":
-                raise counters.abort(None)
+                # The client left, or (granian) its chunked body was invalid: either way the
+                # body is incomplete (RFC 9112 §7.1); a client still there gets 400.
+                raise counters.abort(problem(400, "incomplete or invalid request body"))
             chunk: bytes = message.get("body", b"")
             more: bool = message.get("more_body", False)
             counters.bytes_in += len(chunk)
@@ -273,10 +326,12 @@ class Pipeline:
                 if isinstance(out, LocalReply):
                     raise counters.abort(out)
                 chunk = out
-                sent += len(chunk)
-                if limit is not None and (sent > limit or (not more and sent != limit)):
+            sent += len(chunk)
+            if expected is not None and (sent > expected or (not more and sent != expected)):
+                detail = "the request body does not match its Content-Length"
+                if wants:
                     detail = "a filter changed the request body size but not Content-Length"
-                    raise counters.abort(problem(500, detail))
+                raise counters.abort(problem(500 if wants else 400, detail))
             if chunk:
                 yield chunk
             if not more:
@@ -424,6 +479,13 @@ async def _with_eos(
         if last:
             return
     yield b"", True
+
+
+def _framing_problem(status: int, detail: str) -> LocalReply:
+    # RFC 9112 §6.1, §9.6: after a request whose framing is in doubt the connection closes.
+    reply = problem(status, detail)
+    reply.headers.append((b"connection", b"close"))
+    return reply
 
 
 def _upstream_problem(exc: UpstreamError, path: str) -> LocalReply:

@@ -27,7 +27,16 @@ from edgegw.yamlnodes import (
     plain,
 )
 
-ROUTE_KEYS = ("name", "match", "filters", "backend", "split", "aggregate", "strip_prefix")
+ROUTE_KEYS = (
+    "name",
+    "match",
+    "filters",
+    "backend",
+    "split",
+    "aggregate",
+    "strip_prefix",
+    "request_headers_to_remove",
+)
 TARGET_KEYS = (
     "backend",
     "path",
@@ -43,6 +52,7 @@ TARGET_KEYS = (
 )
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # a header name: RFC 9110 §5.6.2
 # The methods a route may name: RFC 9110 §9 plus PATCH (RFC 5789). Method names are
 # extensible tokens (RFC 9110 §9.1), but no backend behind this gateway is expected to speak
 # one, so anything else is far likelier a typo (`GETT`) than intent: it is an error.
@@ -113,7 +123,26 @@ def _read_route(
         split=split,
         aggregate=aggregate,
         strip_prefix=strip,
+        request_headers_to_remove=read_header_names(r, m.get("request_headers_to_remove")),
     )
+
+
+# Routing and the backend's framing depend on these: they cannot be removed by name.
+_UNREMOVABLE = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+def read_header_names(r: Reader, node: Node | None) -> tuple[str, ...]:
+    """A list of header names (``request_headers_to_remove``), lower-cased."""
+    names: list[str] = []
+    for item in (r.sequence(node) or []) if node is not None else []:
+        name = r.convert(item, as_str, "").lower()
+        if not _TOKEN.match(name):
+            r.problem(item, f"invalid header name {item.value!r}")
+        elif name in _UNREMOVABLE:
+            r.problem(item, f"header '{name}' cannot be removed (routing and framing need it)")
+        else:
+            names.append(name)
+    return tuple(names)
 
 
 def _read_match(r: Reader, node: Node) -> tuple[Match, set[str]]:

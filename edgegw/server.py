@@ -194,8 +194,9 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
         workers=config.workers,
         loop=loop,
         http=HTTPModes.http1,
-        # hyper's read buffer bounds the request head; it must be at least 8 KiB.
-        http1_settings=HTTP1Settings(max_buffer_size=max(8192, config.limits.max_header_bytes)),
+        # hyper's read buffer bounds the request head (at least 8 KiB); the exact limit is
+        # the app's (edgegw.ingress), this one only bounds memory.
+        http1_settings=HTTP1Settings(max_buffer_size=max(8192, head_buffer(config))),
         websockets=False,
         factory=True,
         log_level=LogLevels.info,
@@ -243,9 +244,16 @@ def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     hc.accesslog = None  # see _run_granian: the app logs access itself
     hc.errorlog = "-"
     hc.logconfig_dict = LOG_CONFIG
-    hc.h11_max_incomplete_size = config.limits.max_header_bytes
+    hc.h11_max_incomplete_size = head_buffer(config)  # exact limit: edgegw.ingress
     hc.graceful_timeout = config.drain_timeout
     return run(hc)
+
+
+def head_buffer(config: GatewayConfig) -> int:
+    """The servers' own bound on a request head. ``limits.max_header_bytes`` counts names,
+    values and the target (as Envoy does) and is enforced exactly by the app; the raw head
+    adds at most 3 bytes of framing per counted byte (``a: b\r\n``) plus the request line's."""
+    return 3 * config.limits.max_header_bytes + 16 * 1024
 
 
 def _then_close(handler: Any, close: Any) -> Any:

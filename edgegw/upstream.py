@@ -112,10 +112,12 @@ def _head(method: str, target: str, headers: Headers, pool: Pool, framing: bytes
     lines[1] = b"host: %s\r\n" % host  # first, as RFC 9110 §7.2 asks
     lines.append(framing + b"\r\n")
     head = b"".join(lines)
-    # A filter-set value with CR or LF would smuggle a second request (RFC 9110 §5.5).
+    # A value with CR or LF would smuggle a second request, NUL is cut or refused by
+    # backends (RFC 9110 §5.5). Filters' header edits are checked when made; this is the
+    # last line for everything else (proxy_http_call headers, paths).
     lines_expected = len(lines) + (1 if framing else 0)
-    if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected:
-        raise UpstreamInvalidRequest(pool.name, "a header name or value holds CR or LF")
+    if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected or b"\0" in head:
+        raise UpstreamInvalidRequest(pool.name, "a header name or value holds CR, LF or NUL")
     return head
 
 
@@ -204,9 +206,14 @@ class HttpUpstream:
         elif isinstance(body, bytes):
             framing = b"content-length: %d\r\n" % len(body)
         else:
+            # The caller gives a Content-Length only for a body it checks has that size
+            # (edgegw.pipeline); anything else goes chunked. The client's framing headers
+            # are never copied (RFC 9112 §6; §11.2 request smuggling).
             length = next((v for n, v in headers if n == b"content-length"), None)
             framing = (
-                b"content-length: %s\r\n" % length if length else b"transfer-encoding: chunked\r\n"
+                b"content-length: %s\r\n" % length
+                if length is not None and length.isdigit()
+                else b"transfer-encoding: chunked\r\n"
             )
         retry = not streamed and method in _IDEMPOTENT
         # Every call is timed, failed ones too, labelled by how it ended (by type:

@@ -541,6 +541,26 @@ without(PyObject *headers, PyObject *key, Py_ssize_t *at)
     return kept;
 }
 
+/* edgegw.headers.check_field for an ordinary header: the name is a token (RFC 9110 §5.1)
+ * and the value holds no NUL, CR or LF (§5.5). A pair failing it is left to the Python
+ * method, which raises InvalidHeader (the filter traps; its on_error applies). */
+static int
+field_ok(PyObject *key, PyObject *value)
+{
+    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
+    const char *v = PyBytes_AS_STRING(value);
+    Py_ssize_t klen = PyBytes_GET_SIZE(key), vlen = PyBytes_GET_SIZE(value);
+
+    for (Py_ssize_t i = 0; i < klen; i++) {
+        unsigned char c = k[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL)))
+            return 0;
+    }
+    return memchr(v, '\0', (size_t)vlen) == NULL && memchr(v, '\r', (size_t)vlen) == NULL &&
+           memchr(v, '\n', (size_t)vlen) == NULL;
+}
+
 /* add / replace / remove_header_map_value(map, key[, value]) for an ordinary header of
  * the stream's own request or response headers, edited as HeaderMap.add / replace /
  * remove do, without a Python frame. 1: done; 0: not that case (impl decides, nothing
@@ -556,6 +576,8 @@ fast_edit(HostObject *host, uint64_t map, PyObject *key, PyObject *value)
         return 0; /* not a shape set_fast_edit accepted */
     if (PyBytes_GET_SIZE(key) == 0 || PyBytes_AS_STRING(key)[0] == ':')
         return 0; /* pseudo-headers live in the Exchange's fields */
+    if (value != NULL && !field_ok(key, value))
+        return 0; /* the Python method raises InvalidHeader */
     headers = stream_headers(host, map);
     if (headers == NULL)
         return PyErr_Occurred() ? -1 : 0;

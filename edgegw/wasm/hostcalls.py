@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgegw.chain import CallResponse, LocalReply
-from edgegw.headers import request_id
+from edgegw.headers import check_field, request_id
 from edgegw.model import FilterSpec
 from edgegw.types import Headers
 from edgegw.wasm import _phase
@@ -322,6 +322,8 @@ class Hostcalls(_phase.Vm):
         headers = decode_pairs(self.memory.read(headers_ptr, headers_size)) or []
         body = self.memory.read(body_ptr, body_size)
         clean = [(k.lower(), v) for k, v in headers if k[:1] != b":" and k.lower() not in _HOP]
+        for name, value in clean:
+            check_field(name, value)
         if body and not any(k == b"content-type" for k, _v in clean):
             clean.append((b"content-type", b"text/plain"))
         state.local_reply = LocalReply(status, clean, body)

@@ -46,6 +46,9 @@ _STREAM: dict[str, Getter] = {
     "xds.route_name": lambda ex: _text(ex.route.name),
     "cluster_name": lambda ex: _text(ex.backend),
     "xds.cluster_name": lambda ex: _text(ex.backend),
+    # One byte, as Envoy serializes booleans: the peer is in trusted_proxies, so headers it
+    # writes (a CDN's country header) may be believed (filters/sdk peerTrusted).
+    "edgegw.peer_trusted": lambda ex: b"\x01" if ex.trusted_peer else b"\x00",
 }
 
 

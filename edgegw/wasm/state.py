@@ -12,6 +12,7 @@ nothing but its ``Exchange``: the hostcalls make one when they need it.
 from __future__ import annotations
 
 from edgegw.chain import Exchange
+from edgegw.headers import check_field
 from edgegw.types import Headers
 from edgegw.wasm import _phase
 
@@ -84,13 +85,17 @@ class HeaderMap:
                 return v
         return None
 
+    # Every write a filter makes is checked (check_field raises InvalidHeader: the filter
+    # traps and its on_error applies); the common ones are checked in C (_fastcall.c).
     def add(self, key: bytes, value: bytes) -> None:
+        check_field(key, value)
         if key[:1] == b":" and self.PSEUDO:
             self._set_pseudo(key, value)
         else:
             self.headers.append((key, value))
 
     def replace(self, key: bytes, value: bytes) -> None:
+        check_field(key, value)
         if key[:1] == b":" and self.PSEUDO:
             self._set_pseudo(key, value)
             return
@@ -105,6 +110,7 @@ class HeaderMap:
     def set_pairs(self, pairs: Headers) -> None:
         headers: Headers = []
         for key, value in pairs:
+            check_field(key, value)
             if key[:1] == b":" and self.PSEUDO:
                 self._set_pseudo(key, value)
             else:

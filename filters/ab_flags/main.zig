@@ -184,8 +184,15 @@ fn forcedVariant(e: *const config.Experiment, forced: ?[]const u8) ?[]const u8 {
 }
 
 fn country(c: *const config.Config) ![]const u8 {
-    for (c.country_headers) |h| if (try pw.request_headers.get(h)) |v| if (v.len == 2) return v;
+    // x-edgegw-* headers come from filters (edgegw strips them from clients); others a
+    // client may have sent: unless the host vouches for the peer, its GeoIP answer wins.
+    const trusted = try pw.peerTrusted();
+    for (c.country_headers) |h| {
+        if (!trusted and !std.mem.startsWith(u8, h, "x-edgegw-")) continue;
+        if (try pw.request_headers.get(h)) |v| if (v.len == 2) return v;
+    }
     if (try pw.getProperty(&.{ "edgegw", "geo", "country" })) |v| if (v.len == 2) return v;
+    if (!trusted) for (c.country_headers) |h| if (try pw.request_headers.get(h)) |v| if (v.len == 2) return v;
     return "ZZ";
 }
 

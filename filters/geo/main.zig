@@ -1,4 +1,5 @@
-//! geo: country from trusted headers, else the host property edgegw.geo.country, else ZZ;
+//! geo: country from trusted headers, else the host property edgegw.geo.country, else ZZ
+//! (the property first when the host does not trust the peer);
 //! adds geo headers for the backend, blocks (451) and redirects (302) by country, and
 //! adds Vary when the answer depends on geo. See docs/filters/geo.md.
 const std = @import("std");
@@ -78,13 +79,21 @@ const Stream = struct {
     }
 
     fn country(c: *const Config) ![]const u8 {
+        // A client can send any header: unless the host vouches for the peer (a trusted
+        // proxy that writes them), the host's own GeoIP answer wins over trusted_headers.
+        const prefer_ip = c.use_property and !(try pw.peerTrusted());
+        if (prefer_ip) if (try ipCountry()) |cc| return cc;
         for (c.trusted_headers) |h| if (try pw.request_headers.get(h)) |v| if (normalize(v)) |cc| {
             return try pw.scratch().dupe(u8, &cc);
         };
-        if (c.use_property) if (try pw.getProperty(&.{ "edgegw", "geo", "country" })) |v| if (normalize(v)) |cc| {
-            return try pw.scratch().dupe(u8, &cc);
-        };
+        if (c.use_property and !prefer_ip) if (try ipCountry()) |cc| return cc;
         return c.default_country;
+    }
+
+    fn ipCountry() !?[]const u8 {
+        const v = (try pw.getProperty(&.{ "edgegw", "geo", "country" })) orelse return null;
+        const cc = normalize(v) orelse return null;
+        return try pw.scratch().dupe(u8, &cc);
     }
 
     pub fn onRequestHeaders(self: *Stream, n_headers: usize, eos: bool) !pw.Action {

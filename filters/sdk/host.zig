@@ -203,6 +203,15 @@ pub fn getPropertyInt(path: []const []const u8) Error!?i64 {
     return std.mem.readInt(i64, v[0..8], .little);
 }
 
+/// Whether the host vouches for the peer's headers: edgegw answers property
+/// edgegw.peer_trusted (one byte, as Envoy serializes booleans) with 1 when the peer is in
+/// `trusted_proxies`. A host without it (Envoy) leaves header trust to its own edge
+/// config: true.
+pub fn peerTrusted() Error!bool {
+    const v = (try getProperty(&.{ "edgegw", "peer_trusted" })) orelse return true;
+    return v.len == 1 and v[0] != 0;
+}
+
 pub fn setProperty(path: []const []const u8, value: []const u8) Error!void {
     const p = try joinPath(path);
     try abi.check(abi.proxy_set_property(p.ptr, p.len, value.ptr, value.len));

@@ -34,6 +34,7 @@ pub const vmConfiguration = host.vmConfiguration;
 pub const getProperty = host.getProperty;
 pub const getPropertyInt = host.getPropertyInt;
 pub const setProperty = host.setProperty;
+pub const peerTrusted = host.peerTrusted;
 pub const continueStream = host.continueStream;
 pub const closeStream = host.closeStream;
 pub const sendLocalResponse = host.sendLocalResponse;

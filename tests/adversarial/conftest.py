@@ -7,13 +7,22 @@ Tests that depend on the HTTP server run under both servers (``server_kind``).
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from tests.conftest import REPO, free_port, stop_process, wait_port
 
 
 @pytest.fixture(params=["granian", "hypercorn"])
@@ -127,3 +136,85 @@ def raw_backend() -> Iterator[Callable[[Callable[[bytes], bytes | None]], RawBac
     yield make
     for b in made:
         b.close()
+
+
+def complete_requests(received: bytes) -> list[tuple[bytes, bytes]]:
+    """The complete HTTP/1.1 requests in ``received``: ``(head, body)`` pairs, the body
+    de-chunked. A backend's view, framed by its own headers as a backend would frame it."""
+    out: list[tuple[bytes, bytes]] = []
+    rest = received
+    while b"\r\n\r\n" in rest:
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        fields = [line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line]
+        names = {n.strip().lower(): v.strip() for n, v in fields}
+        if names.get(b"transfer-encoding", b"").lower() == b"chunked":
+            body = b""
+            while True:
+                size_line, sep, rest = rest.partition(b"\r\n")
+                if not sep:
+                    return out
+                size = int(size_line.split(b";")[0], 16)
+                if size == 0:
+                    if not rest.startswith(b"\r\n"):
+                        return out
+                    rest = rest[2:]
+                    break
+                if len(rest) < size + 2:
+                    return out
+                body, rest = body + rest[:size], rest[size + 2 :]
+        else:
+            size = int(names.get(b"content-length", b"0"))
+            if len(rest) < size:
+                return out
+            body, rest = rest[:size], rest[size:]
+        out.append((head, body))
+    return out
+
+
+def ok_when_complete(received: bytes) -> bytes | None:
+    """A RawBackend reply: 200 "ok" (then close) once a whole request arrived."""
+    if complete_requests(received):
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    return None
+
+
+@dataclass
+class SharedGateway:
+    """A gateway process shared by the tests of a module (starting one costs seconds)."""
+
+    server: str
+    port: int
+    backends: dict[str, RawBackend]
+    proc: subprocess.Popen[bytes]
+
+    def received(self, name: str = "b") -> bytes:
+        return b"".join(bytes(c) for c in self.backends[name].received)
+
+    def reset(self) -> None:
+        for backend in self.backends.values():
+            backend.received.clear()
+
+
+def start_shared_gateway(
+    workdir: Path, server: str, doc: dict[str, Any], backends: dict[str, RawBackend]
+) -> SharedGateway:
+    """``python -m edgegw serve`` for ``doc`` (listen, server and admin filled in); fails
+    the test with the output if it does not open its port in time (bounded)."""
+    port = free_port()
+    doc = {**json.loads(json.dumps(doc)), "version": 1, "listen": f"127.0.0.1:{port}",
+           "server": server}  # fmt: skip
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / f"gateway-{server}.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    log = workdir / f"gateway-{server}.log"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EDGEGW_", "PROMETHEUS_MULTIPROC_DIR"))}  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgegw", "serve", "-c", str(config)],
+            cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    if not wait_port("127.0.0.1", port, time.monotonic() + 90) or proc.poll() is not None:
+        stop_process(proc)
+        pytest.fail(f"gateway did not start:\n{log.read_text(errors='replace')}")
+    return SharedGateway(server, port, backends, proc)

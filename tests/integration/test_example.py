@@ -53,9 +53,11 @@ def test_example_config_serves_the_demo(run_gateway: Callable[..., GatewayProces
             assert "new-ui=" in seen["x-edgegw-flags"]
             claims = json.loads(base64.urlsafe_b64decode(seen["x-edgegw-claims"] + "=="))
             assert claims["plan"] == "pro"
-            r = client.get("/api/profile/42")
+            r = client.get("/api/profile/42", headers={"x-user-id": "666"})
             assert r.status_code == 200
             assert set(r.json()) >= {"user", "orders"}  # aggregate
+            # x-user-id is the jwt filter's output: a client's is removed before routing.
+            assert "x-user-id" not in r.json()["user"]["headers"]
         admin = yaml.safe_load(text)["admin"]["listen"]
         flags = httpx.get(f"http://{admin}/admin/flags", timeout=10).json()
         assert flags["flags"]["new-ui"] == {"enabled": True, "rollout": 25}  # seeded

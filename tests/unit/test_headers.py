@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from edgegw.headers import (
     TrustedProxies,
-    forward_request_headers,
     strip_hop_by_hop,
     upstream_request_headers,
     with_forwarded,
@@ -32,7 +31,7 @@ def test_strip_hop_by_hop_and_connection_tokens() -> None:
 
 
 def test_untrusted_peer_cannot_spoof_forwarded_headers() -> None:
-    out = forward_request_headers(
+    out = with_forwarded(
         [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-host", b"evil"), (b"a", b"1")],
         peer="10.1.2.3",
         scheme="http",
@@ -48,7 +47,7 @@ def test_untrusted_peer_cannot_spoof_forwarded_headers() -> None:
 
 
 def test_trusted_peer_chain_is_appended() -> None:
-    out = forward_request_headers(
+    out = with_forwarded(
         [
             (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2"),
             (b"x-forwarded-for", b"3.3.3.3"),
