@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from tests.conftest import GatewayProcess, LoopbackBackend
-from tests.test_reload import config, status, wait_generation
+from tests.integration.test_reload import config, status, wait_generation
 
 RunGateway = Callable[..., GatewayProcess]
 
