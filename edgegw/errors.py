@@ -8,7 +8,8 @@ module that calls the library, so nothing above that module needs to know them::
     ├── FilterLoadError        a .wasm module cannot be compiled, linked or started
     ├── WasmError              a running VM failed
     │   ├── WasmTrap           the module trapped (unreachable, bad memory access, ...)
-    │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
+    │   ├── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
+    │   └── WasmClosed         the VM was closed (replaced, or its runtime shut down)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
     │   └── UpstreamTimeout        connect or response timeout           -> 504
@@ -72,6 +73,12 @@ class WasmTrap(WasmError):
 
 class WasmDeadline(WasmError):
     """A callback exceeded its CPU deadline."""
+
+
+class WasmClosed(WasmError):
+    """A request still in flight reached a VM that was closed meanwhile (replaced after a
+    failure, or its runtime shut down after the drain timeout): its Store is gone, so the
+    filter fails for that request instead of being called."""
 
 
 class UpstreamError(EdgegwError):
