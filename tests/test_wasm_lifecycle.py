@@ -149,7 +149,7 @@ async def test_a_request_still_on_a_closed_vm_fails_by_its_policy(
         await until(lambda: len(backend.requests) == 2)
         runtime = app.pipeline.chains
         assert isinstance(runtime, WasmRuntime)
-        runtime.close()
+        await runtime.aclose()
         assert plugin.closed and not plugin.streams
         r = await pending
     assert r.status_code == 503
