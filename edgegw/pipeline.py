@@ -175,6 +175,11 @@ class Pipeline:
         )
         if not self.config.backends[backend].preserve_host:
             upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
+        elif filters is not None:
+            # The Host sent is the request's :authority, which a filter may have set
+            # (RFC 9110 §7.2: Host carries the target URI's authority); Envoy forwards
+            # the filter's value.
+            upstream_headers = _with_host(upstream_headers, ex.authority)
         path = ex.path
         if route.strip_prefix and route.match.prefix:
             path = path[len(route.match.prefix.rstrip("/")) :]
@@ -371,6 +376,15 @@ class Pipeline:
                 client=(scope.get("client") or ("", 0))[0],
                 request_id=(get(headers, _REQUEST_ID) or b"").decode("latin-1"),
             )
+
+
+def _with_host(headers: Headers, authority: str) -> Headers:
+    """``headers`` whose ``host`` is ``authority`` (left absent when both are)."""
+    value = authority.encode("latin-1")
+    current = get(headers, b"host")
+    if current == value or (current is None and not value):
+        return headers
+    return [*(h for h in headers if h[0] != b"host"), (b"host", value)]
 
 
 async def _with_eos(
