@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY
 
 from edgegw import metrics
 from edgegw.wasm.abi import MetricType, Status
-from edgegw.wasm.shared import Metrics
+from edgegw.wasm.shared import Metrics, SharedQueues
 
 
 def sample(name: str, metric: str) -> float | None:
@@ -42,3 +42,25 @@ async def test_counters_and_gauges_are_exported_at_flush_histograms_at_once() ->
     assert shared.increment(counter, -1) == Status.BAD_ARGUMENT
     assert shared.increment(histogram, 1) == Status.BAD_ARGUMENT
     assert shared.increment(99, 1) == Status.NOT_FOUND
+
+
+def test_a_closed_vm_is_no_longer_notified_by_its_queues() -> None:
+    """Plugin.close forgets its on_queue_ready: the process-wide queues must not keep a
+    closed VM alive; the queue and its items stay for the VM that registers it next."""
+    queues = SharedQueues()
+    told: list[tuple[str, int]] = []
+
+    def old(qid: int) -> None:
+        told.append(("old", qid))
+
+    def new(qid: int) -> None:
+        told.append(("new", qid))
+
+    qid = queues.register(b"vm", b"q", old)
+    queues.forget(old)
+    assert queues.enqueue(qid, b"kept") == Status.OK
+    assert told == []
+    assert queues.register(b"vm", b"q", new) == qid
+    assert queues.enqueue(qid, b"more") == Status.OK
+    assert told == [("new", qid)]
+    assert queues.dequeue(qid) == b"kept"
