@@ -9,7 +9,8 @@ module that calls the library, so nothing above that module needs to know them::
     ├── WasmError              a running VM failed
     │   ├── WasmTrap           the module trapped (unreachable, bad memory access, ...)
     │   ├── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
-    │   └── InvalidHeader      a filter set a header name or value HTTP forbids
+    │   ├── InvalidHeader      a filter set a header name or value HTTP forbids
+    │   └── WasmClosed         the VM was closed (replaced, or its runtime shut down)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
     │   │   ├── UpstreamUnreachable    no connection made (refused, DNS)   -> 502
@@ -106,6 +107,12 @@ class InvalidHeader(WasmError):
     """A filter set a header whose name is not a token or whose value holds NUL, CR or
     LF (RFC 9110 §5.1, §5.5): raised in the hostcall, it traps the filter, whose on_error
     policy then applies."""
+
+
+class WasmClosed(WasmError):
+    """A request still in flight reached a VM that was closed meanwhile (replaced after a
+    failure, or its runtime shut down after the drain timeout): its Store is gone, so the
+    filter fails for that request instead of being called."""
 
 
 class UpstreamError(EdgegwError):

@@ -19,6 +19,7 @@
 #define ACTION_PAUSE 1 /* proxy-wasm FilterHeadersStatus StopIteration */
 
 PyObject *phase_error_type;
+static PyObject *closed_type; /* WasmClosed: what a closed VM answers instead of running */
 PyTypeObject *phase_state_class = &PhaseState_Type;
 
 /* The filter's VM runs callbacks of `state` (None: of none). */
@@ -54,6 +55,24 @@ take_error(void)
     Py_XDECREF(type);
     Py_XDECREF(tb);
     return value;
+}
+
+/* A closed VM's Store is freed (Plugin.close): its hooks must not run. Its answer is a
+ * new WasmClosed (NULL: an error is raised). */
+static PyObject *
+closed_error(void)
+{
+    if (closed_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_phase.set_types() was not called");
+        return NULL;
+    }
+    return PyObject_CallFunction(closed_type, "s", "the filter's VM was closed");
+}
+
+static inline int
+is_closed(PyObject *plugin)
+{
+    return ((PhaseVm *)plugin)->closed;
 }
 
 static int
@@ -100,6 +119,11 @@ phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers, Py_ssize_t pseu
         hook = PyTuple_GET_ITEM(hooks, index);
         if (hook == Py_None)
             continue; /* the filter does not export this callback */
+        if (is_closed(PyTuple_GET_ITEM(plugins, index))) {
+            if ((*result = closed_error()) == NULL)
+                return -2;
+            return index;
+        }
         enter(PyTuple_GET_ITEM(plugins, index), (PyObject *)chain->state);
         argv[0] = NULL;
         argv[1] = phase_context(chain, index);
@@ -180,9 +204,20 @@ phase_open(PhaseChain *chain)
 
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plugins); i++) {
         PyObject *plugin = PyTuple_GET_ITEM(plugins, i), *hook = PyTuple_GET_ITEM(hooks, i);
-        PyObject *streams = Py_XNewRef(streams_of(plugin)); /* held: the hook runs Python */
-        PyObject *argv[3] = {NULL, context, root}, *result, *exc;
-        int ok = streams != NULL && PyDict_SetItem(streams, context, state) == 0;
+        PyObject *streams, *argv[3] = {NULL, context, root}, *result, *exc;
+        int ok;
+
+        if (is_closed(plugin)) { /* a closed VM takes no new stream: off, as if it failed */
+            ok = (exc = closed_error()) != NULL && creation_failed(chain, i, exc) == 0;
+            Py_XDECREF(exc);
+            if (!ok) {
+                Py_DECREF(root);
+                return -1;
+            }
+            continue;
+        }
+        streams = Py_XNewRef(streams_of(plugin)); /* held: the hook runs Python */
+        ok = streams != NULL && PyDict_SetItem(streams, context, state) == 0;
 
         if (ok)
             enter(plugin, state);
@@ -274,14 +309,17 @@ static PyObject *
 set_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyType_Check(args[2]) ||
         !PyType_IsSubtype((PyTypeObject *)args[0], (PyTypeObject *)PyExc_Exception) ||
-        !PyType_IsSubtype((PyTypeObject *)args[1], &PhaseState_Type)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "set_types() takes an exception class and a State subclass");
+        !PyType_IsSubtype((PyTypeObject *)args[1], &PhaseState_Type) ||
+        !PyType_IsSubtype((PyTypeObject *)args[2], (PyTypeObject *)args[0])) {
+        PyErr_SetString(PyExc_TypeError, "set_types() takes an exception class, a State "
+                                         "subclass and a subclass of the exception class");
         return NULL;
     }
     Py_XSETREF(phase_error_type, Py_NewRef(args[0]));
+    Py_XSETREF(closed_type, Py_NewRef(args[2]));
     Py_INCREF(args[1]);
     if (phase_state_class != &PhaseState_Type)
         Py_DECREF(phase_state_class);
@@ -291,8 +329,9 @@ set_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef methods[] = {
     {"set_types", (PyCFunction)(void (*)(void))set_types, METH_FASTCALL,
-     "set_types(error, state): a hook raising error has answered (its filter fails); "
-     "a Chain's state is a state (a State subclass)."},
+     "set_types(error, state, closed): a hook raising error has answered (its filter "
+     "fails); a Chain's state is a state (a State subclass); a closed VM's hooks are not "
+     "called, closed (an error subclass) is their answer."},
     {NULL, NULL, 0, NULL},
 };
 

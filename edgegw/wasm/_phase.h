@@ -22,7 +22,8 @@
 
 /* What the loops read and write of a filter's VM (wasm.hostcalls.Hostcalls, hence
  * plugin.Plugin, extends it): the stream whose callback runs, every open stream by
- * context id, and whether the VM was closed (replaced after a failure). */
+ * context id, and whether the VM was closed (replaced after a failure, or its runtime
+ * shut down): its Store is freed then, so the loops never call a closed VM's hooks. */
 typedef struct {
     PyObject_HEAD
     PyObject *current; /* a State, or None between callbacks */

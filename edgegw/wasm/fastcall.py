@@ -154,7 +154,16 @@ class Memory:
             self._ctx.value or 0, ctypes.addressof(self._keep), self._owner, alloc
         )
 
+    def close(self) -> None:
+        """The Store is about to be freed: every later access is out of bounds (an
+        IndexError, INVALID_MEMORY_ACCESS to a guest), none touches freed memory."""
+        self._ctx = _VP(0)
+        self._size = 0
+        self._view = memoryview(b"")
+
     def refresh(self) -> None:
+        if not self._ctx.value:  # closed
+            return
         size = _memory_size(self._ctx, self._mem)
         if size != self._size:
             self._size = size

@@ -101,15 +101,21 @@ class SharedHostcalls(Hostcalls):
         if headers is None or cluster not in self.clusters:
             return BAD_ARGUMENT
         pseudo = {k: v for k, v in headers if k[:1] == b":"}
-        # Envoy requires these three (proxy-wasm spec: proxy_http_call).
-        if not all(pseudo.get(k) for k in (b":method", b":path", b":authority")):
+        authority = pseudo.get(b":authority")
+        # Envoy requires these three (proxy-wasm spec: proxy_http_call); of :authority
+        # only that it is there: an empty one is sent as an empty Host (as Envoy does;
+        # RFC 9112 §3.2 allows it), not refused.
+        if not (pseudo.get(b":method") and pseudo.get(b":path")) or authority is None:
             return BAD_ARGUMENT
+        others = [(k.lower(), v) for k, v in headers if k[:1] != b":"]
+        if not authority:  # an empty Host, not the cluster's default one
+            others = [*((k, v) for k, v in others if k != b"host"), (b"host", b"")]
         token = self.dispatch_call(
             cluster,
             pseudo[b":method"].decode("latin-1"),
             pseudo[b":path"].decode("latin-1"),
-            pseudo[b":authority"].decode("latin-1"),
-            [(k.lower(), v) for k, v in headers if k[:1] != b":"],
+            authority.decode("latin-1"),
+            others,
             self.memory.read(body_ptr, body_size),
             (timeout_ms or 5000) / 1000,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import wasmtime
 
 from edgegw.chain import CallResponse, HttpCall
-from edgegw.errors import FilterLoadError, WasmError
+from edgegw.errors import FilterLoadError, WasmClosed, WasmError
 from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
@@ -31,6 +31,7 @@ from edgegw.wasm.fastcall import (
 )
 from edgegw.wasm.geoip import CountryLookup
 from edgegw.wasm.hostcalls_shared import SharedHostcalls
+from edgegw.wasm.shared import QUEUES
 
 _WASI = ("wasi_snapshot_preview1", "wasi_unstable")
 _CONNECT_FAILURE_BODY = b"upstream connect error or disconnect/reset before headers"
@@ -307,12 +308,23 @@ class Plugin(SharedHostcalls):
         loop.call_soon(ready)
 
     def close(self) -> None:
-        """Root context's on_done / on_delete; then the VM serves nothing more."""
+        """Shut the VM down and free it: the root context's on_done / on_delete, then the
+        Store (instance, linear memory) and every link between this plugin and its host
+        functions. Idempotent; a closed VM takes no new stream (``_phase``: its contexts
+        fail with WasmClosed) and is never called into again.
+
+        Without this a plugin sits in a reference cycle (its Hosts hold its bound methods,
+        and itself for the fast header edits; it holds its Hosts) that only the cycle
+        collector frees, and never for the VMs alive at startup, which ``gc.freeze()``
+        (``GatewayApp.startup``) exempts from collection: every reload leaked them with
+        their Stores. Once the cycle is broken, reference counting frees the plugin when
+        its runtime lets go of it."""
         if self.closed:
             return
         self.closed = True
         if self._tick is not None:
             self._tick.cancel()
+            self._tick = None
         for task in self._tasks:
             task.cancel()
         self.current = None
@@ -321,6 +333,29 @@ class Plugin(SharedHostcalls):
             self.call("proxy_on_delete", ROOT_CONTEXT)
         except WasmError as exc:
             self.log.warning("root context shutdown failed: %s", exc)
+        self._fail_paused()
+        self._free()
+
+    def _fail_paused(self) -> None:
+        """A request paused on this VM (waiting for its http_call) would wait for an
+        answer that never comes: it fails now, by its on_error policy (stream.Chain)."""
+        for state in self.streams.values():
+            if state.resume is not None and state.failure is None:
+                state.failure = (self, WasmClosed(f"filter '{self.name}': VM closed"))
+                state.wake()
+
+    def _free(self) -> None:
+        QUEUES.forget(self.queue_ready)
+        self.streams.clear()
+        self.funcs = {}
+        self.on_request_headers = self.on_request_body = None
+        self.on_response_headers = self.on_response_body = None
+        self.on_context_create = None
+        self.on_end = ()
+        self.memory.close()
+        # No guest code runs after this, so no Host is called again: they can go.
+        self.store.close()
+        self._callbacks.clear()
 
 
 def compile_filter(spec: FilterSpec) -> tuple[wasmtime.Module, str]:

@@ -30,6 +30,7 @@ class WasmRuntime:
         self.config = config
         self.plugins = plugins
         self.http_call = http_call
+        self.closed = False
         self._plans: dict[str, Plan] = {}  # per route name
         # start(ex): ex.route's Chain, or None when the route has no filters. In C:
         # served, every Python frame of a request runs with cold caches (bench/chain.py).
@@ -72,6 +73,8 @@ class WasmRuntime:
 
     def reload_plugin(self, plugin: Plugin) -> None:
         """``on_error: reload``: a fresh VM of the same module for the next requests."""
+        if self.closed or self.plugins.get(plugin.name) is not plugin:
+            return  # replaced already (another request failed on it too), or shutting down
         try:
             module, digest = compile_filter(plugin.spec)
             fresh = Plugin(plugin.spec, module, digest, self.http_call, plugin.clusters)
@@ -84,6 +87,25 @@ class WasmRuntime:
         plugin.close()
         log.warning("filter '%s': replaced by a fresh VM after a failure", plugin.name)
 
-    async def aclose(self) -> None:
-        for plugin in self.plugins.values():
+    def close(self) -> None:
+        """Close every VM (``Plugin.close``: their Stores are freed). Call it once no request
+        runs on this runtime any more (``Pipeline.drain``); a request that still does gets
+        WasmClosed from the filters it has not finished with. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        # The plans and the starter refer back to this runtime (reload_plugin, _plan):
+        # let go of them so nothing keeps the closed plugins alive.
+        self._plans.clear()
+        self.start = _no_chain
+        plugins, self.plugins = self.plugins, {}
+        for plugin in plugins.values():
             plugin.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def _no_chain(_ex: Exchange) -> None:
+    """A closed runtime's ``start``: no filters."""
+    return None

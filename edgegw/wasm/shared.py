@@ -103,6 +103,13 @@ class SharedQueues:
         self._queues[qid].notify = notify
         return qid
 
+    def forget(self, notify: Callable[[int], None]) -> None:
+        """A closed VM's root is no longer told about its queues (the queues and their
+        items stay, as in Envoy, for the VM that registers them next)."""
+        for queue in self._queues.values():
+            if queue.notify == notify:
+                queue.notify = None
+
     def resolve(self, vm_id: bytes, name: bytes) -> int | None:
         qid = self._by_name.get((vm_id, name))
         if qid is None and not vm_id:  # no vm_id given: any VM's queue of that name

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from edgegw.chain import Exchange, LocalReply
-from edgegw.errors import WasmError
+from edgegw.errors import WasmClosed, WasmError
 from edgegw.headers import request_id
 from edgegw.problem import problem
 from edgegw.types import Headers
@@ -43,8 +43,9 @@ class _Paused(enum.Enum):
 
 PAUSED: Final = _Paused.PAUSED  # `step is PAUSED` narrows the type for mypy
 _PAUSE = int(Action.PAUSE)  # an IntEnum member lookup costs ~0.2 µs on Python 3.11
-# A hook's WasmError is its answer (``Chain._stopped``); a Chain's state a StreamState.
-_phase.set_types(WasmError, StreamState)
+# A hook's WasmError is its answer (``Chain._stopped``); a Chain's state a StreamState; a
+# closed VM's hooks are not called, a WasmClosed is their answer.
+_phase.set_types(WasmError, StreamState, WasmClosed)
 
 Hook = Callable[..., int]
 
@@ -96,7 +97,10 @@ class Chain(_phase.Chain):
             return self._stopped(index, None)
         if hook is None:
             return None
-        self.plugins[index].current = self.state
+        plugin = self.plugins[index]
+        if plugin.closed:  # its Store is gone (Plugin.close): never call into it
+            return self._stopped(index, WasmClosed(f"filter '{plugin.name}': VM closed"))
+        plugin.current = self.state
         try:
             action: object = hook(self.contexts[index], *args)
         except WasmError as exc:

@@ -2,6 +2,10 @@
 const std = @import("std");
 const pw = @import("proxy_wasm");
 
+/// Policies one filter evaluates per request (each stream keeps a fixed array of them): a
+/// configuration with more is rejected rather than silently cut short.
+pub const max_policies = 16;
+
 pub const Mode = enum { local, global };
 pub const OnStoreError = enum { fail_open, fail_closed, local };
 
@@ -82,6 +86,10 @@ pub fn load(bytes: []const u8) ?Config {
         return null;
     };
     const c = &parsed.value;
+    if (c.policies.len > max_policies) {
+        pw.log(.err, "rate_limit: {d} policies, at most {d} are allowed", .{ c.policies.len, max_policies });
+        return null;
+    }
     const policies = pw.allocator.alloc(Policy, c.policies.len) catch return null;
     for (c.policies, policies) |p, *out| {
         const period = p.period_ms orelse if (p.period) |s| parseDuration(s) else 1000;

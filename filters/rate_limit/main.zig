@@ -8,8 +8,6 @@ const keys = @import("keys.zig");
 
 pub const panic = pw.panic;
 
-const max_policies = 16;
-
 const Root = struct {
     cfg: ?config.Config = null,
     allowed: ?pw.Metric = null,
@@ -40,7 +38,7 @@ const Eval = struct {
 
 const Stream = struct {
     root: *Root,
-    evals: [max_policies]Eval = undefined,
+    evals: [config.max_policies]Eval = undefined,
     n: usize = 0,
     waiting: usize = 0,
     replied: bool = false,
@@ -64,7 +62,6 @@ const Stream = struct {
         const c = self.root.cfg orelse return .@"continue";
         const req = try keys.Request.read(c.raw().trusted_hops);
         for (c.policies) |*p| {
-            if (self.n == max_policies) break;
             if (!keys.applies(p, &req)) continue;
             const key = (try keys.build(c.raw().key_prefix, p, &req)) orelse continue;
             self.evals[self.n] = .{ .policy = p, .key = key };

@@ -74,6 +74,8 @@ pub fn Entries(comptime Root: type) type {
             };
         }
 
+        /// An allocation failing here leaves the stream without a context: its stream
+        /// callbacks then trap (`noContext`) rather than let it through.
         fn onContextCreate(id: u32, parent: u32) callconv(.c) void {
             begin(id);
             defer end();
@@ -139,52 +141,39 @@ pub fn Entries(comptime Root: type) type {
                 settle(void, "onHttpCallResponse", r.onHttpCallResponse(token, n_headers, body_size, n_trailers), {});
         }
 
-        fn onRequestHeaders(id: u32, n: usize, eos: bool) callconv(.c) Action {
-            begin(id);
-            defer end();
-            const h = httpOf(id) orelse return .@"continue";
-            if (!@hasDecl(Http, "onRequestHeaders")) return .@"continue";
-            return settleAction("onRequestHeaders", h.onRequestHeaders(n, eos));
+        /// A stream with no context: its creation failed (proxy_on_context_create could not
+        /// allocate it, e.g. the VM is at its memory limit). Answering `continue` would let
+        /// the request through without the filter (a jwt_auth would fail open): trap
+        /// instead, so the host applies its failure policy (edgegw `on_error`, Envoy
+        /// `fail_open`), which fails the request unless told otherwise.
+        fn noContext(comptime method: []const u8, id: u32) noreturn {
+            host.log(.critical, "{s}: stream context {d} does not exist (its creation failed)", .{ method, id });
+            end(); // a trap skips the caller's `defer end()`: the scratch arena must still reset
+            @trap();
         }
 
-        fn onRequestBody(id: u32, size: usize, eos: bool) callconv(.c) Action {
-            begin(id);
-            defer end();
-            const h = httpOf(id) orelse return .@"continue";
-            if (!@hasDecl(Http, "onRequestBody")) return .@"continue";
-            return settleAction("onRequestBody", h.onRequestBody(size, eos));
-        }
+        /// The six stream entry points, one shape each: `Http.<method>(self, args...)` for
+        /// an existing stream context, `continue` when Http does not declare the method.
+        fn Stream(comptime method: []const u8) type {
+            return struct {
+                fn run(id: u32, args: anytype) Action {
+                    begin(id);
+                    defer end();
+                    const h = httpOf(id) orelse noContext(method, id);
+                    if (!@hasDecl(Http, method)) return .@"continue";
+                    return settleAction(method, @call(.auto, @field(Http, method), .{h} ++ args));
+                }
 
-        fn onRequestTrailers(id: u32, n: usize) callconv(.c) Action {
-            begin(id);
-            defer end();
-            const h = httpOf(id) orelse return .@"continue";
-            if (!@hasDecl(Http, "onRequestTrailers")) return .@"continue";
-            return settleAction("onRequestTrailers", h.onRequestTrailers(n));
-        }
+                /// Headers and body: (context id, size, end_of_stream).
+                fn sized(id: u32, size: usize, eos: bool) callconv(.c) Action {
+                    return run(id, .{ size, eos });
+                }
 
-        fn onResponseHeaders(id: u32, n: usize, eos: bool) callconv(.c) Action {
-            begin(id);
-            defer end();
-            const h = httpOf(id) orelse return .@"continue";
-            if (!@hasDecl(Http, "onResponseHeaders")) return .@"continue";
-            return settleAction("onResponseHeaders", h.onResponseHeaders(n, eos));
-        }
-
-        fn onResponseBody(id: u32, size: usize, eos: bool) callconv(.c) Action {
-            begin(id);
-            defer end();
-            const h = httpOf(id) orelse return .@"continue";
-            if (!@hasDecl(Http, "onResponseBody")) return .@"continue";
-            return settleAction("onResponseBody", h.onResponseBody(size, eos));
-        }
-
-        fn onResponseTrailers(id: u32, n: usize) callconv(.c) Action {
-            begin(id);
-            defer end();
-            const h = httpOf(id) orelse return .@"continue";
-            if (!@hasDecl(Http, "onResponseTrailers")) return .@"continue";
-            return settleAction("onResponseTrailers", h.onResponseTrailers(n));
+                /// Trailers: (context id, number of trailers).
+                fn counted(id: u32, n: usize) callconv(.c) Action {
+                    return run(id, .{n});
+                }
+            };
         }
 
         fn onLog(id: u32) callconv(.c) void {
@@ -240,12 +229,12 @@ pub fn Entries(comptime Root: type) type {
             @export(&onDone, .{ .name = "proxy_on_done" });
             @export(&onDelete, .{ .name = "proxy_on_delete" });
             if (has_http) {
-                @export(&onRequestHeaders, .{ .name = "proxy_on_request_headers" });
-                @export(&onRequestBody, .{ .name = "proxy_on_request_body" });
-                @export(&onRequestTrailers, .{ .name = "proxy_on_request_trailers" });
-                @export(&onResponseHeaders, .{ .name = "proxy_on_response_headers" });
-                @export(&onResponseBody, .{ .name = "proxy_on_response_body" });
-                @export(&onResponseTrailers, .{ .name = "proxy_on_response_trailers" });
+                @export(&Stream("onRequestHeaders").sized, .{ .name = "proxy_on_request_headers" });
+                @export(&Stream("onRequestBody").sized, .{ .name = "proxy_on_request_body" });
+                @export(&Stream("onRequestTrailers").counted, .{ .name = "proxy_on_request_trailers" });
+                @export(&Stream("onResponseHeaders").sized, .{ .name = "proxy_on_response_headers" });
+                @export(&Stream("onResponseBody").sized, .{ .name = "proxy_on_response_body" });
+                @export(&Stream("onResponseTrailers").counted, .{ .name = "proxy_on_response_trailers" });
             }
         }
     };

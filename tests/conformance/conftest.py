@@ -52,7 +52,13 @@ def start_chain(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Star
         gw = run_gateway(
             {
                 "backends": {
-                    n: {"url": f"http://127.0.0.1:{p}", "connect_timeout": "1s"}
+                    # preserve_host: the client's Host (the request's :authority), as
+                    # Envoy forwards it by default.
+                    n: {
+                        "url": f"http://127.0.0.1:{p}",
+                        "connect_timeout": "1s",
+                        "preserve_host": True,
+                    }
                     for n, p in backends.items()
                 },
                 "filters": {n: {"wasm": str(w), "config": c} for n, w, c in filters},

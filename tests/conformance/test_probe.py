@@ -38,8 +38,15 @@ def _keep(name: str) -> bool:
 
 
 def observe(
-    gw: RunningGateway, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+    gw: RunningGateway,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    backend_host: bool = False,
 ) -> dict[str, Any]:
+    """What the client got and the backend received; ``backend_host``: with the Host the
+    backend got (otherwise left out: it names each proxy's own listener)."""
     r = httpx.request(method, gw.base_url + path, headers=headers, content=body, timeout=10)
     doc: dict[str, Any] = {
         "status": r.status_code,
@@ -56,6 +63,8 @@ def observe(
             "headers": sorted((k, v) for k, v in sent["headers"].items() if _keep(k)),
             "body": sent["body"],
         }
+        if backend_host:
+            doc["backend"]["host"] = sent["headers"].get("host")
     except (ValueError, KeyError, TypeError):
         doc["body"] = r.text
     return doc
@@ -79,11 +88,16 @@ CASES: dict[str, tuple[str, str, list[tuple[str, str]], bytes]] = {
     "callout": ("GET", "/c", [], b""),
     "callout_dead": ("GET", "/c", [], b""),
     "callout_bad": ("GET", "/c", [], b""),
+    "callout_noauthority": ("GET", "/c", [], b""),
+    "authority": ("GET", "/a", [], b""),
     "body": ("POST", "/b", [("content-type", "text/plain")], b"hello"),
     "respbody": ("GET", "/r", [], b""),
     "resp_local": ("GET", "/", [], b""),
     "status": ("GET", "/", [], b""),
 }
+
+# Cases about the Host the backend receives: it is part of their observation.
+HOST_CASES = {"authority"}
 
 _envoy_seen: dict[str, dict[str, Any]] = {}
 
@@ -96,7 +110,7 @@ def test_probe(case: str, host: str, start_host: StartHost, probe_wasm: Path) ->
         gw = start_host(host, "probe", probe_wasm, {}, backend.port)
         time.sleep(0.1)  # a few of the 20 ms ticks
         method, path, headers, body = CASES[case]
-        seen = observe(gw, method, path, [("x-probe", case), *headers], body)
+        seen = observe(gw, method, path, [("x-probe", case), *headers], body, case in HOST_CASES)
     finally:
         backend.close()
     if host == "envoy":
@@ -124,6 +138,8 @@ def _check_meaningful(case: str, seen: dict[str, Any]) -> None:
         "callout": "x-callout-status",
         "callout_dead": "x-callout-status",
         "callout_bad": "x-callout-bad",
+        "callout_noauthority": "x-callout-host",
+        "authority": "rewritten.example",
         "body": "pre-hello-post",
         "respbody": "rewritten body",
         "resp_local": "403",

@@ -181,3 +181,17 @@ def test_invalid_config_refuses_to_load(
         gateway_factory(
             [("rate_limit", {"policies": [{"name": "x", "rate": 0}]})], backend_factory().port
         )
+
+
+def test_more_policies_than_the_filter_evaluates_refuse_to_load(
+    gateway_factory: StartGateway, backend_factory: Any
+) -> None:
+    """Each request evaluates at most 16 policies: a 17th is refused with the config, not
+    silently dropped (requests would pass a policy that was never checked)."""
+    policies = [{"name": f"p{i}", "rate": 100, "period": "1s"} for i in range(17)]
+    backend = backend_factory().port
+    gw = gateway_factory([("rate_limit", {"policies": policies[:16]})], backend)
+    assert get(gw).status_code == 200
+    with pytest.raises(RuntimeError) as refused:
+        gateway_factory([("rate_limit", {"policies": policies})], backend)
+    assert "17 policies, at most 16" in str(refused.value)

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import shutil
 import struct
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import wasmtime
 
 from edgegw.filterbuild import build_all
+from tests.conftest import GatewayProcess
+from tests.filters.harness import Backend, Handler, echo_handler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +41,26 @@ const Stream = struct {
         var total: usize = 0;
         for (pairs) |h| total += h.name.len + h.value.len;
         try pw.request_headers.replace("x-n", pw.fmt("{d}/{d}", .{ pairs.len, total }));
+        return .@"continue";
+    }
+};
+comptime { pw.plugin(Root); }
+"""
+
+
+# A stream context of 128 KiB: a VM capped at 2 MiB (17 pages at start) holds only a few.
+FAT = """
+const pw = @import("proxy_wasm");
+pub const panic = pw.panic;
+const Root = struct {
+    pub const Http = Stream;
+};
+const Stream = struct {
+    pad: [128 * 1024]u8 = undefined,
+    pub fn init(root: *Root, id: u32) Stream { _ = root; _ = id; return .{}; }
+    pub fn onRequestHeaders(self: *Stream, n: usize, eos: bool) !pw.Action {
+        _ = self; _ = n; _ = eos;
+        try pw.request_headers.replace("x-context", "yes");
         return .@"continue";
     }
 };
@@ -156,14 +181,18 @@ class MiniHost:
         return int(self.memory.size(self.store))
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_with_sdk(tmp_path_factory: pytest.TempPathFactory, name: str, source: str) -> Path:
     src = tmp_path_factory.mktemp("src") / "filters"
     shutil.copytree(REPO / "filters" / "sdk", src / "sdk")
-    (src / "probe").mkdir()
-    (src / "probe" / "main.zig").write_text(PROBE)
+    (src / name).mkdir()
+    (src / name / "main.zig").write_text(source)
     [wasm] = build_all(src, src / "dist", progress=lambda _m: None)
     return wasm
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_with_sdk(tmp_path_factory, "probe", PROBE)
 
 
 def start(probe: Path, config: bytes = b"ok") -> MiniHost:
@@ -223,3 +252,88 @@ def test_every_sdk_function_compiles(tmp_path: Path) -> None:
     [wasm] = build_all(src, tmp_path / "dist", progress=lambda _m: None)
     # Compiling is the check (unused code is then dropped by the linker); it must load too.
     wasmtime.Module.from_file(wasmtime.Engine(), str(wasm))
+
+
+STREAM_CALLBACKS = [
+    ("proxy_on_request_headers", (1, 1)),
+    ("proxy_on_request_body", (10, 1)),
+    ("proxy_on_request_trailers", (1,)),
+    ("proxy_on_response_headers", (1, 1)),
+    ("proxy_on_response_body", (10, 1)),
+    ("proxy_on_response_trailers", (1,)),
+]
+
+
+@pytest.mark.parametrize(("callback", "args"), STREAM_CALLBACKS)
+def test_a_stream_without_context_traps_instead_of_continuing(
+    probe: Path, callback: str, args: tuple[int, ...]
+) -> None:
+    """A stream whose context could not be created (out of memory) must not pass as if
+    the filter had let it through: the callback traps, so the host's failure policy
+    decides (edgegw on_error, Envoy fail_open), and the VM keeps serving afterwards."""
+    host = start(probe)
+    with pytest.raises(wasmtime.Trap):
+        host.call(callback, 77, *args)  # context 77 was never created
+    assert any(
+        kind == "log" and b"stream context 77 does not exist" in msg for kind, msg in host.calls
+    )
+    # The trap left no callback open: scratch memory is still released after each one.
+    host.headers = encode_map([(b"k" * 100, b"v" * 1000)] * 20)
+    for ctx in range(10, 40):
+        host.call("proxy_on_context_create", ctx, 1)
+        assert host.call("proxy_on_request_headers", ctx, 20, 1) == 0
+        host.call("proxy_on_delete", ctx)
+        if ctx == 11:
+            steady = host.pages()
+    assert host.pages() == steady
+
+
+def test_a_stream_context_that_cannot_be_created_fails_the_request(
+    tmp_path_factory: pytest.TempPathFactory,
+    run_gateway: Callable[..., GatewayProcess],
+    backend_factory: Callable[[Handler], Backend],
+) -> None:
+    """In edgegw's host, with the VM at its memory limit: streams held open at the
+    backend fill it until the next stream's context cannot be created. That request must
+    fail (on_error fail_closed: 503), never reach the backend without the filter."""
+    fat = build_with_sdk(tmp_path_factory, "fat", FAT)
+    release = threading.Event()
+    arrived: list[dict[str, str]] = []
+
+    def hold(
+        method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        arrived.append(headers)
+        release.wait(60)
+        return echo_handler(method, path, headers, body)
+
+    backend = backend_factory(hold)
+    gw = run_gateway({
+        "access_log": False,
+        "backends": {"api": {"url": f"http://127.0.0.1:{backend.port}"}},
+        "filters": {"fat": {"wasm": str(fat), "limits": {"memory": "2MiB"}}},
+        "routes": [{"name": "r", "match": {"prefix": "/"}, "filters": ["fat"], "backend": "api"}],
+    })  # fmt: skip
+    held: list[Future[httpx.Response]] = []
+    failed = None
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        try:
+            for n in range(1, 32):  # 2 MiB hold a handful of 128 KiB contexts
+                held.append(pool.submit(httpx.get, gw.url + "/hold", timeout=60))
+                while len(arrived) < n and not held[-1].done():
+                    release.wait(0.01)
+                if held[-1].done():  # answered without reaching the backend
+                    failed = held.pop().result()
+                    break
+                assert arrived[-1].get("x-context") == "yes", "passed without its filter"
+        finally:
+            release.set()
+        answers = [f.result() for f in held]
+    assert failed is not None, "the VM never ran out of memory"
+    assert failed.status_code == 503
+    assert failed.json()["filter"] == "fat"
+    assert len(answers) >= 1 and all(r.status_code == 200 for r in answers)
+    # The held streams ended and freed their contexts: the filter serves again.
+    again = httpx.get(gw.url + "/again", timeout=10)
+    assert again.status_code == 200 and again.json()["headers"]["x-context"] == "yes"
+    assert "stream context" in gw.output()

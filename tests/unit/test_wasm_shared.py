@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 from edgegw import metrics
 from edgegw.wasm.abi import MetricType, Status
-from edgegw.wasm.shared import Metrics, SharedData
+from edgegw.wasm.shared import Metrics, SharedData, SharedQueues
 from tests.wat import load_plugin, proxy_wat, write_wasm
 
 
@@ -100,3 +100,25 @@ def test_shared_data_is_bounded() -> None:
     assert data.set(b"a", b"3" * 30, 0) == Status.INTERNAL_FAILURE  # over the bytes bound
     assert data.set(b"a", b"", 0) == Status.OK  # shrinking frees room
     assert data.set(b"b", b"4" * 27, 0) == Status.OK
+
+
+def test_a_closed_vm_is_no_longer_notified_by_its_queues() -> None:
+    """Plugin.close forgets its on_queue_ready: the process-wide queues must not keep a
+    closed VM alive; the queue and its items stay for the VM that registers it next."""
+    queues = SharedQueues()
+    told: list[tuple[str, int]] = []
+
+    def old(qid: int) -> None:
+        told.append(("old", qid))
+
+    def new(qid: int) -> None:
+        told.append(("new", qid))
+
+    qid = queues.register(b"vm", b"q", old)
+    queues.forget(old)
+    assert queues.enqueue(qid, b"kept") == Status.OK
+    assert told == []
+    assert queues.register(b"vm", b"q", new) == qid
+    assert queues.enqueue(qid, b"more") == Status.OK
+    assert told == [("new", qid)]
+    assert queues.dequeue(qid) == b"kept"

@@ -154,6 +154,18 @@ const Stream = struct {
             _ = try pw.httpCall(cluster, &hdrs, "", &.{}, 2000);
             return .pause;
         }
+        if (self.has("callout_noauthority")) {
+            // An empty :authority is still an :authority: Envoy sends the call, with a Host
+            // of its own choosing (the probe reports which).
+            const hdrs = [_]pw.Header{
+                .{ .name = ":method", .value = "GET" },
+                .{ .name = ":path", .value = "/called?from=probe" },
+                .{ .name = ":authority", .value = "" },
+            };
+            _ = try pw.httpCall("backend", &hdrs, "", &.{}, 2000);
+            return .pause;
+        }
+        if (self.has("authority")) try rq.replace(":authority", "rewritten.example");
         if (self.has("callout_bad")) {
             const hdrs = [_]pw.Header{.{ .name = ":method", .value = "GET" }};
             const r = if (pw.httpCall("backend", &hdrs, "", &.{}, 1000)) |_| "accepted" else |e| @errorName(e);
@@ -169,7 +181,6 @@ const Stream = struct {
     }
 
     pub fn onHttpCallResponse(self: *Stream, token: u32, n_headers: usize, body_size: usize, n_trailers: usize) void {
-        _ = self;
         _ = token;
         _ = n_trailers;
         const status = pw.httpCallResponseStatus();
@@ -177,6 +188,12 @@ const Stream = struct {
         pw.request_headers.add("x-callout-status", pw.fmt("{d}", .{status})) catch {};
         pw.request_headers.add("x-callout-has-headers", if (n_headers > 0) "yes" else "no") catch {};
         pw.request_headers.add("x-callout-body", if (std.mem.indexOf(u8, body, "/called") != null) "echoed" else "other") catch {};
+        if (self.has("callout_noauthority")) {
+            // The Host the backend got for the call (it echoes its request as JSON).
+            const echoed = pw.json.parseValue(body) catch null;
+            const got = if (echoed) |v| pw.json.string(pw.json.lookup(v, &.{ "headers", "host" })) else null;
+            pw.request_headers.add("x-callout-host", got orelse "(none)") catch {};
+        }
         pw.continueStream(.request) catch {};
     }
 
