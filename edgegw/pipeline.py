@@ -32,6 +32,12 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # §6.3). HTTP/2 and /3 frame bodies themselves (RFC 9113 §8.1): only the stream tells.
 _HTTP1 = frozenset({"1.1", "1.0"})
 _connection_ids = iter(range(1, 1 << 62))
+# The status the access log and metrics give a request whose client left first (nginx's
+# and Envoy's convention; no response reaches anyone).
+CLIENT_GONE = 499
+# A request still waiting on its backend, or still streaming a response, after this many
+# seconds starts listening for its client leaving (``_ClientWatch``).
+WATCH_AFTER = 0.1
 
 
 class _Abort(Exception):
@@ -46,6 +52,8 @@ class _Counters:
     status: int = 0
     aborted: bool = False
     abort_reply: LocalReply | None = None
+    reading: bool = False  # the request body is still being read (by ``_body``)
+    gone: bool = False  # the client left before the response ended
 
     def abort(self, reply: LocalReply | None) -> _Abort:
         self.aborted, self.abort_reply = True, reply
@@ -122,7 +130,19 @@ class Pipeline:
         try:
             http1 = scope.get("http_version", "1.1") in _HTTP1
             await self._run(ex, peer, params, filters, receive, send, counters, http1)
+        except asyncio.CancelledError:
+            if not counters.gone:
+                raise
+            # Cancelled by our _ClientWatch: the backend exchange was aborted on the way
+            # out (its connection closed, never pooled); the request itself is over.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except OSError:  # a server may fail send() once its client left (ASGI spec 2.4)
+            counters.gone = True
         finally:
+            if counters.gone:
+                counters.status = CLIENT_GONE
             self.inflight -= 1
             if self._drained is not None and self.inflight == 0:
                 self._drained.set()
@@ -159,43 +179,48 @@ class Pipeline:
             if reply is not None:
                 await _send_reply(send, reply, counters)
                 return
-        route = ex.route
-        if route.aggregate is not None:
-            await self._aggregate(ex, params, filters, send, counters)
-            return
-        backend = self._backend(route, ex.request_headers)
-        ex.backend = backend
-        body = self._body(ex, filters, receive, counters, first) if has_body else None
-        upstream_headers = forward_request_headers(
-            ex.request_headers,
-            peer=peer,
-            scheme=ex.scheme,
-            host=ex.authority.encode("latin-1"),
-            trusted=self.trusted,
-        )
-        if not self.config.backends[backend].preserve_host:
-            upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
-        path = ex.path
-        if route.strip_prefix and route.match.prefix:
-            path = path[len(route.match.prefix.rstrip("/")) :]
-            path = path if path.startswith("/") else "/" + path
-        sent_at = time.perf_counter()
+        watch = _ClientWatch(receive, counters)
         try:
-            resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
-        except (UpstreamError, _Abort) as exc:
-            if counters.aborted:
-                if counters.abort_reply is not None:
-                    await _send_reply(send, counters.abort_reply, counters)
+            route = ex.route
+            if route.aggregate is not None:
+                await self._aggregate(ex, params, filters, send, counters)
                 return
-            assert isinstance(exc, UpstreamError)
-            await _send_reply(send, _upstream_problem(exc, ex.path), counters)
-            return
-        metrics.observe_upstream(backend, time.perf_counter() - sent_at)
-        try:
-            chunks = resp.chunks()
-            await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
+            backend = self._backend(route, ex.request_headers)
+            ex.backend = backend
+            counters.reading = has_body
+            body = self._body(ex, filters, receive, counters, first) if has_body else None
+            upstream_headers = forward_request_headers(
+                ex.request_headers,
+                peer=peer,
+                scheme=ex.scheme,
+                host=ex.authority.encode("latin-1"),
+                trusted=self.trusted,
+            )
+            if not self.config.backends[backend].preserve_host:
+                upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
+            path = ex.path
+            if route.strip_prefix and route.match.prefix:
+                path = path[len(route.match.prefix.rstrip("/")) :]
+                path = path if path.startswith("/") else "/" + path
+            sent_at = time.perf_counter()
+            try:
+                resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
+            except (UpstreamError, _Abort) as exc:
+                if counters.aborted:
+                    if counters.abort_reply is not None:
+                        await _send_reply(send, counters.abort_reply, counters)
+                    return
+                assert isinstance(exc, UpstreamError)
+                await _send_reply(send, _upstream_problem(exc, ex.path), counters)
+                return
+            metrics.observe_upstream(backend, time.perf_counter() - sent_at)
+            try:
+                chunks = resp.chunks()
+                await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
+            finally:
+                resp.release()
         finally:
-            resp.release()
+            watch.stop()
 
     def _backend(self, route: Route, headers: Headers) -> str:
         if route.backend is not None:
@@ -230,6 +255,8 @@ class Pipeline:
             else:  # already read to learn whether an HTTP/2 request has a body
                 message, first = first, None
             if message["type"] == "http.disconnect":
+                counters.reading = False
+                counters.gone = True
                 raise counters.abort(None)
             chunk: bytes = message.get("body", b"")
             more: bool = message.get("more_body", False)
@@ -246,6 +273,8 @@ class Pipeline:
                 if limit is not None and (sent > limit or (not more and sent != limit)):
                     detail = "a filter changed the request body size but not Content-Length"
                     raise counters.abort(problem(500, detail))
+            if not more:
+                counters.reading = False
             if chunk:
                 yield chunk
             if not more:
@@ -371,6 +400,49 @@ class Pipeline:
                 client=(scope.get("client") or ("", 0))[0],
                 request_id=(get(headers, _REQUEST_ID) or b"").decode("latin-1"),
             )
+
+
+class _ClientWatch:
+    """Notices a client that leaves while its request waits on a backend or streams a
+    response, and cancels the request: the upstream exchange is aborted on the way out
+    (``HttpUpstream.request``, ``UpstreamResponse.release``), so its connection closes
+    and its pool slot frees, instead of a backend streaming to nobody or a slot held until
+    the backend's timeout. The ASGI servers report the client leaving only through
+    ``receive()`` (``http.disconnect``) and drop what is sent after it, so something must
+    be reading: a task, started only once a request lasts ``WATCH_AFTER`` (most requests
+    end first and pay for one timer), and never while ``_body`` reads the request body
+    (it sees the disconnect itself)."""
+
+    __slots__ = ("_counters", "_loop", "_receive", "_task", "_timer", "_watcher")
+
+    def __init__(self, receive: Receive, counters: _Counters) -> None:
+        self._receive = receive
+        self._counters = counters
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        if self._counters.reading:  # two readers of receive() would steal each other's
+            self._timer = self._loop.call_later(WATCH_AFTER, self._start)
+            return
+        self._watcher = self._loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        # The first message may be the (empty) body nobody read: only a disconnect counts.
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._counters.gone = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 async def _with_eos(

@@ -1,0 +1,160 @@
+"""Clients that take resources and leave, or never use them (issue #15, items 2 and 3).
+
+A client that leaves must not leave work behind: its backend exchange is aborted, the
+upstream connection closed and its pool slot freed, and the access log says 499. Idle
+and silent connections must not lock other clients out.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.adversarial.conftest import RawBackend, raw_exchange, status_of
+from tests.conftest import GatewayProcess
+
+
+@dataclass
+class EndlessBackend:
+    """A backend on 127.0.0.1 answering every request with a chunked body that never
+    ends (bounded: it gives up after ``limit`` seconds); ``closed`` is set when the
+    gateway closes a connection it was streaming to."""
+
+    limit: float = 60.0
+    port: int = 0
+    closed: threading.Event = field(default_factory=threading.Event)
+    streaming: threading.Event = field(default_factory=threading.Event)
+    _server: socket.socket | None = None
+    _stop: bool = False
+
+    def start(self) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(16)
+        self._server.settimeout(0.2)
+        self.port = int(self._server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._stop:
+            try:
+                conn, _ = self._server.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._stream, args=(conn,), daemon=True).start()
+
+    def _stream(self, conn: socket.socket) -> None:
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        deadline = time.monotonic() + self.limit
+        with conn:
+            conn.settimeout(5)
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    head += data
+                conn.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                self.streaming.set()
+                while not self._stop and time.monotonic() < deadline:
+                    conn.sendall(chunk)
+            except OSError:  # reset or closed by the gateway
+                self.closed.set()
+
+    def close(self) -> None:
+        self._stop = True
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture
+def endless_backend() -> Iterator[EndlessBackend]:
+    backend = EndlessBackend()
+    backend.start()
+    yield backend
+    backend.close()
+
+
+def _access_statuses(gw: GatewayProcess) -> list[int]:
+    statuses = []
+    for line in gw.output().splitlines():
+        if line.startswith("{") and '"status"' in line:
+            statuses.append(int(json.loads(line)["status"]))
+    return statuses
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_client_leaving_a_streamed_response_closes_the_backend_connection(
+    run_gateway: Callable[..., GatewayProcess], endless_backend: EndlessBackend, server_kind: str
+) -> None:
+    gw = run_gateway(
+        {
+            "server": server_kind,
+            "workers": 1,
+            "backends": {"endless": f"http://127.0.0.1:{endless_backend.port}"},
+            "routes": [{"name": "r", "match": {"prefix": "/"}, "backend": "endless"}],
+        }
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        got = 0
+        while got < 1024 * 1024:
+            data = s.recv(65536)
+            assert data, "the gateway closed the stream early"
+            got += len(data)
+    assert endless_backend.streaming.is_set()
+    # Before: the backend streamed into the gateway until its own limit (a minute).
+    assert endless_backend.closed.wait(15), gw.output()[-3000:]
+    assert _wait_for(lambda: 499 in _access_statuses(gw), 10), gw.output()[-3000:]
+
+
+def test_clients_leaving_before_headers_free_their_pool_slots(
+    run_gateway: Callable[..., GatewayProcess],
+    raw_backend: Callable[[Callable[[bytes], bytes | None]], RawBackend],
+    server_kind: str,
+) -> None:
+    def reply(buf: bytes) -> bytes | None:
+        if b"GET /hang " in buf or not buf.endswith(b"\r\n\r\n"):
+            return None  # /hang is never answered: the gateway waits until its timeout
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    backend = raw_backend(reply)
+    slots = 4
+    gw = run_gateway(
+        {
+            "server": server_kind,
+            "workers": 1,
+            "backends": {"b": {"url": backend.url, "max_connections": slots, "timeout": "60s"}},
+            "routes": [{"name": "r", "match": {"prefix": "/"}, "backend": "b"}],
+        }
+    )
+    leavers = []
+    for _ in range(slots * 2):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"GET /hang HTTP/1.1\r\nhost: x\r\n\r\n")
+        leavers.append(s)
+    assert _wait_for(lambda: len(backend.received) >= slots, 10)  # every slot is taken
+    for s in leavers:
+        s.close()
+    # Before: every slot stayed taken until the backend's 60 s timeout.
+    response = raw_exchange(
+        gw.port, b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", 15
+    )
+    assert status_of(response) == 200, (response, gw.output()[-3000:])
+    assert _wait_for(lambda: _access_statuses(gw).count(499) >= slots, 10), gw.output()[-3000:]
