@@ -293,13 +293,27 @@ def _read_filter_limits(r: Reader, node: Node | None) -> Limits:
     )
 
 
+_LIMIT_KEYS = (
+    "max_request_body",
+    "max_header_bytes",
+    "max_connections",
+    "header_timeout",
+    "idle_timeout",
+)
+
+
 def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
-    if node is None or (m := r.mapping(node, ("max_request_body", "max_header_bytes"))) is None:
+    if node is None or (m := r.mapping(node, _LIMIT_KEYS)) is None:
         return ServerLimits()
     default = ServerLimits()
     return ServerLimits(
         max_request_body=r.convert(m.get("max_request_body"), as_size, default.max_request_body),
         max_header_bytes=r.convert(m.get("max_header_bytes"), as_size, default.max_header_bytes),
+        max_connections=r.convert(
+            m.get("max_connections"), lambda v: as_int(v, 1), default.max_connections
+        ),
+        header_timeout=r.convert(m.get("header_timeout"), as_duration, default.header_timeout),
+        idle_timeout=r.convert(m.get("idle_timeout"), as_duration, default.idle_timeout),
     )
 
 

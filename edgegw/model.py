@@ -134,6 +134,10 @@ class GeoIPConfig:
 class ServerLimits:
     max_request_body: int = 10 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
+    # Client connections (docs/configuration.md says what each server makes of them).
+    max_connections: int = 10_000  # per worker, open at once
+    header_timeout: float = 10.0  # to receive a request head (granian: and between requests)
+    idle_timeout: float = 60.0  # hypercorn: a connection with no request in progress
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ and silent connections must not lock other clients out.
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import threading
 import time
@@ -158,3 +159,63 @@ def test_clients_leaving_before_headers_free_their_pool_slots(
     )
     assert status_of(response) == 200, (response, gw.output()[-3000:])
     assert _wait_for(lambda: _access_statuses(gw).count(499) >= slots, 10), gw.output()[-3000:]
+
+
+def _raise_nofile(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+HELD = 5000
+
+
+def test_idle_and_silent_connections_do_not_lock_clients_out(
+    run_gateway: Callable[..., GatewayProcess],
+    raw_backend: Callable[[Callable[[bytes], bytes | None]], RawBackend],
+    server_kind: str,
+) -> None:
+    _raise_nofile(HELD + 500)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft >= HELD + 200, f"RLIMIT_NOFILE {soft} is too low for this test"
+
+    def reply(buf: bytes) -> bytes | None:
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" if buf.endswith(b"\r\n\r\n") else None
+        )
+
+    backend = raw_backend(reply)
+    gw = run_gateway(
+        {
+            "server": server_kind,
+            "workers": 1,
+            "backends": {"b": backend.url},
+            "routes": [{"name": "r", "match": {"prefix": "/"}, "backend": "b"}],
+        }
+    )
+    held: list[socket.socket] = []
+    try:
+        # Idle keep-alive connections: one request each, then nothing.
+        idle = 300
+        for _ in range(idle):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            s.sendall(b"GET /once HTTP/1.1\r\nhost: x\r\n\r\n")
+            held.append(s)
+        for s in held:
+            assert s.recv(65536).startswith(b"HTTP/1.1 200"), "an idle client was not served"
+        # Silent connections: TCP only, not one byte.
+        while len(held) < HELD:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", gw.port))
+            held.append(s)
+        time.sleep(1.0)  # let the server accept what it will
+        # Before: granian's default backpressure (backlog // workers = 1024 connections per
+        # worker) made every new client wait for a slot (the header timeout, 30 s).
+        probe = b"GET /probe HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        response = raw_exchange(gw.port, probe, timeout=5)
+        assert status_of(response) == 200, (response, gw.output()[-3000:])
+    finally:
+        for s in held:
+            s.close()
