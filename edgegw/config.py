@@ -26,6 +26,7 @@ from edgegw.model import (
     GeoIPConfig,
     Limits,
     OnErrorPolicy,
+    OnTrapPolicy,
     ServerKind,
     ServerLimits,
     StoreConfig,
@@ -249,7 +250,7 @@ def _backend_url(value: Any) -> str:
 
 def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterSpec]:
     out: dict[str, FilterSpec] = {}
-    keys = ("wasm", "config", "vm_config", "on_error", "limits", "root_id")
+    keys = ("wasm", "config", "vm_config", "on_error", "on_trap", "limits", "root_id")
     for name, child in ((r.mapping(node) or {}) if node is not None else {}).items():
         if not _NAME.match(name):
             r.problem(child, f"invalid filter name '{name}'")
@@ -262,12 +263,17 @@ def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterS
         on_error = r.convert(
             m.get("on_error"), one_of("fail_closed", "fail_open", "reload"), "fail_closed"
         )
+        on_trap = r.convert(m.get("on_trap"), one_of("reload", "fail", "keep"), "reload")
+        if on_error == "reload" and on_trap != "reload":
+            # on_error: reload (older configs) always replaced the VM.
+            r.problem(m["on_trap"], f"on_trap: {on_trap} contradicts on_error: reload")
         out[name] = FilterSpec(
             name=name,
             wasm=wasm,
             config=_config_bytes(m.get("config")),
             vm_config=_config_bytes(m.get("vm_config")),
             on_error=cast(OnErrorPolicy, on_error),
+            on_trap=cast(OnTrapPolicy, on_trap),
             limits=_read_filter_limits(r, m.get("limits")),
             root_id=r.convert(m.get("root_id"), as_str, ""),
         )

@@ -8,7 +8,8 @@ module that calls the library, so nothing above that module needs to know them::
     ├── FilterLoadError        a .wasm module cannot be compiled, linked or started
     ├── WasmError              a running VM failed
     │   ├── WasmTrap           the module trapped (unreachable, bad memory access, ...)
-    │   └── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
+    │   ├── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
+    │   └── WasmVmFailed       the VM failed earlier and stays failed (on_trap: fail)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
     │   └── UpstreamTimeout        connect or response timeout           -> 504
@@ -72,6 +73,11 @@ class WasmTrap(WasmError):
 
 class WasmDeadline(WasmError):
     """A callback exceeded its CPU deadline."""
+
+
+class WasmVmFailed(WasmError):
+    """The filter's VM failed in an earlier request and stays failed (``on_trap: fail``,
+    as in Envoy): requests reaching the filter follow its ``on_error`` without a call."""
 
 
 class UpstreamError(EdgegwError):
