@@ -36,7 +36,7 @@ _connection_ids = iter(range(1, 1 << 62))
 # and Envoy's convention; no response reaches anyone).
 CLIENT_GONE = 499
 # A request still waiting on its backend, or still streaming a response, after this many
-# seconds starts listening for its client leaving (``_ClientWatch``).
+# seconds starts listening for its client leaving (``Pipeline._sweep``).
 WATCH_AFTER = 0.1
 
 
@@ -54,6 +54,7 @@ class _Counters:
     abort_reply: LocalReply | None = None
     reading: bool = False  # the request body is still being read (by ``_body``)
     gone: bool = False  # the client left before the response ended
+    watcher: asyncio.Task[None] | None = None  # waits for the client to leave (``_watch``)
 
     def abort(self, reply: LocalReply | None) -> _Abort:
         self.aborted, self.abort_reply = True, reply
@@ -75,6 +76,11 @@ class Pipeline:
         self.access_log = config.access_log
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
+        # Requests past their filters' request phase, for ``_sweep``: task -> (the sweep
+        # generation it started in, its receive, its counters).
+        self._open: dict[asyncio.Task[None], tuple[int, Receive, _Counters]] = {}
+        self._generation = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request uses this pipeline; False if ``timeout`` passed first."""
@@ -89,6 +95,9 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Release pools and filter VMs; call once no request uses this pipeline."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         await self.upstream.aclose()
         if self.chains is not None:
             await self.chains.aclose()
@@ -133,7 +142,7 @@ class Pipeline:
         except asyncio.CancelledError:
             if not counters.gone:
                 raise
-            # Cancelled by our _ClientWatch: the backend exchange was aborted on the way
+            # Cancelled by _watch, the client gone: the backend exchange was aborted on the way
             # out (its connection closed, never pooled); the request itself is over.
             task = asyncio.current_task()
             if task is not None:
@@ -179,7 +188,11 @@ class Pipeline:
             if reply is not None:
                 await _send_reply(send, reply, counters)
                 return
-        watch = _ClientWatch(receive, counters)
+        task = asyncio.current_task()
+        if task is not None:
+            self._open[task] = (self._generation, receive, counters)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
         try:
             route = ex.route
             if route.aggregate is not None:
@@ -220,7 +233,30 @@ class Pipeline:
             finally:
                 resp.release()
         finally:
-            watch.stop()
+            if task is not None:
+                del self._open[task]
+            if counters.watcher is not None:
+                counters.watcher.cancel()
+
+    def _sweep(self) -> None:
+        """Every ``WATCH_AFTER`` while requests run: a request already open at the previous
+        sweep (so for at least that long) gets a task waiting for its client to leave.
+
+        The ASGI servers report a client leaving only through ``receive()``
+        (``http.disconnect``) and drop what is sent after it, so something must be reading
+        while a request waits on its backend or streams a response; otherwise a backend
+        streams to nobody, or a pool slot stays taken until the backend's timeout. Most
+        requests end before a second sweep and cost two dict operations; none is watched
+        while ``_body`` reads its body (two readers would steal each other's messages;
+        ``_body`` sees the disconnect itself)."""
+        self._generation += 1
+        for task, (generation, receive, counters) in self._open.items():
+            if generation < self._generation - 1 and counters.watcher is None:
+                if not counters.reading:
+                    counters.watcher = asyncio.ensure_future(_watch(receive, counters, task))
+        self._sweeper = None
+        if self._open:
+            self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
 
     def _backend(self, route: Route, headers: Headers) -> str:
         if route.backend is not None:
@@ -402,47 +438,14 @@ class Pipeline:
             )
 
 
-class _ClientWatch:
-    """Notices a client that leaves while its request waits on a backend or streams a
-    response, and cancels the request: the upstream exchange is aborted on the way out
-    (``HttpUpstream.request``, ``UpstreamResponse.release``), so its connection closes
-    and its pool slot frees, instead of a backend streaming to nobody or a slot held until
-    the backend's timeout. The ASGI servers report the client leaving only through
-    ``receive()`` (``http.disconnect``) and drop what is sent after it, so something must
-    be reading: a task, started only once a request lasts ``WATCH_AFTER`` (most requests
-    end first and pay for one timer), and never while ``_body`` reads the request body
-    (it sees the disconnect itself)."""
-
-    __slots__ = ("_counters", "_loop", "_receive", "_task", "_timer", "_watcher")
-
-    def __init__(self, receive: Receive, counters: _Counters) -> None:
-        self._receive = receive
-        self._counters = counters
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._watcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(WATCH_AFTER, self._start)
-
-    def _start(self) -> None:
-        self._timer = None
-        if self._counters.reading:  # two readers of receive() would steal each other's
-            self._timer = self._loop.call_later(WATCH_AFTER, self._start)
-            return
-        self._watcher = self._loop.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        # The first message may be the (empty) body nobody read: only a disconnect counts.
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-        self._counters.gone = True
-        if self._task is not None:
-            self._task.cancel()
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
+async def _watch(receive: Receive, counters: _Counters, task: asyncio.Task[None]) -> None:
+    """Wait for the client to leave (``Pipeline._sweep`` starts this), then cancel its
+    request: the backend exchange is aborted on the way out."""
+    # The first message may be the (empty) body nobody read: only a disconnect counts.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    counters.gone = True
+    task.cancel()
 
 
 async def _with_eos(
