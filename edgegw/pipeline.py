@@ -54,6 +54,7 @@ class _Counters:
     abort_reply: LocalReply | None = None
     reading: bool = False  # the request body is still being read (by ``_body``)
     gone: bool = False  # the client left before the response ended
+    ended: bool = False  # the response's last bytes went to the server
     watcher: asyncio.Task[None] | None = None  # waits for the client to leave (``_watch``)
 
     def abort(self, reply: LocalReply | None) -> _Abort:
@@ -76,8 +77,8 @@ class Pipeline:
         self.access_log = config.access_log
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
-        # Requests past their filters' request phase, for ``_sweep``: task -> (the sweep
-        # generation it started in, its receive, its counters).
+        # Running requests, for ``_sweep``: task -> (the sweep generation it started in,
+        # its receive, its counters).
         self._open: dict[asyncio.Task[None], tuple[int, Receive, _Counters]] = {}
         self._generation = 0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -136,20 +137,29 @@ class Pipeline:
         )
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         self.inflight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            counters.reading = True  # not known yet: _run tells
+            self._open[task] = (self._generation, receive, counters)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
         try:
             http1 = scope.get("http_version", "1.1") in _HTTP1
             await self._run(ex, peer, params, filters, receive, send, counters, http1)
         except asyncio.CancelledError:
             if not counters.gone:
                 raise
-            # Cancelled by _watch, the client gone: the backend exchange was aborted on the way
-            # out (its connection closed, never pooled); the request itself is over.
-            task = asyncio.current_task()
+            # Cancelled by _watch, the client gone: the backend exchange was aborted on the
+            # way out (its connection closed, never pooled); the request itself is over.
             if task is not None:
                 task.uncancel()
         except OSError:  # a server may fail send() once its client left (ASGI spec 2.4)
             counters.gone = True
         finally:
+            if task is not None:
+                del self._open[task]
+            if counters.watcher is not None:
+                counters.watcher.cancel()
             if counters.gone:
                 counters.status = CLIENT_GONE
             self.inflight -= 1
@@ -182,61 +192,50 @@ class Pipeline:
             if first["type"] == "http.disconnect":
                 return
             has_body = bool(first.get("body")) or first.get("more_body", False)
+        counters.reading = has_body  # until then a watcher (_sweep) would steal messages
         if filters is not None:
             pending = filters.request_headers(ex, not has_body)
             reply = await pending if pending is not None else None
             if reply is not None:
                 await _send_reply(send, reply, counters)
                 return
-        task = asyncio.current_task()
-        if task is not None:
-            self._open[task] = (self._generation, receive, counters)
-            if self._sweeper is None:
-                self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
+        route = ex.route
+        if route.aggregate is not None:
+            await self._aggregate(ex, params, filters, send, counters)
+            return
+        backend = self._backend(route, ex.request_headers)
+        ex.backend = backend
+        body = self._body(ex, filters, receive, counters, first) if has_body else None
+        upstream_headers = forward_request_headers(
+            ex.request_headers,
+            peer=peer,
+            scheme=ex.scheme,
+            host=ex.authority.encode("latin-1"),
+            trusted=self.trusted,
+        )
+        if not self.config.backends[backend].preserve_host:
+            upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
+        path = ex.path
+        if route.strip_prefix and route.match.prefix:
+            path = path[len(route.match.prefix.rstrip("/")) :]
+            path = path if path.startswith("/") else "/" + path
+        sent_at = time.perf_counter()
         try:
-            route = ex.route
-            if route.aggregate is not None:
-                await self._aggregate(ex, params, filters, send, counters)
+            resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
+        except (UpstreamError, _Abort) as exc:
+            if counters.aborted:
+                if counters.abort_reply is not None:
+                    await _send_reply(send, counters.abort_reply, counters)
                 return
-            backend = self._backend(route, ex.request_headers)
-            ex.backend = backend
-            counters.reading = has_body
-            body = self._body(ex, filters, receive, counters, first) if has_body else None
-            upstream_headers = forward_request_headers(
-                ex.request_headers,
-                peer=peer,
-                scheme=ex.scheme,
-                host=ex.authority.encode("latin-1"),
-                trusted=self.trusted,
-            )
-            if not self.config.backends[backend].preserve_host:
-                upstream_headers = [(n, v) for n, v in upstream_headers if n != b"host"]
-            path = ex.path
-            if route.strip_prefix and route.match.prefix:
-                path = path[len(route.match.prefix.rstrip("/")) :]
-                path = path if path.startswith("/") else "/" + path
-            sent_at = time.perf_counter()
-            try:
-                resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
-            except (UpstreamError, _Abort) as exc:
-                if counters.aborted:
-                    if counters.abort_reply is not None:
-                        await _send_reply(send, counters.abort_reply, counters)
-                    return
-                assert isinstance(exc, UpstreamError)
-                await _send_reply(send, _upstream_problem(exc, ex.path), counters)
-                return
-            metrics.observe_upstream(backend, time.perf_counter() - sent_at)
-            try:
-                chunks = resp.chunks()
-                await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
-            finally:
-                resp.release()
+            assert isinstance(exc, UpstreamError)
+            await _send_reply(send, _upstream_problem(exc, ex.path), counters)
+            return
+        metrics.observe_upstream(backend, time.perf_counter() - sent_at)
+        try:
+            chunks = resp.chunks()
+            await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
         finally:
-            if task is not None:
-                del self._open[task]
-            if counters.watcher is not None:
-                counters.watcher.cancel()
+            resp.release()
 
     def _sweep(self) -> None:
         """Every ``WATCH_AFTER`` while requests run: a request already open at the previous
@@ -344,9 +343,11 @@ class Pipeline:
         )
         async for chunk, last in body:
             counters.bytes_out += len(chunk)
+            counters.ended = last
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             if last:
                 return
+        counters.ended = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _respond_filtered(
@@ -380,6 +381,7 @@ class Pipeline:
                 started = True
             if out or eos:  # the last chunk (eos) always comes: it ends the body
                 counters.bytes_out += len(out)
+                counters.ended = eos
                 await send({"type": "http.response.body", "body": out, "more_body": not eos})
 
     async def _aggregate(
@@ -444,8 +446,11 @@ async def _watch(receive: Receive, counters: _Counters, task: asyncio.Task[None]
     # The first message may be the (empty) body nobody read: only a disconnect counts.
     while (await receive())["type"] != "http.disconnect":
         pass
-    counters.gone = True
-    task.cancel()
+    # A disconnect once the last bytes went out (the client closing right after a complete
+    # response) leaves nothing to abort, and the response was delivered: not a 499.
+    if not counters.ended:
+        counters.gone = True
+        task.cancel()
 
 
 async def _with_eos(
@@ -469,4 +474,5 @@ async def _send_reply(send: Send, reply: LocalReply, counters: _Counters) -> Non
     headers = [(n, v) for n, v in reply.headers if n != b"content-length"]
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    counters.ended = True
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})

@@ -78,8 +78,10 @@ class Plan(_phase.Plan):
 
 
 def _refuse(exc: WasmVmFailed) -> Hook:
+    detail = str(exc)
+
     def create(*_args: int) -> int:
-        raise exc
+        raise WasmVmFailed(detail)  # a new one each time: a raised one keeps its traceback
 
     return create
 
