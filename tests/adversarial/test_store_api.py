@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.adversarial.conftest import raw_exchange, status_of
-from tests.conftest import GatewayProcess
+from tests.adversarial.conftest import RawBackend, raw_exchange, status_of
+from tests.conftest import REPO, GatewayProcess
 
 TOKEN = "store-test-token"
 VICTIM = {"key": "edgegw.rl:per-user:alice", "rate": 10, "burst": 10, "period_ms": 1000}
@@ -84,3 +84,30 @@ def test_store_api_bounds_what_one_call_can_do(gateway: GatewayProcess) -> None:
         # The victim's bucket was not touched: the whole burst is left.
         response = _post(port, victim, token=TOKEN)
         assert (status_of(response), _body(response)["remaining"]) == (200, 9), response
+
+
+def test_filters_reach_the_store_in_process_without_the_token(
+    run_gateway: Callable[..., GatewayProcess],
+    raw_backend: Callable[[Callable[[bytes], bytes | None]], RawBackend],
+) -> None:
+    def reply(buf: bytes) -> bytes | None:
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" if buf.endswith(b"\r\n\r\n") else None
+        )
+
+    policy = {"name": "p", "rate": 1, "period": "1h", "key": ["ip"]}
+    config = {"mode": "global", "on_store_error": "fail_closed", "policies": [policy]}
+    gw = run_gateway(
+        {
+            "admin": {"token": TOKEN},
+            "backends": {"b": raw_backend(reply).url},
+            "filters": {
+                "rl": {"wasm": str(REPO / "filters/dist/rate_limit.wasm"), "config": config}
+            },
+            "routes": [{"name": "r", "match": {"prefix": "/"}, "filters": ["rl"], "backend": "b"}],
+        }
+    )
+    request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    # A store the filter could not reach would answer 503 (on_store_error: fail_closed).
+    assert status_of(raw_exchange(gw.port, request)) == 200, gw.output()[-2000:]
+    assert status_of(raw_exchange(gw.port, request)) == 429, gw.output()[-2000:]
