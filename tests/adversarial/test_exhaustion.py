@@ -161,6 +161,47 @@ def test_clients_leaving_before_headers_free_their_pool_slots(
     assert _wait_for(lambda: _access_statuses(gw).count(499) >= slots, 10), gw.output()[-3000:]
 
 
+def _closed_within(s: socket.socket, seconds: float) -> bool:
+    """True when the peer closes ``s`` within ``seconds`` (whatever it sends first)."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+    return True
+
+
+def test_idle_and_slow_connections_are_closed(
+    run_gateway: Callable[..., GatewayProcess],
+    raw_backend: Callable[[Callable[[bytes], bytes | None]], RawBackend],
+    server_kind: str,
+) -> None:
+    def reply(buf: bytes) -> bytes | None:
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" if buf.endswith(b"\r\n\r\n") else None
+        )
+
+    gw = run_gateway(
+        {
+            "server": server_kind,
+            "workers": 1,
+            "limits": {"header_timeout": "1s", "idle_timeout": "1s"},
+            "backends": {"b": raw_backend(reply).url},
+            "routes": [{"name": "r", "match": {"prefix": "/"}, "backend": "b"}],
+        }
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as idle:
+        idle.sendall(b"GET /once HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _closed_within(idle, 10), "an idle keep-alive connection stayed open"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as slow:
+        slow.sendall(b"GET /slow HTTP/1.1\r\nhost: x\r\n")  # the head never ends
+        assert _closed_within(slow, 10), "a connection with an unfinished head stayed open"
+
+
 def _raise_nofile(wanted: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted:
