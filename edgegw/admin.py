@@ -38,8 +38,9 @@ class AdminState:
 
 STATE = web.AppKey("edgegw_admin_state", AdminState)
 
-#: Paths under these prefixes need ``Authorization: Bearer <admin.token>`` when a token is set.
-PROTECTED_PREFIXES: tuple[str, ...] = ("/admin/",)
+#: Paths under these prefixes need ``Authorization: Bearer <admin.token>`` when a token is
+#: set: the admin API, and the store API (it spends and can lock any rate-limit key).
+PROTECTED_PREFIXES: tuple[str, ...] = ("/admin/", "/store/")
 
 #: Extensions applied by every ``create_admin_app`` call (other modules append here).
 EXTENSIONS: list[Extension] = []

@@ -27,6 +27,7 @@ from edgegw.model import (
     GeoIPConfig,
     Limits,
     OnErrorPolicy,
+    OnTrapPolicy,
     PathsConfig,
     ServerKind,
     ServerLimits,
@@ -261,7 +262,7 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
 
 def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterSpec]:
     out: dict[str, FilterSpec] = {}
-    keys = ("wasm", "config", "vm_config", "on_error", "limits", "root_id")
+    keys = ("wasm", "config", "vm_config", "on_error", "on_trap", "limits", "root_id")
     for name, child in ((r.mapping(node) or {}) if node is not None else {}).items():
         if not _NAME.match(name):
             r.problem(child, f"invalid filter name '{name}'")
@@ -274,12 +275,17 @@ def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterS
         on_error = r.convert(
             m.get("on_error"), one_of("fail_closed", "fail_open", "reload"), "fail_closed"
         )
+        on_trap = r.convert(m.get("on_trap"), one_of("reload", "fail", "keep"), "reload")
+        if on_error == "reload" and on_trap != "reload":
+            # on_error: reload (older configs) always replaced the VM.
+            r.problem(m["on_trap"], f"on_trap: {on_trap} contradicts on_error: reload")
         out[name] = FilterSpec(
             name=name,
             wasm=wasm,
             config=_config_bytes(m.get("config")),
             vm_config=_config_bytes(m.get("vm_config")),
             on_error=cast(OnErrorPolicy, on_error),
+            on_trap=cast(OnTrapPolicy, on_trap),
             limits=_read_filter_limits(r, m.get("limits")),
             root_id=r.convert(m.get("root_id"), as_str, ""),
         )
@@ -305,13 +311,27 @@ def _read_filter_limits(r: Reader, node: Node | None) -> Limits:
     )
 
 
+_LIMIT_KEYS = (
+    "max_request_body",
+    "max_header_bytes",
+    "max_connections",
+    "header_timeout",
+    "idle_timeout",
+)
+
+
 def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
-    if node is None or (m := r.mapping(node, ("max_request_body", "max_header_bytes"))) is None:
+    if node is None or (m := r.mapping(node, _LIMIT_KEYS)) is None:
         return ServerLimits()
     default = ServerLimits()
     return ServerLimits(
         max_request_body=r.convert(m.get("max_request_body"), as_size, default.max_request_body),
         max_header_bytes=r.convert(m.get("max_header_bytes"), as_size, default.max_header_bytes),
+        max_connections=r.convert(
+            m.get("max_connections"), lambda v: as_int(v, 1), default.max_connections
+        ),
+        header_timeout=r.convert(m.get("header_timeout"), as_duration, default.header_timeout),
+        idle_timeout=r.convert(m.get("idle_timeout"), as_duration, default.idle_timeout),
     )
 
 

@@ -10,7 +10,8 @@ module that calls the library, so nothing above that module needs to know them::
     │   ├── WasmTrap           the module trapped (unreachable, bad memory access, ...)
     │   ├── WasmDeadline       a callback ran past its CPU deadline (epoch interruption)
     │   ├── InvalidHeader      a filter set a header name or value HTTP forbids
-    │   └── WasmClosed         the VM was closed (replaced, or its runtime shut down)
+    │   ├── WasmClosed         the VM was closed (replaced, or its runtime shut down)
+    │   └── WasmVmFailed       the VM failed earlier and stays failed (on_trap: fail)
     ├── UpstreamError          a backend could not answer
     │   ├── UpstreamConnectError   connection refused / reset / DNS      -> 502
     │   │   ├── UpstreamUnreachable    no connection made (refused, DNS)   -> 502
@@ -113,6 +114,11 @@ class WasmClosed(WasmError):
     """A request still in flight reached a VM that was closed meanwhile (replaced after a
     failure, or its runtime shut down after the drain timeout): its Store is gone, so the
     filter fails for that request instead of being called."""
+
+
+class WasmVmFailed(WasmError):
+    """The filter's VM failed in an earlier request and stays failed (``on_trap: fail``,
+    as in Envoy): requests reaching the filter follow its ``on_error`` without a call."""
 
 
 class UpstreamError(EdgegwError):

@@ -60,6 +60,7 @@ class Conn(asyncio.Protocol):
         self.until_close = False  # body delimited by the connection closing (RFC 9112 §6.3)
         self.is_head = False
         self._informational = False
+        self._extra = False  # the backend sent bytes past the end of the response
         self._body_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -107,6 +108,7 @@ class Conn(asyncio.Protocol):
         return (
             self.complete
             and self.sent
+            and self.error is None
             and not self.closed
             and not self.is_head
             and not self.until_close
@@ -122,6 +124,9 @@ class Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
+            # Closed from now on, not only once connection_lost runs: the pool must not
+            # hand out (or take back) a connection that is going away.
+            self.closed = True
             self.transport.abort()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -135,6 +140,11 @@ class Conn(asyncio.Protocol):
         self.got_data = True
         try:
             self.parser.feed_data(data)
+            if self.complete and self._extra:
+                # Bytes after a complete response answer no request of ours: kept, they
+                # would be read as the next request's response (RFC 9112 §9.3: a client
+                # must not reuse a connection it cannot parse in step).
+                self._broken(UpstreamProtocolError(self.pool.name, "bytes after the response"))
         except httptools.HttpParserUpgrade:
             self._broken(UpstreamProtocolError(self.pool.name, "backend switched protocols"))
         except httptools.HttpParserError as exc:
@@ -163,6 +173,10 @@ class Conn(asyncio.Protocol):
         self._wake_writer()
 
     # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second message in the bytes of this exchange
+            self._extra = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp reports a chunked body's trailer fields here too: once the head went out
         # they are trailers, which edgegw does not forward (docs/upstream.md).

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 ServerKind = Literal["granian", "hypercorn"]
 OnErrorPolicy = Literal["fail_closed", "fail_open", "reload"]
+OnTrapPolicy = Literal["reload", "fail", "keep"]
 StoreOnError = Literal["fail_open", "fail_closed", "local"]
 EscapedSlashes = Literal["reject_request", "keep_escaped"]
 UnderscoreAction = Literal["allow", "drop_header", "reject_request"]
@@ -156,7 +157,10 @@ class FilterSpec:
     wasm: Path  # resolved relative to the config file
     config: bytes = b""  # plugin configuration (JSON bytes, or the raw string given)
     vm_config: bytes = b""
-    on_error: OnErrorPolicy = "fail_closed"
+    on_error: OnErrorPolicy = "fail_closed"  # the request a filter failed in
+    # The VM after a failure (trap, CPU deadline, hostcall failure): "reload" a fresh one,
+    # "fail" it for good (Envoy), "keep" it with whatever state the failure left.
+    on_trap: OnTrapPolicy = "reload"
     limits: Limits = field(default_factory=Limits)
     root_id: str = ""  # proxy-wasm root id; defaults to the filter name
     background: bool = False  # root-only plugin: never gets HTTP stream contexts
@@ -223,6 +227,10 @@ class GeoIPConfig:
 class ServerLimits:
     max_request_body: int = 10 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
+    # Client connections (docs/configuration.md says what each server makes of them).
+    max_connections: int = 10_000  # per worker, open at once
+    header_timeout: float = 10.0  # to receive a request head (granian: and between requests)
+    idle_timeout: float = 60.0  # hypercorn: a connection with no request in progress
 
 
 @dataclass(frozen=True)

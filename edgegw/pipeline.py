@@ -48,6 +48,12 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # §6.3). HTTP/2 and /3 frame bodies themselves (RFC 9113 §8.1): only the stream tells.
 _HTTP1 = frozenset({"1.1", "1.0"})
 _connection_ids = iter(range(1, 1 << 62))
+# The status the access log and metrics give a request whose client left first (nginx's
+# and Envoy's convention; no response reaches anyone).
+CLIENT_GONE = 499
+# A request still waiting on its backend, or still streaming a response, after this many
+# seconds starts listening for its client leaving (``Pipeline._sweep``).
+WATCH_AFTER = 0.1
 
 
 class _Abort(Exception):
@@ -63,6 +69,10 @@ class _Counters:
     status: int = 0
     aborted: bool = False
     abort_reply: LocalReply | None = None
+    reading: bool = False  # the request body is still being read (by ``_body``)
+    gone: bool = False  # the client left before the response ended
+    ended: bool = False  # the response's last bytes went to the server
+    watcher: asyncio.Task[None] | None = None  # waits for the client to leave (``_watch``)
 
     def abort(self, reply: LocalReply | None) -> _Abort:
         self.aborted, self.abort_reply = True, reply
@@ -95,6 +105,11 @@ class Pipeline:
         self.access_log = config.access_log
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
+        # Running requests, for ``_sweep``: task -> (the sweep generation it started in,
+        # its receive, its counters).
+        self._open: dict[asyncio.Task[None], tuple[int, Receive, _Counters]] = {}
+        self._generation = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request uses this pipeline; False if ``timeout`` passed first."""
@@ -109,6 +124,9 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Release pools and filter VMs; call once no request uses this pipeline."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         await self.upstream.aclose()
         if self.chains is not None:
             await self.chains.aclose()
@@ -192,10 +210,31 @@ class Pipeline:
         )
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         self.inflight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            counters.reading = True  # not known yet: _run tells
+            self._open[task] = (self._generation, receive, counters)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
         try:
             http1 = version in _HTTP1
             await self._run(ex, params, filters, receive, send, counters, http1, inbound)
+        except asyncio.CancelledError:
+            if not counters.gone:
+                raise
+            # Cancelled by _watch, the client gone: the backend exchange was aborted on the
+            # way out (its connection closed, never pooled); the request itself is over.
+            if task is not None:
+                task.uncancel()
+        except OSError:  # a server may fail send() once its client left (ASGI spec 2.4)
+            counters.gone = True
         finally:
+            if task is not None:
+                del self._open[task]
+            if counters.watcher is not None:
+                counters.watcher.cancel()
+            if counters.gone:
+                counters.status = CLIENT_GONE
             self.inflight -= 1
             if self._drained is not None and self.inflight == 0:
                 self._drained.set()
@@ -225,6 +264,7 @@ class Pipeline:
             if first["type"] == "http.disconnect":
                 return
             has_body = bool(first.get("body")) or first.get("more_body", False)
+        counters.reading = has_body  # until then a watcher (_sweep) would steal messages
         if filters is not None:
             pending = filters.request_headers(ex, not has_body)
             reply = await pending if pending is not None else None
@@ -279,6 +319,26 @@ class Pipeline:
         finally:
             resp.release()
 
+    def _sweep(self) -> None:
+        """Every ``WATCH_AFTER`` while requests run: a request already open at the previous
+        sweep (so for at least that long) gets a task waiting for its client to leave.
+
+        The ASGI servers report a client leaving only through ``receive()``
+        (``http.disconnect``) and drop what is sent after it, so something must be reading
+        while a request waits on its backend or streams a response; otherwise a backend
+        streams to nobody, or a pool slot stays taken until the backend's timeout. Most
+        requests end before a second sweep and cost two dict operations; none is watched
+        while ``_body`` reads its body (two readers would steal each other's messages;
+        ``_body`` sees the disconnect itself)."""
+        self._generation += 1
+        for task, (generation, receive, counters) in self._open.items():
+            if generation < self._generation - 1 and counters.watcher is None:
+                if not counters.reading:
+                    counters.watcher = asyncio.ensure_future(_watch(receive, counters, task))
+        self._sweeper = None
+        if self._open:
+            self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
+
     def _backend(self, route: Route, headers: Headers) -> str:
         if route.backend is not None:
             return route.backend
@@ -313,7 +373,9 @@ class Pipeline:
                 message, first = first, None
             if message["type"] == "http.disconnect":
                 # The client left, or (granian) its chunked body was invalid: either way the
-                # body is incomplete (RFC 9112 §7.1); a client still there gets 400.
+                # body is incomplete (RFC 9112 §7.1); a client still there gets 400 (the two
+                # look the same from here, so this is logged as 400, not 499).
+                counters.reading = False
                 raise counters.abort(problem(400, "incomplete or invalid request body"))
             chunk: bytes = message.get("body", b"")
             more: bool = message.get("more_body", False)
@@ -332,6 +394,8 @@ class Pipeline:
                 if wants:
                     detail = "a filter changed the request body size but not Content-Length"
                 raise counters.abort(problem(500 if wants else 400, detail))
+            if not more:
+                counters.reading = False
             if chunk:
                 yield chunk
             if not more:
@@ -368,9 +432,11 @@ class Pipeline:
         )
         async for chunk, last in body:
             counters.bytes_out += len(chunk)
+            counters.ended = last
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             if last:
                 return
+        counters.ended = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _respond_filtered(
@@ -404,6 +470,7 @@ class Pipeline:
                 started = True
             if out or eos:  # the last chunk (eos) always comes: it ends the body
                 counters.bytes_out += len(out)
+                counters.ended = eos
                 await send({"type": "http.response.body", "body": out, "more_body": not eos})
 
     async def _aggregate(
@@ -470,6 +537,19 @@ class Pipeline:
             )
 
 
+async def _watch(receive: Receive, counters: _Counters, task: asyncio.Task[None]) -> None:
+    """Wait for the client to leave (``Pipeline._sweep`` starts this), then cancel its
+    request: the backend exchange is aborted on the way out."""
+    # The first message may be the (empty) body nobody read: only a disconnect counts.
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    # A disconnect once the last bytes went out (the client closing right after a complete
+    # response) leaves nothing to abort, and the response was delivered: not a 499.
+    if not counters.ended:
+        counters.gone = True
+        task.cancel()
+
+
 async def _with_eos(
     body: AsyncIterator[tuple[bytes, bool]],
 ) -> AsyncIterator[tuple[bytes, bool]]:
@@ -501,4 +581,5 @@ async def _send_reply(send: Send, reply: LocalReply, counters: _Counters) -> Non
     headers.append((REQUEST_ID, counters.request_id))
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    counters.ended = True
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})

@@ -14,6 +14,7 @@ import logging.config
 import math
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -186,6 +187,7 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
             _sighup(runtime)
 
     loop = Loops.uvloop if _has_uvloop() else Loops.asyncio
+    limits = config.limits
     server = EdgegwServer(
         _app_factory(),
         address=config.listen.host,
@@ -194,9 +196,19 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
         workers=config.workers,
         loop=loop,
         http=HTTPModes.http1,
-        # hyper's read buffer bounds the request head (at least 8 KiB); the exact limit is
-        # the app's (edgegw.ingress), this one only bounds memory.
-        http1_settings=HTTP1Settings(max_buffer_size=max(8192, head_buffer(config))),
+        # granian's backpressure is a per-worker count of open connections (its default,
+        # backlog // workers = 1024, locked every new client out once that many idle or
+        # silent connections were held); the kernel caps the listen backlog at somaxconn.
+        backlog=_backlog(limits.max_connections),
+        backpressure=limits.max_connections,
+        http1_settings=HTTP1Settings(
+            # hyper's read buffer bounds the request head (at least 8 KiB); the exact limit
+            # is the app's (edgegw.ingress), this one only bounds memory.
+            max_buffer_size=max(8192, head_buffer(config)),
+            # hyper's header timer runs from a head's first byte, and between requests
+            # on a keep-alive connection; not before a connection's first byte.
+            header_read_timeout=max(1, round(limits.header_timeout * 1000)),
+        ),
         websockets=False,
         factory=True,
         log_level=LogLevels.info,
@@ -245,6 +257,11 @@ def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     hc.errorlog = "-"
     hc.logconfig_dict = LOG_CONFIG
     hc.h11_max_incomplete_size = head_buffer(config)  # exact limit: edgegw.ingress
+    # hypercorn's one connection timer runs from the connection's start, and again after
+    # each response, until a complete request head: it covers silent and idle
+    # connections and slow heads alike. It has no cap on open connections.
+    hc.keep_alive_timeout = config.limits.idle_timeout
+    hc.backlog = _backlog(config.limits.max_connections)
     hc.graceful_timeout = config.drain_timeout
     return run(hc)
 
@@ -269,6 +286,33 @@ def _sighup(runtime: Runtime) -> None:
 
     log.info("SIGHUP: asking workers to reload")
     request_reload(runtime.path)
+
+
+def _backlog(max_connections: int) -> int:
+    """The listen backlog asked for (the kernel caps it at net.core.somaxconn)."""
+    return max(1024, min(max_connections, 65535))
+
+
+def _raise_nofile(config: GatewayConfig) -> None:
+    """Raise this process's open-file limit (workers inherit it) to its hard limit: every
+    client connection is a file descriptor, and a soft limit of 1024 would refuse
+    connections long before ``limits.max_connections``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    # Each worker holds its client connections and as many backend ones at worst.
+    wanted = 2 * config.limits.max_connections + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "open-file limit %d is below %d (2 x limits.max_connections + 1024): "
+            "clients may be refused before limits.max_connections",
+            soft,
+            wanted,
+        )
 
 
 def _sched_batch() -> None:
@@ -338,6 +382,7 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        _raise_nofile(config)
         if config.sched_batch:
             _sched_batch()  # after the admin thread: it stays interactive
         # Workers start with a fresh interpreter (spawn, as hypercorn does) so they never

@@ -1,5 +1,6 @@
 """Store routes of the admin listener: the filters' JSON API under ``/store`` (for
-filters running in Envoy) and flag editing under ``/admin/flags`` (token-protected)."""
+filters running in Envoy) and flag editing under ``/admin/flags``, both token-protected
+when ``admin.token`` is set (``edgegw.admin.PROTECTED_PREFIXES``)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,14 @@ def _problem(status: int, detail: str) -> web.Response:
 
 
 async def _store_api(request: web.Request) -> web.Response:
+    # Only JSON: a browser sends text/plain or a form cross-site without a preflight
+    # (Fetch standard, CORS-safelisted request headers), so another page could spend or
+    # lock a key through a visitor's browser (CSRF). The token (admin.py) covers the rest.
+    if request.method == "POST" and request.content_type != "application/json":
+        return _problem(415, "the store API takes 'Content-Type: application/json'")
     api = request.app[API]
     path = request.path.removeprefix("/store")
-    status, doc = await api.handle(request.method, path, await request.read())
+    status, doc = await api.handle(request.method, path, await request.read(), remote=True)
     return web.json_response(doc, status=status)
 
 

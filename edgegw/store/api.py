@@ -47,18 +47,22 @@ class StoreAPI:
         # would report 0 while /readyz, which asks the store, says up.
         STORE_UP.set(1)
 
-    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        """``(status, JSON document)`` for a request to ``path`` (without /store)."""
+    async def handle(
+        self, method: str, path: str, body: bytes, remote: bool = False
+    ) -> tuple[int, Any]:
+        """``(status, JSON document)`` for a request to ``path`` (without /store);
+        ``remote``: it came over the network (the admin port), not from a filter."""
         path = path.partition("?")[0]
         if path == "/v1/ratelimit" and method == "POST":
-            return await self._rate_limit(body)
+            return await self._rate_limit(body, remote)
         if path == "/v1/flags" and method == "GET":
             return 200, (await self.flags()).as_json()
         return 404, {"title": "Not Found", "status": 404, "detail": f"no store API at {path}"}
 
-    async def _rate_limit(self, body: bytes) -> tuple[int, Any]:
+    async def _rate_limit(self, body: bytes, remote: bool) -> tuple[int, Any]:
         try:
-            key, rate, burst, period_ms, cost = check_rate_request(json.loads(body or b"null"))
+            doc = json.loads(body or b"null")
+            key, rate, burst, period_ms, cost = check_rate_request(doc, remote)
         except ValueError as exc:
             return 400, {"title": "Bad Request", "status": 400, "detail": str(exc)}
         try:

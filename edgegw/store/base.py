@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 MAX_COUNT = 1_000_000  # rate, burst, cost
-MAX_PERIOD_MS = 366 * 24 * 3600 * 1000
+# One call can push a key's bucket at most about a period ahead (rate 1, cost 1): a day
+# bounds what a caller can lock, and still fits daily quotas.
+MAX_PERIOD_MS = 24 * 3600 * 1000
+# Over the network (the admin port) a call must charge: cost 0 reads a key's quota, which
+# only the gateway's own filters (in-process) may do.
+MIN_REMOTE_COST = 1
 MAX_KEY_BYTES = 1024
 FLAG_KEYS = frozenset({"enabled", "rollout", "countries", "headers", "claims", "description"})
 _BAD_NAME_CHARS = frozenset(",= \t\r\n")
@@ -93,8 +98,9 @@ def _ceil_ms(us: int) -> int:
     return math.ceil(us / 1000)
 
 
-def check_rate_request(doc: Any) -> tuple[str, int, int, int, int]:
-    """Validate a /v1/ratelimit body; raises ValueError naming the bad field."""
+def check_rate_request(doc: Any, remote: bool = False) -> tuple[str, int, int, int, int]:
+    """Validate a /v1/ratelimit body (``remote``: it came over the network); raises
+    ValueError naming the bad field."""
     if not isinstance(doc, dict):
         raise ValueError("body must be a JSON object")
     key = doc.get("key")
@@ -108,7 +114,7 @@ def check_rate_request(doc: Any) -> tuple[str, int, int, int, int]:
         ("rate", 1, MAX_COUNT),
         ("burst", 1, MAX_COUNT),
         ("period_ms", 1, MAX_PERIOD_MS),
-        ("cost", 0, MAX_COUNT),
+        ("cost", MIN_REMOTE_COST if remote else 0, MAX_COUNT),
     ):
         value = doc.get(name, 1 if name == "cost" else None)
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:

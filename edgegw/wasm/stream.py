@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from edgegw.chain import Exchange, LocalReply
-from edgegw.errors import WasmClosed, WasmError
+from edgegw.errors import WasmClosed, WasmError, WasmVmFailed
 from edgegw.headers import request_id
 from edgegw.problem import problem
 from edgegw.types import Headers
@@ -56,16 +56,36 @@ class Plan(_phase.Plan):
     __slots__ = ()
     plugins: tuple[Plugin, ...]
 
-    def __init__(self, plugins: tuple[Plugin, ...], reload: Callable[[Plugin], None]) -> None:
+    def __init__(
+        self,
+        plugins: tuple[Plugin, ...],
+        trapped: Callable[[Plugin], None],
+        failed: Mapping[str, WasmVmFailed] | None = None,
+    ) -> None:
+        # A failed VM (on_trap: fail) gets no stream context: creating one raises, so the
+        # filter is off for the request and follows on_error where the request reaches it.
+        failed = failed or {}
         super().__init__(
             plugins,
-            tuple(p.on_context_create for p in plugins),
+            tuple(
+                _refuse(failed[p.name]) if p.name in failed else p.on_context_create
+                for p in plugins
+            ),
             tuple(p.on_request_headers for p in plugins),
             tuple(p.on_response_headers for p in plugins),
             tuple(p.on_end for p in plugins),
             any(p.on_response_body is not None for p in plugins),
-            reload,  # on_error: reload
+            trapped,  # a filter of the plan failed: on_trap (``reload`` in C)
         )
+
+
+def _refuse(exc: WasmVmFailed) -> Hook:
+    detail = str(exc)
+
+    def create(*_args: int) -> int:
+        raise WasmVmFailed(detail)  # a new one each time: a raised one keeps its traceback
+
+    return create
 
 
 class Chain(_phase.Chain):
@@ -170,13 +190,15 @@ class Chain(_phase.Chain):
     def _failed(self, index: int, exc: WasmError) -> LocalReply | None:
         plugin = self.plugins[index]
         policy = plugin.spec.on_error
-        rid = request_id(self.state.ex.request_headers)
-        log.error("filter '%s' failed (%s): %s request_id=%s", plugin.name, policy, exc, rid)
         self.off[index] = None
+        if isinstance(exc, WasmVmFailed | WasmClosed):  # failed or replaced before, logged then
+            log.debug("filter '%s' is failed (%s): %s", plugin.name, policy, exc)
+        else:
+            rid = request_id(self.state.ex.request_headers)
+            log.error("filter '%s' failed (%s): %s request_id=%s", plugin.name, policy, exc, rid)
+            self.plan.reload(plugin)  # on_trap: the guest stopped halfway, its state is suspect
         if policy == "fail_open":
             return None
-        if policy == "reload":
-            self.plan.reload(plugin)
         reply = problem(503, f"filter '{plugin.name}' failed", filter=plugin.name)
         self.state.local_reply = reply
         return reply
@@ -261,6 +283,7 @@ class Chain(_phase.Chain):
         apply a policy to."""
         rid = request_id(self.state.ex.request_headers)
         for index, exc in failed:
-            name = self.plugins[index].name
+            plugin = self.plugins[index]
             log.error("filter '%s' failed at the end of a request: %s request_id=%s",
-                      name, exc, rid)  # fmt: skip
+                      plugin.name, exc, rid)  # fmt: skip
+            self.plan.reload(plugin)  # on_trap

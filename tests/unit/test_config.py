@@ -72,6 +72,18 @@ def test_defaults() -> None:
     assert parse_config(BASE + "sched_batch: false\n", env={}).sched_batch is False
 
 
+def test_connection_limits() -> None:
+    limits = parse_config(BASE, env={}).limits
+    # Defaults hold thousands of idle or silent clients per worker (docs/security.md).
+    assert (limits.max_connections, limits.header_timeout, limits.idle_timeout) == (10_000, 10, 60)
+    text = BASE + "limits: {max_connections: 20000, header_timeout: 5s, idle_timeout: 2m}\n"
+    limits = parse_config(text, env={}).limits
+    assert (limits.max_connections, limits.header_timeout, limits.idle_timeout) == (20_000, 5, 120)
+    assert problems(BASE + "limits: {max_connections: 0}\n") == [
+        "limits.max_connections: must be at least 1, got 0 (line 8)"
+    ]
+
+
 def test_units(wasm_dir: Path) -> None:
     config = parse_config(
         """

@@ -5,6 +5,8 @@
 //   badptr -> hands the host an out-of-bounds pointer, reports the status it got
 //   stall  -> pauses the request body and never resumes it (the host's pause timeout ends it)
 //   calltrap -> pauses for an http_call to cluster `api` and traps in its response callback
+//   halftrap -> traps halfway through an update of its state: later responses of the same VM
+//              carry `x-faulty-state: torn` (a fresh VM does not)
 // Without the header it adds `x-faulty: ok` to the response.
 // Configured with the string "trap-on-create", it traps creating every stream context.
 const std = @import("std");
@@ -20,6 +22,7 @@ var spin: u32 = 0;
 var fault: [16]u8 = undefined;
 var fault_len: usize = 0;
 var trap_on_create = false;
+var torn = false; // set by `halftrap` just before it traps
 
 export fn proxy_abi_version_0_2_1() void {}
 
@@ -69,6 +72,11 @@ export fn proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream:
     @memcpy(fault[0..fault_len], ptr[0..fault_len]);
     const which = fault[0..fault_len];
     if (std.mem.eql(u8, which, "trap")) @trap();
+    if (std.mem.eql(u8, which, "halftrap")) {
+        const p: *volatile bool = &torn; // volatile: the store must happen before the trap
+        p.* = true;
+        @trap();
+    }
     if (std.mem.eql(u8, which, "calltrap")) {
         var buf: [128]u8 = undefined;
         const call_headers = serializePairs(&buf, &.{ .{ ":method", "GET" }, .{ ":path", "/" }, .{ ":authority", "api" } });
@@ -135,6 +143,7 @@ export fn proxy_on_response_headers(context_id: u32, headers: u32, end_of_stream
         addResponse("x-badptr-status", std.fmt.bufPrint(&text, "{d}", .{status}) catch "?");
     } else {
         addResponse("x-faulty", "ok");
+        if (torn) addResponse("x-faulty-state", "torn");
     }
     return 0;
 }
