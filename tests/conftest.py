@@ -5,7 +5,10 @@ Sections (add yours as a new section; do not rewrite others'):
   2. loopback backends  backend_factory: aiohttp echo servers in a thread (slow / failing)
   3. redis            redis_server (session): a real redis-server on a free port
   4. gateway process  run_gateway: `python -m edgegw serve` as a real subprocess
+  5. test filters     test_wasm: tests/wasm/*.zig built with the pinned Zig
+  6. never-accepting  full_listener: a port whose connections hang (connect timeouts)
   7. backend processes  procs(n): tests/lb_backend.py on loopback ports (kill, restart)
+  8. in process       asgi_client(app): an httpx client calling a GatewayApp via ASGI
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import yaml
 from aiohttp import web
@@ -438,3 +442,30 @@ def procs() -> Iterator[Callable[[int], list[Proc]]]:
     yield make
     for proc in started:
         proc.kill()
+
+
+# ---------------------------------------------------------------------------------------
+# 8. in-process gateways: an httpx client calling a GatewayApp through ASGI
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def asgi_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+    """``asgi_client(app, peer=("203.0.113.7", 5555), base_url="http://gw")`` -> an httpx
+    client that calls ``app`` (a GatewayApp) in process, as a client at ``peer``. Run
+    ``await app.startup()`` first when the test needs it (filters, store). Every client
+    and app is closed after the test."""
+    made: list[tuple[Any, httpx.AsyncClient]] = []
+
+    def make(
+        app: Any, peer: tuple[str, int] = ("203.0.113.7", 5555), base_url: str = "http://gw.test"
+    ) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=peer)
+        client = httpx.AsyncClient(transport=transport, base_url=base_url)
+        made.append((app, client))
+        return client
+
+    yield make
+    for app, client in made:
+        await client.aclose()
+        await app.aclose()

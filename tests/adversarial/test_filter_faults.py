@@ -21,9 +21,10 @@ Make = Callable[..., object]
 
 @pytest.fixture
 async def gateway(
-    backend_factory: Callable[..., LoopbackBackend], test_wasm: Callable[[str], Path]
+    backend_factory: Callable[..., LoopbackBackend],
+    test_wasm: Callable[[str], Path],
+    asgi_client: Callable[..., httpx.AsyncClient],
 ) -> AsyncIterator[Make]:
-    apps: list[tuple[GatewayApp, httpx.AsyncClient]] = []
     backend = backend_factory()
     faulty = test_wasm("faulty")
 
@@ -40,14 +41,9 @@ routes:
 """
         app = GatewayApp(parse_config(text, env={}), chains_factory=wasm_chains)
         await app.startup()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
-        apps.append((app, client))
-        return client
+        return asgi_client(app)
 
     yield make
-    for app, client in apps:
-        await client.aclose()
-        await app.aclose()
 
 
 @pytest.mark.parametrize("options", ["on_error: fail_closed", "on_error: fail_open"])

@@ -66,9 +66,9 @@ def backends() -> Iterator[JsonBackends]:
 
 
 @pytest.fixture
-async def gateway(backends: JsonBackends) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
-    made: list[tuple[GatewayApp, httpx.AsyncClient]] = []
-
+async def gateway(
+    backends: JsonBackends, asgi_client: Callable[..., httpx.AsyncClient]
+) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
     def make(aggregate_yaml: str) -> httpx.AsyncClient:
         text = f"""
 version: 1
@@ -82,15 +82,9 @@ routes:
     aggregate:
 {aggregate_yaml}
 """
-        app = GatewayApp(parse_config(text, env={}))
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
-        made.append((app, client))
-        return client
+        return asgi_client(GatewayApp(parse_config(text, env={})))
 
     yield make
-    for app, client in made:
-        await client.aclose()
-        await app.aclose()
 
 
 def indent(text: str) -> str:

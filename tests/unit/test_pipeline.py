@@ -28,31 +28,15 @@ def gateway(backends: dict[str, str], routes: str, **extra: str) -> GatewayApp:
     return GatewayApp(parse_config("\n".join(lines) + "\nroutes:\n" + routes, env={}))
 
 
-@pytest.fixture
-async def client_for() -> AsyncIterator[Callable[[GatewayApp], httpx.AsyncClient]]:
-    apps: list[tuple[GatewayApp, httpx.AsyncClient]] = []
-
-    def make(app: GatewayApp) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 5555))
-        client = httpx.AsyncClient(transport=transport, base_url="http://gw.test")
-        apps.append((app, client))
-        return client
-
-    yield make
-    for app, client in apps:
-        await client.aclose()
-        await app.aclose()
-
-
 def received_headers(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in doc["headers"]]
 
 
 async def test_proxies_method_path_query_body(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory(name="api")
-    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
+    client = asgi_client(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
     r = await client.post("/a%20b/c%3F?x=1&y=%20&z=%2F/../", content=b"payload")
     assert r.status_code == 200
     doc = r.json()
@@ -63,10 +47,10 @@ async def test_proxies_method_path_query_body(
 
 
 async def test_path_is_normalized_once_for_router_and_backend(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory(name="api")
-    client = client_for(
+    client = asgi_client(
         gateway(
             {"api": api.url},
             "  - {match: {prefix: /public}, backend: api, strip_prefix: true}\n"
@@ -81,7 +65,7 @@ async def test_path_is_normalized_once_for_router_and_backend(
     r = await client.get("/a%2Fb")
     assert r.status_code == 400
     assert r.headers["content-type"] == "application/problem+json"
-    keep = client_for(
+    keep = asgi_client(
         gateway(
             {"api": api.url},
             "  - {match: {prefix: /}, backend: api}\n",
@@ -92,10 +76,10 @@ async def test_path_is_normalized_once_for_router_and_backend(
 
 
 async def test_404_problem(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory()
-    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /api}, backend: api}\n"))
+    client = asgi_client(gateway({"api": api.url}, "  - {match: {prefix: /api}, backend: api}\n"))
     r = await client.get("/nope")
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
@@ -110,7 +94,7 @@ async def test_404_problem(
 
 
 async def test_502_and_504_name_the_backend(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     slow = backend_factory(name="slow", delay=3)
     app = gateway(
@@ -118,7 +102,7 @@ async def test_502_and_504_name_the_backend(
         "  - {match: {prefix: /dead}, backend: dead}\n"
         "  - {match: {prefix: /slow}, backend: slow}\n",
     )
-    client = client_for(app)
+    client = asgi_client(app)
     r = await client.get("/dead/x")
     assert r.status_code == 502
     assert r.headers["content-type"] == "application/problem+json"
@@ -129,7 +113,7 @@ async def test_502_and_504_name_the_backend(
 
 
 async def test_413_by_content_length_and_by_streamed_size(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory()
     app = gateway(
@@ -137,7 +121,7 @@ async def test_413_by_content_length_and_by_streamed_size(
         "  - {match: {prefix: /}, backend: api}\n",
         limits="{max_request_body: 1KiB}",
     )
-    client = client_for(app)
+    client = asgi_client(app)
     r = await client.post("/up", content=b"x" * 2000)
     assert r.status_code == 413
     assert r.json()["status"] == 413 and "1024" in r.json()["detail"]
@@ -154,7 +138,7 @@ async def test_413_by_content_length_and_by_streamed_size(
 
 
 async def test_hop_by_hop_stripped_both_ways_and_set_cookie_repeats(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory(
         extra_headers=[
@@ -165,7 +149,7 @@ async def test_hop_by_hop_stripped_both_ways_and_set_cookie_repeats(
             ("Keep-Alive", "timeout=5"),
         ]
     )
-    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
+    client = asgi_client(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
     r = await client.get(
         "/h",
         headers={"Connection": "x-req-hop", "X-Req-Hop": "1", "TE": "trailers", "X-Keep": "k"},
@@ -179,29 +163,29 @@ async def test_hop_by_hop_stripped_both_ways_and_set_cookie_repeats(
 
 
 async def test_forwarded_headers_untrusted_and_trusted(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory()
     spoof = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil"}
     routes = "  - {match: {prefix: /}, backend: api}\n"
-    client = client_for(gateway({"api": api.url}, routes))
+    client = asgi_client(gateway({"api": api.url}, routes))
     sent = dict(received_headers((await client.get("/f", headers=spoof)).json()))
     assert sent["x-forwarded-for"] == "203.0.113.7"
     assert sent["x-forwarded-host"] == "gw.test"
     assert sent["x-forwarded-proto"] == "http"
     assert sent["host"] == api.url.removeprefix("http://")  # the backend's, not the client's
 
-    trusting = client_for(gateway({"api": api.url}, routes, trusted_proxies="[203.0.113.0/24]"))
+    trusting = asgi_client(gateway({"api": api.url}, routes, trusted_proxies="[203.0.113.0/24]"))
     sent = dict(received_headers((await trusting.get("/f", headers=spoof)).json()))
     assert sent["x-forwarded-for"] == "6.6.6.6, 203.0.113.7"
     assert sent["x-forwarded-host"] == "evil"
 
 
 async def test_split_by_variant_header(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     v1, v2 = backend_factory(name="v1"), backend_factory(name="v2")
-    client = client_for(
+    client = asgi_client(
         gateway(
             {"v1": v1.url, "v2": v2.url},
             "  - match: {prefix: /shop}\n"
@@ -217,10 +201,10 @@ async def test_split_by_variant_header(
 
 
 async def test_strip_prefix_and_request_id(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory()
-    client = client_for(
+    client = asgi_client(
         gateway(
             {"api": api.url}, "  - {match: {prefix: /api/}, backend: api, strip_prefix: true}\n"
         )
@@ -238,11 +222,11 @@ UPSTREAM_OK = {"backend": "api", "outcome": "ok"}
 
 async def test_metrics_and_access_log(
     backend_factory: MakeBackend,
-    client_for: Callable[[GatewayApp], httpx.AsyncClient],
+    asgi_client: Callable[..., httpx.AsyncClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     api = backend_factory()
-    client = client_for(
+    client = asgi_client(
         gateway({"api": api.url}, "  - {name: m, match: {prefix: /}, backend: api}\n")
     )
     labels = {"route": "m", "status": "200"}
@@ -271,7 +255,7 @@ async def test_metrics_and_access_log(
 
 
 async def test_connect_timeout_is_504(
-    full_listener: int, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    full_listener: int, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     app = GatewayApp(
         parse_config(
@@ -281,18 +265,18 @@ async def test_connect_timeout_is_504(
             env={},
         )
     )
-    r = await client_for(app).get("/x")
+    r = await asgi_client(app).get("/x")
     assert r.status_code == 504
     assert r.json()["backend"] == "hung"
     assert r.json()["detail"] == "backend 'hung': no connection within 0.2s"
 
 
 async def test_upload_longer_than_backend_timeout_is_not_cut(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     """``timeout`` counts from the end of the request body, as Envoy's route timeout."""
     api = backend_factory()
-    client = client_for(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
+    client = asgi_client(gateway({"api": api.url}, "  - {match: {prefix: /}, backend: api}\n"))
 
     async def slow_body() -> AsyncIterator[bytes]:
         for i in range(8):  # about 2 s in all with the 1 s timeout of gateway()
@@ -343,12 +327,12 @@ async def test_http2_body_without_content_length_is_forwarded(
 
 async def test_access_log_off(
     backend_factory: MakeBackend,
-    client_for: Callable[[GatewayApp], httpx.AsyncClient],
+    asgi_client: Callable[..., httpx.AsyncClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     api = backend_factory()
     routes = "  - {name: quiet, match: {prefix: /}, backend: api}\n"
-    client = client_for(gateway({"api": api.url}, routes, access_log="false"))
+    client = asgi_client(gateway({"api": api.url}, routes, access_log="false"))
     with caplog.at_level(logging.INFO, logger="edgegw.access"):
         assert (await client.get("/q")).status_code == 200
     assert [r for r in caplog.records if r.name == "edgegw.access"] == []
@@ -356,7 +340,7 @@ async def test_access_log_off(
 
 
 async def test_405_with_allow_when_only_the_method_differs(
-    backend_factory: MakeBackend, client_for: Callable[[GatewayApp], httpx.AsyncClient]
+    backend_factory: MakeBackend, asgi_client: Callable[..., httpx.AsyncClient]
 ) -> None:
     api = backend_factory()
     routes = (
@@ -364,7 +348,7 @@ async def test_405_with_allow_when_only_the_method_differs(
         "  - {match: {path: '/users/{id}', methods: [DELETE]}, backend: api}\n"
         "  - {match: {prefix: /open}, backend: api}\n"
     )
-    client = client_for(gateway({"api": api.url}, routes))
+    client = asgi_client(gateway({"api": api.url}, routes))
     r = await client.put("/users/7", content=b"x")
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, HEAD, DELETE"

@@ -20,9 +20,10 @@ Client = Callable[..., AsyncIterator[httpx.AsyncClient]]
 
 @pytest.fixture
 async def gateway(
-    backend_factory: MakeBackend, test_wasm: Callable[[str], Path]
+    backend_factory: MakeBackend,
+    test_wasm: Callable[[str], Path],
+    asgi_client: Callable[..., httpx.AsyncClient],
 ) -> AsyncIterator[Callable[..., object]]:
-    apps: list[tuple[GatewayApp, httpx.AsyncClient]] = []
     backend = backend_factory()
     faulty = test_wasm("faulty")
 
@@ -41,14 +42,9 @@ routes:
 """
         app = GatewayApp(parse_config(text, env={}), chains_factory=wasm_chains)
         await app.startup()
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
-        apps.append((app, client))
-        return client
+        return asgi_client(app)
 
     yield make
-    for app, client in apps:
-        await client.aclose()
-        await app.aclose()
 
 
 async def test_trap_fail_closed_then_recovers(gateway: Callable[..., object]) -> None:
