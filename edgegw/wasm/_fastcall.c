@@ -1,8 +1,8 @@
 /* edgegw.wasm._fastcall: the per-request crossings between Python and wasm, in C.
  *
- * Through ctypes a guest call cost ~2.4 us and a hostcall ~2.6 us on the bench machine,
- * almost all of it ctypes argument conversion and libffi (perf: wasmtime itself was ~1%
- * of the samples). This module makes the same raw wasmtime C-API calls from C:
+ * Through ctypes, a guest call and a hostcall were almost all ctypes argument conversion
+ * and libffi (perf: wasmtime itself was ~1% of the samples; docs/benchmarks.md has the
+ * figures). This module makes the same raw wasmtime C-API calls from C:
  *
  *   Func      a guest export, called like a Python function with i32/i64 arguments;
  *             wasmtime_func_call_unchecked under the epoch deadline, which the

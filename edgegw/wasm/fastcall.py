@@ -1,14 +1,13 @@
 """The hot path into and out of wasm: wasmtime's raw C API, called from C.
 
-wasmtime-py's ``Func.__call__`` costs ~58 µs and ``Linker.define_func`` host functions
-~18.5 µs per call (docs/design.md §1). edgegw first called ``wasmtime_func_call_unchecked``
-and registered ``wasmtime_linker_define_func_unchecked`` callbacks through ctypes: 2.5 µs
-per guest call and 2.6 µs per hostcall with its deadline and trap handling, almost all of
-it ctypes and libffi. The C extension ``_fastcall`` makes the same calls for ~0.1 µs
-(bench/wasm_calls.py; docs/architecture.md has the decision). Every raw C-API use of
+wasmtime-py's ``Func.__call__`` and ``Linker.define_func`` cost tens of microseconds per
+call, and the same raw calls made through ctypes were still dominated by ctypes and
+libffi; the C extension ``_fastcall`` makes them directly (docs/design.md §1 and
+docs/architecture.md have the decision, docs/benchmarks.md the figures, and
+bench/wasm_calls.py prints the three paths side by side). Every raw C-API use of
 edgegw lives in this module and ``_fastcall.c``; it is tied to the pinned ``wasmtime``
-version (pyproject.toml) and tests/unit/test_wasm_fastcall.py checks that this path is the one
-in use.
+version (pyproject.toml) and tests/unit/test_wasm_fastcall.py checks that this path is
+the one in use.
 """
 
 from __future__ import annotations

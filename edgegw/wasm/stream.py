@@ -42,7 +42,7 @@ class _Paused(enum.Enum):
 
 
 PAUSED: Final = _Paused.PAUSED  # `step is PAUSED` narrows the type for mypy
-_PAUSE = int(Action.PAUSE)  # an IntEnum member lookup costs ~0.2 µs on Python 3.11
+_PAUSE = int(Action.PAUSE)  # an IntEnum member lookup is slow on Python 3.11
 # A hook's WasmError is its answer (``Chain._stopped``); a Chain's state a StreamState; a
 # closed VM's hooks are not called, a WasmClosed is their answer.
 _phase.set_types(WasmError, StreamState, WasmClosed)
