@@ -28,6 +28,7 @@ from edgegw.model import (
     OnErrorPolicy,
     ServerKind,
     ServerLimits,
+    SharedDataConfig,
     StoreConfig,
     StoreOnError,
     frozen_map,
@@ -59,6 +60,7 @@ TOP_KEYS = (
     "filters",
     "routes",
     "limits",
+    "shared_data",
     "trusted_proxies",
     "background",
     "geoip",
@@ -135,6 +137,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         filters=frozen_map(filters),
         routes=routes,
         limits=_read_limits(r, top.get("limits")),
+        shared_data=_read_shared_data(r, top.get("shared_data")),
         trusted_proxies=tuple(r.convert(n, _cidr, "") for n in _seq(r, top.get("trusted_proxies"))),
         background=background,
         geoip=geoip,
@@ -302,6 +305,19 @@ def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
         max_request_body=r.convert(m.get("max_request_body"), as_size, default.max_request_body),
         max_header_bytes=r.convert(m.get("max_header_bytes"), as_size, default.max_header_bytes),
     )
+
+
+def _read_shared_data(r: Reader, node: Node | None) -> SharedDataConfig:
+    if node is None or (m := r.mapping(node, ("max_bytes", "max_keys"))) is None:
+        return SharedDataConfig()
+    default = SharedDataConfig()
+    max_bytes = r.convert(m.get("max_bytes"), as_size, default.max_bytes)
+    if not 1024 <= max_bytes <= 1 << 40:
+        r.problem(m["max_bytes"], "max_bytes must be between 1KiB and 1TiB")
+    max_keys = r.convert(m.get("max_keys"), lambda v: as_int(v, 1), default.max_keys)
+    if max_keys > 1 << 30:
+        r.problem(m["max_keys"], "max_keys must be at most 2^30")
+    return SharedDataConfig(max_bytes=max_bytes, max_keys=max_keys)
 
 
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|private|credential", re.IGNORECASE)

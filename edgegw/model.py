@@ -137,6 +137,14 @@ class ServerLimits:
 
 
 @dataclass(frozen=True)
+class SharedDataConfig:
+    """Bounds of the proxy-wasm shared data table of all workers (edgegw/wasm/_shm.c)."""
+
+    max_bytes: int = 64 * 1024 * 1024  # entries: key + value + 24 bytes each
+    max_keys: int = 100_000
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int
     listen: Address
@@ -148,6 +156,7 @@ class GatewayConfig:
     filters: Mapping[str, FilterSpec] = field(default_factory=frozen_map)
     routes: tuple[Route, ...] = ()
     limits: ServerLimits = field(default_factory=ServerLimits)
+    shared_data: SharedDataConfig = field(default_factory=SharedDataConfig)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-* are believed
     background: tuple[str, ...] = ()  # names of filters loaded as root-only plugins
     geoip: GeoIPConfig | None = None
