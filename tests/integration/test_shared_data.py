@@ -31,9 +31,8 @@ WORKERS_AND_SERVERS = [
 ]
 
 
-def _gateway(
-    server: str, workers: int, backend: LoopbackBackend, probe: Path, filters: list[str]
-) -> dict[str, Any]:
+def _gateway(server: str, workers: int, backend: LoopbackBackend, probe: Path) -> dict[str, Any]:
+    """Route `limited` (/): probe, then 7 requests an hour in all; `probe` (/probe): probe."""
     policy = {"name": "p", "rate": 7, "period": "1h", "key": ["route"]}
     return {
         "server": server,
@@ -46,14 +45,29 @@ def _gateway(
                 "config": {"mode": "local", "headers": False, "policies": [policy]},
             },
         },
-        "routes": [{"name": "api", "match": {"prefix": "/"}, "filters": filters, "backend": "api"}],
+        "routes": [
+            {
+                "name": "probe",
+                "match": {"prefix": "/probe"},
+                "filters": ["probe"],
+                "backend": "api",
+            },
+            {
+                "name": "limited",
+                "match": {"prefix": "/"},
+                "filters": ["probe", "limit"],
+                "backend": "api",
+            },
+        ],
         "access_log": False,
     }
 
 
-def _get(gw: GatewayProcess, headers: dict[str, str] | None = None) -> httpx.Response:
+def _get(
+    gw: GatewayProcess, headers: dict[str, str] | None = None, path: str = "/probe"
+) -> httpx.Response:
     # A new connection each time, so that requests spread over the workers.
-    return httpx.get(gw.url + "/", headers=headers, timeout=30)
+    return httpx.get(gw.url + path, headers=headers, timeout=30)
 
 
 def _wait_for_workers(gw: GatewayProcess, workers: int) -> None:
@@ -76,9 +90,10 @@ def test_local_rate_limit_is_exact_over_all_workers(
     test_wasm: Callable[[str], Path],
 ) -> None:
     backend = backend_factory()
-    gw = run_gateway(_gateway(server, workers, backend, test_wasm("queue"), ["probe", "limit"]))
+    gw = run_gateway(_gateway(server, workers, backend, test_wasm("queue")))
+    _wait_for_workers(gw, workers)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda _: _get(gw), range(40)))
+        responses = list(pool.map(lambda _: _get(gw, path="/"), range(40)))
     statuses = [r.status_code for r in responses]
     # Before: each worker had its own 7 (`workers` x 7 allowed when spread).
     assert statuses.count(200) == 7, statuses
@@ -95,7 +110,7 @@ def test_a_queue_crosses_workers_to_the_registering_vm(
     test_wasm: Callable[[str], Path],
 ) -> None:
     backend = backend_factory()
-    gw = run_gateway(_gateway(server, workers, backend, test_wasm("queue"), ["probe"]))
+    gw = run_gateway(_gateway(server, workers, backend, test_wasm("queue")))
     _wait_for_workers(gw, workers)
     with ThreadPoolExecutor(max_workers=8) as pool:
         enqueued = list(
