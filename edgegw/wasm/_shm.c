@@ -371,7 +371,15 @@ static PyObject *do_get(Table *self, uint32_t ns, Py_buffer *key) {
         Py_RETURN_NONE;
     if (!value)
         return NULL;
-    PyObject *out = Py_BuildValue("(NI)", value, cas);
+    PyObject *out = PyTuple_New(2), *num = PyLong_FromUnsignedLong(cas);
+    if (!out || !num) {
+        Py_XDECREF(out);
+        Py_XDECREF(num);
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, value);
+    PyTuple_SET_ITEM(out, 1, num);
     return out;
 }
 
