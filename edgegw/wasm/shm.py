@@ -21,7 +21,13 @@ QUEUE_SOCKETS = "queues"  # wakeup sockets of shared queues, one per worker (sha
 def create_table(runtime_dir: Path, config: SharedDataConfig) -> Table:
     """A fresh table for this run (Envoy's shared data does not outlive its process
     either); ``gateway.yaml`` ``shared_data:`` sizes it."""
-    return Table(str(runtime_dir / TABLE_FILE), config.max_bytes, config.max_keys, True)
+    # Built aside and renamed into place: a process still mapping an older table (a
+    # previous run with the same EDGEGW_RUNTIME_DIR) keeps its file instead of seeing it
+    # truncated under its mapping (SIGBUS).
+    fresh = runtime_dir / f".{TABLE_FILE}.{os.getpid()}"
+    table = Table(str(fresh), config.max_bytes, config.max_keys, True)
+    os.replace(fresh, runtime_dir / TABLE_FILE)
+    return table
 
 
 def open_table() -> tuple[Table, Path | None]:
