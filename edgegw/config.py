@@ -31,6 +31,7 @@ from edgegw.model import (
     PathsConfig,
     ServerKind,
     ServerLimits,
+    SharedDataConfig,
     StoreConfig,
     StoreOnError,
     UnderscoreAction,
@@ -64,6 +65,7 @@ TOP_KEYS = (
     "routes",
     "limits",
     "paths",
+    "shared_data",
     "trusted_proxies",
     "background",
     "geoip",
@@ -144,6 +146,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         routes=routes,
         limits=_read_limits(r, top.get("limits")),
         paths=_read_paths(r, top.get("paths")),
+        shared_data=_read_shared_data(r, top.get("shared_data")),
         trusted_proxies=tuple(r.convert(n, _cidr, "") for n in _seq(r, top.get("trusted_proxies"))),
         background=background,
         geoip=geoip,
@@ -342,6 +345,19 @@ def _read_paths(r: Reader, node: Node | None) -> PathsConfig:
         m.get("escaped_slashes"), one_of("reject_request", "keep_escaped"), "reject_request"
     )
     return PathsConfig(escaped_slashes=cast(EscapedSlashes, action))
+
+
+def _read_shared_data(r: Reader, node: Node | None) -> SharedDataConfig:
+    if node is None or (m := r.mapping(node, ("max_bytes", "max_keys"))) is None:
+        return SharedDataConfig()
+    default = SharedDataConfig()
+    max_bytes = r.convert(m.get("max_bytes"), as_size, default.max_bytes)
+    if not 1024 <= max_bytes <= 1 << 40:
+        r.problem(m["max_bytes"], "max_bytes must be between 1KiB and 1TiB")
+    max_keys = r.convert(m.get("max_keys"), lambda v: as_int(v, 1), default.max_keys)
+    if max_keys > 1 << 30:
+        r.problem(m["max_keys"], "max_keys must be at most 2^30")
+    return SharedDataConfig(max_bytes=max_bytes, max_keys=max_keys)
 
 
 # Keys whose values are secrets wherever they appear in a filter's config. A bare "key"

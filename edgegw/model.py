@@ -241,6 +241,14 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class SharedDataConfig:
+    """Bounds of the proxy-wasm shared data table of all workers (edgegw/wasm/_shm.c)."""
+
+    max_bytes: int = 64 * 1024 * 1024  # entries: key + value + 24 bytes each
+    max_keys: int = 100_000
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int
     listen: Address
@@ -253,6 +261,7 @@ class GatewayConfig:
     routes: tuple[Route, ...] = ()
     limits: ServerLimits = field(default_factory=ServerLimits)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    shared_data: SharedDataConfig = field(default_factory=SharedDataConfig)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-* are believed
     # Lower-case client request headers dropped on every route before the filters run.
     request_headers_to_remove: tuple[str, ...] = ()

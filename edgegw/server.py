@@ -77,7 +77,11 @@ class Runtime:
         if self.owned:
             shutil.rmtree(self.path, ignore_errors=True)
         else:
+            from edgegw.wasm.shm import QUEUE_SOCKETS, TABLE_FILE
+
             shutil.rmtree(self.prometheus_dir, ignore_errors=True)
+            shutil.rmtree(self.path / QUEUE_SOCKETS, ignore_errors=True)
+            (self.path / TABLE_FILE).unlink(missing_ok=True)
 
 
 def prepare_runtime(config_path: Path) -> Runtime:
@@ -370,6 +374,10 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
     logging.config.dictConfig(LOG_CONFIG)
     _warn_open_admin(config)
     runtime = prepare_runtime(config_path)
+    from edgegw.wasm.shm import create_table  # after prepare_runtime: imports prometheus
+
+    # proxy-wasm shared data of all workers: they map this file (edgegw/wasm/shm.py).
+    create_table(runtime.path, config.shared_data)
     admin: AdminThread | None = None
     try:
         if config.admin.listen is not None:

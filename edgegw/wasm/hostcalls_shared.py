@@ -29,6 +29,8 @@ class SharedHostcalls(Hostcalls):
     def proxy_register_shared_queue(self, name_ptr: int, name_size: int, id_ptr: int) -> int:
         name = self.memory.read(name_ptr, name_size)
         qid = QUEUES.register(self.vm_id, name, self.queue_ready)
+        if qid is None:  # shared data table full: the same answer as a set
+            return Status.INTERNAL_FAILURE
         self.memory.write_u32(id_ptr, qid)
         return OK
 

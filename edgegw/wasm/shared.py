@@ -1,135 +1,228 @@
-"""State filters share inside one worker process: shared data (with CAS), shared queues
-and filter-defined metrics. Process-wide on purpose: it outlives VM reloads, as in Envoy."""
+"""State filters share: shared data (with CAS) and shared queues for every worker process
+of one gateway, as Envoy shares them across its worker threads; filter-defined metrics
+per process. All of it outlives VM reloads, as in Envoy.
+
+Shared data lives in a table in shared memory (edgegw/wasm/_shm.c, edgegw/wasm/shm.py)
+that every worker maps when this module is imported. Shared queues are entries of the
+same table; a worker that owns a queue (registered it first) is woken through a datagram
+socket in the runtime directory when another worker enqueues (docs/filters.md, "Shared data").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import os
 import re
-from collections import deque
+import socket
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from edgegw import metrics
+from edgegw.wasm._shm import Table
 from edgegw.wasm.abi import MetricType, Status
+from edgegw.wasm.shm import QUEUE_SOCKETS, open_table
 
 log = logging.getLogger("edgegw.wasm")
 
 
-# Bounds of shared data per worker process. ABI 0.2.1 has no delete, so without them every
-# key a filter derives from client input (a rate limit per header value) would stay for the
-# life of the process. docs/filters.md: the statuses a filter gets at a bound.
-MAX_KEY_BYTES = 1024
-MAX_ENTRIES = 100_000
-MAX_TOTAL_BYTES = 64 * 1024 * 1024  # keys and values together
-
-
 class SharedData:
-    """key → (value, cas). A set with a non-zero cas that is not the current one fails
-    with CAS_MISMATCH (spec: proxy_set_shared_data).
+    """key → (value, cas), host-wide. ``set`` with a cas that is not the key's current
+    one fails with CAS_MISMATCH (spec: proxy_set_shared_data; cas 0 sets always).
 
-    Bounded: a key over ``max_key_bytes`` is BAD_ARGUMENT; a set that would pass
-    ``max_entries`` keys or ``max_total_bytes`` of keys and values is INTERNAL_FAILURE and
-    changes nothing (the ABI has no "full" status; existing keys stay writable while the
-    size allows)."""
+    Bounded (the ABI has no delete): a key over 1024 bytes is BAD_ARGUMENT; a set that
+    would pass ``max_keys`` keys or ``max_bytes`` of entries (key, value and 24 bytes each)
+    is INTERNAL_FAILURE and changes nothing; existing keys stay writable while the size
+    allows. Both answers are the C table's own: the hot path is one C call."""
 
-    def __init__(
-        self,
-        max_key_bytes: int = MAX_KEY_BYTES,
-        max_entries: int = MAX_ENTRIES,
-        max_total_bytes: int = MAX_TOTAL_BYTES,
-    ) -> None:
-        self._items: dict[bytes, tuple[bytes, int]] = {}
-        self._cas = 0
-        self._bytes = 0
-        self._max_key = max_key_bytes
-        self._max_entries = max_entries
-        self._max_bytes = max_total_bytes
-        self._full_logged = False
-
-    def get(self, key: bytes) -> tuple[bytes, int] | None:
-        return self._items.get(key)
-
-    def set(self, key: bytes, value: bytes, cas: int) -> Status:
-        current = self._items.get(key)
-        if cas and (current is None or current[1] != cas):
-            return Status.CAS_MISMATCH
-        if current is None:
-            if len(key) > self._max_key:
-                return Status.BAD_ARGUMENT
-            grow = len(key) + len(value)
-            if len(self._items) >= self._max_entries or self._bytes + grow > self._max_bytes:
-                return self._full()
-        else:
-            grow = len(value) - len(current[0])
-            if grow > 0 and self._bytes + grow > self._max_bytes:
-                return self._full()
-        self._bytes += grow
-        self._cas += 1
-        self._items[key] = (value, self._cas)
-        return Status.OK
-
-    def _full(self) -> Status:
-        if not self._full_logged:  # once per process: a full table is a steady state
-            self._full_logged = True
-            log.warning(
-                "shared data full (%d keys, %d bytes): new keys are refused",
-                len(self._items),
-                self._bytes,
-            )
-        return Status.INTERNAL_FAILURE
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.get: Callable[[bytes], tuple[bytes, int] | None] = table.get
+        self.set: Callable[[bytes, bytes, int], int] = table.set
 
 
-@dataclass
-class _Queue:
-    vm_id: bytes
-    name: bytes
-    items: deque[bytes] = field(default_factory=deque)
-    notify: Callable[[int], None] | None = None  # the registering root's on_queue_ready
+# Shared queues in the table: namespace 1 maps ``vm_id \0 name`` (and ``\0 name``: the
+# first queue of that name, for a resolve without vm_id) to the queue id, and b"" to the
+# last id handed out; namespace 2 maps the id to the owner's pid and the items.
+_NS_NAMES = 1
+_NS_QUEUES = 2
+_U32 = struct.Struct("<I")
+_ABSENT = -1  # Table.set's cas for "only if the key does not exist yet"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class SharedQueues:
-    def __init__(self) -> None:
-        self._queues: dict[int, _Queue] = {}
-        self._by_name: dict[tuple[bytes, bytes], int] = {}
+    """proxy-wasm shared queues, host-wide. The owner of a queue is the process that
+    registered it first (Envoy: the registering thread), or the next one to register it
+    once that process is gone; ``proxy_on_queue_ready`` runs in the owner's VM that
+    registered last (after a reload: the new VM)."""
 
-    def register(self, vm_id: bytes, name: bytes, notify: Callable[[int], None]) -> int:
-        qid = self._by_name.get((vm_id, name))
+    def __init__(self, table: Table, runtime_dir: Path | None) -> None:
+        self._table = table
+        self._notify: dict[int, Callable[[int], None]] = {}
+        self._dir = runtime_dir / QUEUE_SOCKETS if runtime_dir is not None else None
+        self._listening: socket.socket | None = None
+        self._sender: socket.socket | None = None
+
+    def register(self, vm_id: bytes, name: bytes, notify: Callable[[int], None]) -> int | None:
+        """The queue's id; None if the table is full."""
+        qid = self._name_to_id(vm_id, name)
         if qid is None:
-            qid = len(self._queues) + 1
-            self._by_name[(vm_id, name)] = qid
-            self._queues[qid] = _Queue(vm_id, name)
-        self._queues[qid].notify = notify
+            return None
+        key = _U32.pack(qid)
+        me = os.getpid()
+        while True:
+            current = self._table.nsget(_NS_QUEUES, key)
+            if current is None:
+                status = self._table.nsset(_NS_QUEUES, key, _U32.pack(me), _ABSENT)
+            else:
+                owner = _U32.unpack_from(current[0])[0]
+                if owner == me or _alive(owner):
+                    break
+                value = _U32.pack(me) + current[0][4:]
+                status = self._table.nsset(_NS_QUEUES, key, value, current[1])
+            if status == Status.OK:
+                break
+            if status != Status.CAS_MISMATCH:
+                return None
+        self._notify[qid] = notify
+        self._listen()
+        return qid
+
+    def _name_to_id(self, vm_id: bytes, name: bytes) -> int | None:
+        key = vm_id + b"\0" + name
+        found = self._table.nsget(_NS_NAMES, key)
+        if found is not None:
+            return int(_U32.unpack(found[0])[0])
+        while True:  # a new id: CAS on the counter
+            last = self._table.nsget(_NS_NAMES, b"")
+            qid = (_U32.unpack(last[0])[0] if last else 0) + 1
+            status = self._table.nsset(_NS_NAMES, b"", _U32.pack(qid), last[1] if last else -1)
+            if status == Status.OK:
+                break
+            if status != Status.CAS_MISMATCH:
+                return None
+        status = self._table.nsset(_NS_NAMES, key, _U32.pack(qid), _ABSENT)
+        if status == Status.CAS_MISMATCH:  # another process registered it meanwhile
+            return self._name_to_id(vm_id, name)
+        if status != Status.OK:
+            return None
+        if vm_id:
+            self._table.nsset(_NS_NAMES, b"\0" + name, _U32.pack(qid), _ABSENT)
         return qid
 
     def forget(self, notify: Callable[[int], None]) -> None:
         """A closed VM's root is no longer told about its queues (the queues and their
         items stay, as in Envoy, for the VM that registers them next)."""
-        for queue in self._queues.values():
-            if queue.notify == notify:
-                queue.notify = None
+        for qid in [qid for qid, known in self._notify.items() if known == notify]:
+            del self._notify[qid]
 
     def resolve(self, vm_id: bytes, name: bytes) -> int | None:
-        qid = self._by_name.get((vm_id, name))
-        if qid is None and not vm_id:  # no vm_id given: any VM's queue of that name
-            qid = next((q for (_v, n), q in self._by_name.items() if n == name), None)
-        return qid
+        # No vm_id given: the first queue of that name any VM registered.
+        found = self._table.nsget(_NS_NAMES, vm_id + b"\0" + name)
+        return None if found is None else int(_U32.unpack(found[0])[0])
 
     def enqueue(self, qid: int, value: bytes) -> Status:
-        queue = self._queues.get(qid)
-        if queue is None:
-            return Status.NOT_FOUND
-        queue.items.append(value)
-        if queue.notify is not None:
-            queue.notify(qid)
+        key = _U32.pack(qid)
+        while True:
+            current = self._table.nsget(_NS_QUEUES, key)
+            if current is None:
+                return Status.NOT_FOUND
+            data = current[0] + _U32.pack(len(value)) + value
+            status = self._table.nsset(_NS_QUEUES, key, data, current[1])
+            if status == Status.OK:
+                break
+            if status != Status.CAS_MISMATCH:
+                return Status(status)
+        owner = _U32.unpack_from(current[0])[0]
+        if owner == os.getpid():
+            notify = self._notify.get(qid)
+            if notify is not None:
+                notify(qid)
+        else:
+            self._wake(owner, qid)
         return Status.OK
 
     def dequeue(self, qid: int) -> bytes | Status:
-        queue = self._queues.get(qid)
-        if queue is None:
-            return Status.NOT_FOUND
-        return queue.items.popleft() if queue.items else Status.EMPTY
+        key = _U32.pack(qid)
+        while True:
+            current = self._table.nsget(_NS_QUEUES, key)
+            if current is None:
+                return Status.NOT_FOUND
+            data = current[0]
+            if len(data) == 4:
+                return Status.EMPTY
+            size = _U32.unpack_from(data, 4)[0]
+            rest = data[:4] + data[8 + size :]
+            status = self._table.nsset(_NS_QUEUES, key, rest, current[1])
+            if status == Status.OK:
+                return data[8 : 8 + size]
+            if status != Status.CAS_MISMATCH:
+                return Status(status)
+
+    # --- wakeups across processes: one AF_UNIX datagram (the queue id) per enqueue -------
+
+    def _socket_path(self, pid: int) -> str:
+        assert self._dir is not None
+        return str(self._dir / f"{pid}.sock")
+
+    def _listen(self) -> None:
+        if self._listening is not None or self._dir is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop here: only this process's enqueues notify
+            return
+        self._dir.mkdir(exist_ok=True)
+        path = self._socket_path(os.getpid())
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            os.unlink(path)  # left by an earlier process with this pid
+        except FileNotFoundError:
+            pass
+        sock.bind(path)
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._woken, sock)
+        self._listening = sock
+
+    def _woken(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            if len(data) == 4:
+                notify = self._notify.get(_U32.unpack(data)[0])
+                if notify is not None:
+                    notify(_U32.unpack(data)[0])
+
+    def _wake(self, pid: int, qid: int) -> None:
+        if self._dir is None:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        try:
+            self._sender.sendto(_U32.pack(qid), self._socket_path(pid))
+        except OSError as exc:
+            # Owner gone (its successor takes the queue over when it registers) or its
+            # socket buffer full (it is behind on wakeups already and drains the queue).
+            if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
+                log.warning("shared queue %d: cannot wake process %d: %s", qid, pid, exc)
 
 
 _SANITIZE = re.compile(r"[^a-zA-Z0-9_:]")
@@ -225,6 +318,7 @@ class Metrics:
                 metric.dirty = False
 
 
-SHARED_DATA = SharedData()
-QUEUES = SharedQueues()
+_TABLE, _RUNTIME_DIR = open_table()
+SHARED_DATA = SharedData(_TABLE)
+QUEUES = SharedQueues(_TABLE, _RUNTIME_DIR)
 METRICS = Metrics()

@@ -464,3 +464,13 @@ filters:
         assert secret not in text
     assert doc["store"]["url"] == "redis://:***@127.0.0.1:6379/0"
     assert doc["filters"]["jwt"]["config"]["providers"][0] == {"issuer": "me", "secret": "***"}
+
+
+def test_shared_data_bounds_default_and_parse() -> None:
+    assert parse_config("version: 1\n").shared_data.max_bytes == 64 * 1024 * 1024
+    config = parse_config("version: 1\nshared_data: {max_bytes: 8MiB, max_keys: 500}\n")
+    assert (config.shared_data.max_bytes, config.shared_data.max_keys) == (8 << 20, 500)
+    assert problems("version: 1\nshared_data: {max_bytes: 100, max_key: 5}\n") == [
+        "shared_data.max_bytes: max_bytes must be between 1KiB and 1TiB (line 2)",
+        "shared_data.max_key: unknown key 'max_key' (did you mean 'max_keys'?) (line 2)",
+    ]

@@ -8,8 +8,9 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from edgegw import metrics
+from edgegw.wasm._shm import Table
 from edgegw.wasm.abi import MetricType, Status
-from edgegw.wasm.shared import Metrics, SharedData, SharedQueues
+from edgegw.wasm.shared import Metrics, SharedQueues
 from tests.wat import load_plugin, proxy_wat, write_wasm
 
 
@@ -85,27 +86,10 @@ def test_a_negative_i64_offset_arrives_signed(tmp_path: Path) -> None:
     plugin.close()
 
 
-def test_shared_data_is_bounded() -> None:
-    # ABI 0.2.1 has no delete: without bounds, keys derived from client input (one per
-    # header value) would grow the process for its whole life.
-    data = SharedData(max_key_bytes=8, max_entries=2, max_total_bytes=30)
-    assert data.set(b"k" * 9, b"v", 0) == Status.BAD_ARGUMENT  # key too long
-    assert data.set(b"a", b"1" * 10, 0) == Status.OK
-    assert data.set(b"b", b"1", 0) == Status.OK
-    assert data.set(b"c", b"1", 0) == Status.INTERNAL_FAILURE  # no third key
-    assert data.get(b"c") is None
-    found = data.get(b"a")
-    assert found is not None
-    assert data.set(b"a", b"2" * 10, found[1]) == Status.OK  # existing keys stay writable
-    assert data.set(b"a", b"3" * 30, 0) == Status.INTERNAL_FAILURE  # over the bytes bound
-    assert data.set(b"a", b"", 0) == Status.OK  # shrinking frees room
-    assert data.set(b"b", b"4" * 27, 0) == Status.OK
-
-
 def test_a_closed_vm_is_no_longer_notified_by_its_queues() -> None:
     """Plugin.close forgets its on_queue_ready: the process-wide queues must not keep a
     closed VM alive; the queue and its items stay for the VM that registers it next."""
-    queues = SharedQueues()
+    queues = SharedQueues(Table(None, 4096, 16), None)
     told: list[tuple[str, int]] = []
 
     def old(qid: int) -> None:

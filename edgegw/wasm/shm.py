@@ -1,0 +1,39 @@
+"""Where the host-wide shared data table lives (the table itself: edgegw/wasm/_shm.c).
+
+The supervisor creates it in the runtime directory before its workers start; each worker
+maps that file when edgegw.wasm.shared is imported. Without a runtime directory (one
+process: embedding, in-process tests) the table is an anonymous mapping.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgegw.model import SharedDataConfig
+from edgegw.wasm._shm import Table
+
+ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
+TABLE_FILE = "shared_data"
+QUEUE_SOCKETS = "queues"  # wakeup sockets of shared queues, one per worker (shared.py)
+
+
+def create_table(runtime_dir: Path, config: SharedDataConfig) -> Table:
+    """A fresh table for this run (Envoy's shared data does not outlive its process
+    either); ``gateway.yaml`` ``shared_data:`` sizes it."""
+    # Built aside and renamed into place: a process still mapping an older table (a
+    # previous run with the same EDGEGW_RUNTIME_DIR) keeps its file instead of seeing it
+    # truncated under its mapping (SIGBUS).
+    fresh = runtime_dir / f".{TABLE_FILE}.{os.getpid()}"
+    table = Table(str(fresh), config.max_bytes, config.max_keys, True)
+    os.replace(fresh, runtime_dir / TABLE_FILE)
+    return table
+
+
+def open_table() -> tuple[Table, Path | None]:
+    """This process's view of the table, and the runtime directory when it is shared."""
+    runtime = os.environ.get(ENV_RUNTIME_DIR)
+    if runtime and (Path(runtime) / TABLE_FILE).is_file():
+        return Table(str(Path(runtime) / TABLE_FILE), create=False), Path(runtime)
+    default = SharedDataConfig()
+    return Table(None, default.max_bytes, default.max_keys, True), None
