@@ -157,13 +157,12 @@ async def _admin_config(request: web.Request) -> web.Response:
 
 
 async def _admin_status(request: web.Request) -> web.Response:
-    from edgegw.balance.stats import worker_upstreams
-    from edgegw.reload import worker_statuses
+    from edgegw.reload import live_worker_files, worker_statuses
 
     state = request.app[STATE]
     workers = await asyncio.to_thread(worker_statuses, state.runtime_dir)
     # Each worker's endpoints and their state (health, ejection) as of its last change.
-    upstreams = await asyncio.to_thread(worker_upstreams, state.runtime_dir)
+    upstreams = await asyncio.to_thread(live_worker_files, state.runtime_dir, "upstreams")
     doc = {"workers": workers, "expected_workers": state.config.workers, "upstreams": upstreams}
     return web.json_response(doc)
 

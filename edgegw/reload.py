@@ -264,8 +264,14 @@ def request_reload(runtime_dir: Path) -> str:
 
 def worker_statuses(runtime_dir: Path) -> list[dict[str, Any]]:
     """The status of every live worker (files of exited workers are ignored)."""
+    return live_worker_files(runtime_dir, "status")
+
+
+def live_worker_files(runtime_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The ``<kind>-<pid>.json`` documents of live workers (each names its ``pid``; files
+    of exited workers are ignored)."""
     out = []
-    for path in sorted(runtime_dir.glob("status-*.json")):
+    for path in sorted(runtime_dir.glob(f"{kind}-*.json")):
         try:
             doc: dict[str, Any] = json.loads(path.read_text())
             os.kill(int(doc["pid"]), 0)

@@ -116,16 +116,3 @@ def _write() -> None:
         tmp.replace(target)
     except OSError as exc:
         log.warning("cannot write %s: %s", target, exc)
-
-
-def worker_upstreams(runtime_dir: Path) -> list[dict[str, Any]]:
-    """Supervisor side: every live worker's endpoint states (as worker_statuses)."""
-    out = []
-    for path in sorted(runtime_dir.glob("upstreams-*.json")):
-        try:
-            doc: dict[str, Any] = json.loads(path.read_text())
-            os.kill(int(doc["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            continue
-        out.append(doc)
-    return out
