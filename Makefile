@@ -72,9 +72,10 @@ define apt_need
 	fi
 endef
 
-# redis-server is needed by the store tests, systemd-analyze by tests/test_deploy.py.
+# redis-server is needed by the store tests, systemd-analyze by tests/test_deploy.py,
+# chromium by tests/ui (the admin UI in a browser, driven by Playwright).
 system-deps:
-	$(call apt_need,redis-server systemd-analyze,redis-server systemd)
+	$(call apt_need,redis-server systemd-analyze chromium,redis-server systemd chromium)
 
 # wrk drives the load and nginx is the backend in bench/.
 bench-deps:

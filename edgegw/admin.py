@@ -211,6 +211,9 @@ def create_admin_app(
     from edgegw.store.admin import add_store_routes
 
     add_store_routes(app, config.store, runtime_dir)
+    from edgegw.ui.routes import add_ui_routes
+
+    add_ui_routes(app)
     for extend in (*EXTENSIONS, *extensions):
         extend(app)
     return app

@@ -39,6 +39,7 @@ class FilterStatus:
     sha256: str
     loaded_at: float
     last_error: str = ""
+    size: int = 0  # bytes of the .wasm loaded
 
 
 @dataclass
@@ -62,6 +63,13 @@ class ReloadStatus:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def watched_paths(config_path: Path, config: GatewayConfig) -> set[Path]:
@@ -182,7 +190,9 @@ class Reloader:
         self.status.loaded_at = now
         self.status.last_result, self.status.last_error = result, error
         self.status.filters = {
-            name: FilterStatus(self._digests.get(spec.wasm.resolve(), ""), now)
+            name: FilterStatus(
+                self._digests.get(spec.wasm.resolve(), ""), now, "", _size(spec.wasm)
+            )
             for name, spec in config.filters.items()
         }
         self._write_status()

@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 # Each folder of tests/ is a kind of test and a marker of the same name (pyproject.toml):
 # `pytest -m unit` is the quick loop (`make test-fast`), the rest start real processes.
-SUITES = ("unit", "integration", "conformance", "adversarial", "filters")
+SUITES = ("unit", "integration", "conformance", "adversarial", "filters", "ui")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
