@@ -220,3 +220,30 @@ def test_only_the_ui_files_are_served(gw: ExampleGateway) -> None:
         assert httpx.get(gw.admin_url + path, timeout=5).status_code == 404, path
     # The live endpoint is admin API: the token guards it.
     assert httpx.get(gw.admin_url + "/admin/live", timeout=5).status_code == 401
+
+
+def test_live_sums_every_worker(gw: ExampleGateway) -> None:
+    sent = 40
+    for _ in range(sent):  # a new connection each: the two workers share them out
+        assert httpx.get(gw.url + "/recommendations", timeout=10).status_code == 200
+
+    def counted() -> float:
+        doc = httpx.get(gw.admin_url + "/admin/live", headers=AUTH, timeout=5).json()
+        return float(doc["route_totals"].get("recommendations", 0))
+
+    wait_until(lambda: counted() == sent, f"{sent} requests of route recommendations counted")
+
+
+def test_an_open_admin_is_said_to_be_open(
+    page: Any, run_gateway: Any, backend_factory: Any
+) -> None:
+    backend = backend_factory(name="b")
+    config = {
+        "backends": {"b": {"url": backend.url}},
+        "routes": [{"name": "everything", "match": {"prefix": "/"}, "backend": "b"}],
+    }
+    open_gw = run_gateway(config)
+    page.goto(open_gw.admin_url + "/ui/")
+    page.locator('#overview-table tr[data-route="everything"]').wait_for()
+    assert page.get_by_role("alert").filter(has_text="The admin API is open").is_visible()
+    assert page.locator("#login").is_hidden()
