@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ui.conftest import TOKEN, ExampleGateway, shot
+from tests.conftest import free_port
+from tests.ui.conftest import SHOTS, TOKEN, ExampleGateway, shot
 
 pytestmark = pytest.mark.timeout(180)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -113,6 +114,8 @@ def test_req_per_second_moves_while_traffic_is_sent(page: Any, gw: ExampleGatewa
         assert points.get_attribute("points")
         p99 = page.locator('#overview-table tr[data-route="orders"] td.p99-ms .value')
         assert p99.inner_text().endswith("ms")
+        if SHOTS:  # a few more seconds of history for the picture
+            time.sleep(10)
         shot(page, "overview")
     finally:
         stop.set()
@@ -208,7 +211,6 @@ def test_backends_and_store_health(page: Any, gw: ExampleGateway) -> None:
     page.get_by_text("up", exact=True).wait_for()
     for name in gw.backends:
         page.locator(f'#backends-table tr[data-backend="{name}"]').first.wait_for()
-    shot(page, "backends")
 
 
 def test_only_the_ui_files_are_served(gw: ExampleGateway) -> None:
@@ -237,13 +239,25 @@ def test_live_sums_every_worker(gw: ExampleGateway) -> None:
 def test_an_open_admin_is_said_to_be_open(
     page: Any, run_gateway: Any, backend_factory: Any
 ) -> None:
+    """No admin.token: no login, a warning; and the Backends view of a balanced backend
+    with one live endpoint and one closed loopback port."""
     backend = backend_factory(name="b")
+    closed = f"http://127.0.0.1:{free_port()}"
+    health = {"path": "/healthz", "interval": "1s", "timeout": "500ms", "healthy": 1,
+              "unhealthy": 1}  # fmt: skip
     config = {
-        "backends": {"b": {"url": backend.url}},
-        "routes": [{"name": "everything", "match": {"prefix": "/"}, "backend": "b"}],
+        "backends": {"pool": {"endpoints": [backend.url, closed], "health_check": health}},
+        "routes": [{"name": "everything", "match": {"prefix": "/"}, "backend": "pool"}],
     }
     open_gw = run_gateway(config)
     page.goto(open_gw.admin_url + "/ui/")
     page.locator('#overview-table tr[data-route="everything"]').wait_for()
     assert page.get_by_role("alert").filter(has_text="The admin API is open").is_visible()
     assert page.locator("#login").is_hidden()
+    page.get_by_role("link", name="Backends").click()
+    rows = page.locator('#backends-table tr[data-backend="pool"]')
+    row_of = {backend.url: rows.filter(has_text=backend.url), closed: rows.filter(has_text=closed)}
+    wait_until(lambda: "unhealthy" in row_of[closed].inner_text(), "the closed port unhealthy")
+    assert "healthy" in row_of[backend.url].inner_text()
+    assert "unhealthy" not in row_of[backend.url].inner_text()
+    shot(page, "backends")

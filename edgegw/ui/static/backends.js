@@ -19,7 +19,7 @@ export async function refresh(ctx) {
   const rows = [];
   for (const [name, backend] of Object.entries(ctx.config.backends || {})) {
     const circuit = live.circuit_open[name] || 0;
-    const circuitCell = circuit ? badge(`${circuit} refused`, "warn") : badge("closed", "ok");
+    const circuitCell = circuit ? badge(`${circuit} refused`, "warn") : badge("no refusals", "ok");
     const reported = status.upstreams.flatMap((w) =>
       Object.entries(w.backends || {}).filter(([n]) => n === name).map(([, b]) => [w.pid, b]));
     if (!reported.length) {
