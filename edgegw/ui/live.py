@@ -52,8 +52,8 @@ def _collect() -> Any:
 
 
 def read_sample() -> Sample:
-    """The cumulative totals now (file I/O in multiprocess mode: call off the loop)."""
-    metrics.flush()
+    """The cumulative totals now (file I/O in multiprocess mode: call off the loop, after
+    ``metrics.flush()`` on it)."""
     routes: dict[str, RouteTotals] = {}
     failures: dict[str, float] = {}
     circuit: dict[str, float] = {}

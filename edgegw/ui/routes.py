@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edgegw import metrics
 from edgegw.store.base import validate_flag
 from edgegw.ui import preview
 from edgegw.ui.live import LiveMetrics, read_sample
@@ -56,6 +57,7 @@ async def _live(request: web.Request) -> web.Response:
 
     live = request.app[LIVE]
     if live.due():
+        metrics.flush()  # this process's pending samples, on the loop that records them
         live.add(await asyncio.to_thread(read_sample))
     latest = live.latest()
     names = [route.name for route in request.app[STATE].config.routes]

@@ -50,8 +50,13 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     pg = context.new_page()
     pg.set_default_timeout(15_000)
+    # Uncaught exceptions and Content-Security-Policy refusals fail the test.
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    pg.on("console", lambda m: problems.append(m.text) if "Refused to" in m.text else None)
     yield pg
     context.close()
+    assert not problems, problems
 
 
 def shot(pg: Any, name: str) -> None:

@@ -124,8 +124,11 @@ def test_req_per_second_moves_while_traffic_is_sent(page: Any, gw: ExampleGatewa
 
 def test_toggle_a_flag_and_see_x_edgegw_flags_change(page: Any, gw: ExampleGateway) -> None:
     log_in(page, gw)
-    page.get_by_role("link", name="Flags").click()
-    page.get_by_role("button", name="Edit new-ui").click()
+    page.get_by_role("link", name="Flags").focus()
+    page.keyboard.press("Enter")  # views are reachable from the keyboard
+    page.get_by_role("button", name="Edit new-ui").focus()
+    page.keyboard.press("Enter")
+    assert page.get_by_label("Name", exact=True).input_value() == "new-ui"
     slider = page.get_by_label("Rollout")
     slider.focus()
     slider.press("End")  # the keyboard moves the slider to 100
