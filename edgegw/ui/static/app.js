@@ -70,6 +70,7 @@ async function tick() {
 
 async function login(event) {
   event.preventDefault();
+  $("login-error").textContent = "";
   setToken($("token").value);
   $("token").value = "";
   try {
