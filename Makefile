@@ -57,6 +57,7 @@ run: filters
 	echo "  curl -i -H \"Authorization: Bearer \$$($(PY) -m edgegw demo --token 42)\" http://127.0.0.1:8080/account/users/42"; \
 	echo "  curl -s http://127.0.0.1:9901/metrics | grep edgegw_"; \
 	echo "  curl -s http://127.0.0.1:9901/admin/config"; \
+	echo "  the admin web UI: http://127.0.0.1:9901/ui/"; \
 	echo ""; \
 	$(PY) -m edgegw serve -c $(CONFIG)
 

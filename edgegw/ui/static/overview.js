@@ -37,6 +37,10 @@ export async function refresh() {
       const { value, chart } = r.cells[key];
       const v = last ? last[key] : null;
       setText(value, v === null || v === undefined ? "—" : fmt(v));
+      // The whole minute (as far as this page has seen it) on hover.
+      const whole = data.summary ? data.summary[key] : null;
+      const title = whole === null || whole === undefined ? "" : `last minute: ${fmt(whole)}`;
+      if (value.title !== title) value.title = title;
       draw(chart, data.points.map((p) => p[key]));
     }
   }
