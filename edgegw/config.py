@@ -429,6 +429,10 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, frozenset):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, re.Pattern):  # cors regex: origins, rewrite.path_regex
+        return value.pattern
     if isinstance(value, (Path, bytes)):
         return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return value

@@ -3,9 +3,11 @@ and line, with "did you mean" where a name is close."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from edgegw.config import parse_config
+from edgegw.config import parse_config, redacted
 from edgegw.errors import ConfigError
 
 HEAD = "version: 1\nbackends: {app: 'http://127.0.0.1:9'}\n"
@@ -131,3 +133,21 @@ def test_security_headers_forms() -> None:
     assert problems("security_headers: strict\n") == [
         "security_headers: expected off, default or a mapping of headers, got 'strict' (line 3)"
     ]
+
+
+def test_admin_config_shows_the_front_door_keys() -> None:
+    config = parse_config(
+        HEAD
+        + "security_headers: default\n"
+        + route(
+            '    cors: {allow_origins: ["regex:^https://a\\\\.test$", "https://B.test"]}\n'
+            '    rewrite: {path_regex: "^/app/(.*)$", to: "/v2/\\\\1"}\n'
+        ),
+        env={},
+    )
+    doc = json.loads(json.dumps(redacted(config)))  # /admin/config serves this
+    route_doc = doc["routes"][0]
+    assert route_doc["cors"]["origins"] == ["https://b.test"]
+    assert route_doc["cors"]["origin_patterns"] == ["^https://a\\.test$"]
+    assert route_doc["rewrite"] == {"pattern": "^/app/(.*)$", "to": "/v2/\\1"}
+    assert doc["security_headers"]["tls_only"] == ["strict-transport-security"]

@@ -12,6 +12,8 @@ import jwt
 
 from edgegw.app import GatewayApp, wasm_chains
 from edgegw.config import parse_config
+from edgegw.front.model import listener_tls
+from edgegw.front.rules import Security
 from tests.conftest import LoopbackBackend
 from tests.wat import proxy_wat, write_wasm
 
@@ -215,3 +217,18 @@ routes:
     # "/x/" + "/y" is "/x//y": normalized again, a backend never gets "//".
     assert (await client.get("/m/y")).json()["raw_path"] == "/x/y"
     assert (await client.get("/u/12/34")).json()["raw_path"] == "/u/id-12/id-34"  # every match
+
+
+def test_hsts_goes_out_only_when_the_listener_is_tls() -> None:
+    config = parse_config("version: 1\nsecurity_headers: default\n", env={})
+    assert config.security_headers is not None
+    assert not listener_tls(config)  # no `tls:` key on this branch's configs yet
+    plain = Security(config.security_headers, tls=False).apply([])
+    tls = Security(config.security_headers, tls=True).apply([])
+    assert b"strict-transport-security" not in dict(plain)
+    assert dict(tls)[b"strict-transport-security"] == b"max-age=63072000"
+    assert Security(config.security_headers, tls=True).apply(
+        [(b"strict-transport-security", b"max-age=1")]
+    ) == [(b"strict-transport-security", b"max-age=1")] + [
+        (n, v) for n, v in tls if n != b"strict-transport-security"
+    ]
