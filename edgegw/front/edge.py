@@ -17,6 +17,7 @@ stays off its path.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from edgegw.chain import Exchange, LocalReply
@@ -118,10 +119,11 @@ class Edge:
         if self._rules.cors is not None:
             self._origin = get(ex.request_headers, ORIGIN)
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine of its own: the server's send is awaited by the caller directly.
         if message["type"] == "http.response.start":
             message = {**message, "headers": self._head(list(message["headers"]))}
-        await self._send(message)
+        return self._send(message)
 
     def _head(self, headers: Headers) -> Headers:
         front = self._front

@@ -8,7 +8,9 @@ from edgegw.front.model import HeaderEdits, SecurityHeaders
 from edgegw.front.template import Part, Values, parse
 from edgegw.types import Headers
 
-_Rule = tuple[bytes, tuple[Part, ...]]  # a header name and its value template
+# A header name and its value: bytes when the template has no reference (made once),
+# else its parts.
+_Rule = tuple[bytes, bytes | tuple[Part, ...]]
 
 
 class Edits:
@@ -23,7 +25,13 @@ class Edits:
 
     def __init__(self, edits: HeaderEdits) -> None:
         def compiled(pairs: tuple[tuple[str, str], ...]) -> tuple[_Rule, ...]:
-            return tuple((n.encode("latin-1"), parse(v)) for n, v in pairs)
+            out: list[_Rule] = []
+            for name, text in pairs:
+                parts = parse(text)
+                static = all(isinstance(p, str) for p in parts)
+                value = "".join(str(p) for p in parts).encode("latin-1") if static else parts
+                out.append((name.encode("latin-1"), value))
+            return tuple(out)
 
         self._set = compiled(edits.set)
         self._add = compiled(edits.add)
@@ -35,8 +43,8 @@ class Edits:
         """``headers`` edited (a new list; ``values`` renders against the input)."""
         out = [(n, v) for n, v in headers if n not in self._drop] if self._drop else list(headers)
         for pairs in (self._set, self._add):
-            for name, parts in pairs:
-                value = values.render(parts)
+            for name, template in pairs:
+                value = template if isinstance(template, bytes) else values.render(template)
                 if value:
                     out.append((name, value))
         return out
