@@ -69,7 +69,7 @@ def read_cors(r: Reader, node: Node) -> CorsPolicy | None:
         text = r.convert(item, as_str, "")
         if text == "*":
             wildcard = True
-            if credentials:  # Fetch §3.2.3: "*" never works with credentials
+            if credentials:  # Fetch, "HTTP responses": "*" never works with credentials
                 r.problem(item, "'*' cannot be used with allow_credentials: true "
                           "(list the origins, or a regex: entry)")  # fmt: skip
         elif text.startswith("regex:"):
@@ -116,7 +116,7 @@ def _list(r: Reader, node: Node | None, parse: Any, credentials: bool) -> tuple[
     for item in _items(r, node):
         value = r.convert(item, as_str, "")
         if value == "*" and credentials:
-            # Fetch §3.2.3: with credentials "*" is a literal name, matching nothing.
+            # Fetch, "HTTP responses": with credentials "*" is a literal name, matching nothing.
             r.problem(item, "'*' means nothing with allow_credentials: true; list the names")
         elif value == "*":
             out.append(value)

@@ -1,18 +1,19 @@
-"""A route's CORS policy at the edge (Fetch standard, "CORS protocol" §3.2; compared
+"""A route's CORS policy at the edge (Fetch standard, "CORS protocol"; compared
 with Envoy's CORS filter in docs/security.md).
 
 - A CORS-preflight request (``OPTIONS`` with ``Origin`` and
-  ``Access-Control-Request-Method``, Fetch §3.2.2) is answered here with 204: it never
+  ``Access-Control-Request-Method``, Fetch "HTTP requests") is answered here with 204: it never
   reaches the filters nor the backend. An allowed origin gets the policy's
   ``Access-Control-Allow-*`` headers; any other gets none, and the browser then refuses
-  the actual request (Fetch §4.8 "CORS-preflight fetch").
+  the actual request (Fetch, "CORS-preflight fetch").
 - Every other response on the route gets, for an allowed origin,
   ``Access-Control-Allow-Origin`` (the origin echoed; ``*`` only for a policy listing
   ``*`` without credentials), ``-Allow-Credentials`` and ``-Expose-Headers``; for any
   other origin none. The route's policy is the only source: such headers from the
   backend or a filter are removed first, so a backend's ``*`` cannot widen it.
 - ``Vary: Origin`` goes on every response of the route, allowed or not: the answer
-  depends on ``Origin`` and a shared cache must keep one copy per origin (Fetch §3.2.5).
+  depends on ``Origin`` and a shared cache must keep one copy per origin (Fetch, "CORS
+  protocol and HTTP caches").
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Cors:
         return text in p.origins or any(r.fullmatch(text) for r in p.origin_patterns)
 
     def _allow_origin(self, origin: bytes) -> bytes:
-        # Fetch §3.2.3: with credentials the value must be the origin itself, never "*".
+        # Fetch, "HTTP responses": with credentials the value must be the origin itself, never "*".
         return b"*" if self.policy.any_origin else origin
 
     def preflight(self, origin: bytes | None) -> Headers:

@@ -96,7 +96,7 @@ class Edge:
         self._origin: bytes | None = None
 
     def preflight(self, router: Router, path: str, authority: str) -> tuple[str, LocalReply] | None:
-        """A CORS-preflight request (Fetch §3.2.2) for a route with ``cors``: that route's
+        """A CORS-preflight request (Fetch, "HTTP requests") for a route with ``cors``: that route's
         name and the 204 answering it. The route is the one the actual request would
         take (routed by ``Access-Control-Request-Method``): a route limited to POST
         still answers the preflight of a POST."""

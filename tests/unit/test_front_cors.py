@@ -72,7 +72,7 @@ async def test_preflight_is_answered_at_the_edge_before_the_filters(
     backend = backend_factory()
     client = await gateway(asgi_client, backend, CREDENTIALED)
     # No token: the jwt filter would answer 401; a preflight never carries credentials
-    # (Fetch §3.2.2), so it must not meet the filter.
+    # (Fetch, "CORS-preflight fetch"), so it must not meet the filter.
     r = await client.options("/app/orders", headers=PREFLIGHT)
     assert r.status_code == 204
     assert r.content == b"" and "content-length" not in r.headers  # RFC 9110 §8.6
@@ -117,7 +117,8 @@ async def test_regex_origin_and_actual_requests(
     auth = {"authorization": f"Bearer {token()}"}
     r = await client.get("/app/x", headers={"origin": "https://shop.example.com", **auth})
     assert r.status_code == 200
-    # The origin echoed, never the backend's "*" (never "*" with credentials, Fetch §3.2.3).
+    # The origin echoed, never the backend's "*" (never "*" with credentials: Fetch,
+    # "HTTP responses").
     assert cors_headers(r) == {
         "access-control-allow-origin": "https://shop.example.com",
         "access-control-allow-credentials": "true",
