@@ -43,6 +43,10 @@ class Scenario:
     path: str = "/bench"
     filters: tuple[Filter, ...] = ()
     extra_edgegw_yaml: str = ""
+    route_edgegw_yaml: str = ""  # more keys of edgegw's route (indented 4)
+    envoy_vhost_yaml: str = ""  # more keys of Envoy's virtual host (indented 14)
+    envoy_filters_yaml: str = ""  # Envoy http filters before the wasm ones
+    headers: tuple[str, ...] = ()  # request headers wrk sends
 
 
 @dataclass
@@ -173,7 +177,8 @@ static_resources:
             - name: all
               domains: ["*"]
               routes: [{{match: {{prefix: "/"}}, route: {{cluster: backend}}}}]
-          http_filters:{"".join(filters)}
+{scenario.envoy_vhost_yaml}
+          http_filters:{scenario.envoy_filters_yaml}{"".join(filters)}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -217,6 +222,7 @@ routes:
     match: {{prefix: /}}
     filters: [{names}]
     backend: backend
+{scenario.route_edgegw_yaml}
 {scenario.extra_edgegw_yaml}"""
 
 
@@ -315,7 +321,60 @@ def scenarios() -> list[Scenario]:
             "plain proxying, edgegw with sched_batch: false (the default CPU policy)",
             extra_edgegw_yaml="sched_batch: false\n",
         ),
+        _front(),
     ]
+
+
+def _front() -> Scenario:
+    """CORS, header rules with a template and security headers, configured alike in
+    both (edgegw's docs/configuration.md "Front door"; Envoy's CORS filter and its
+    virtual host's header mutations), for a browser request with an allowed Origin."""
+    edgegw_route = """    cors:
+      allow_origins: ["https://app.example.com"]
+      allow_methods: [GET, POST]
+      allow_headers: [authorization, content-type]
+      expose_headers: [x-request-id]
+      allow_credentials: true
+      max_age: 10m
+    headers:
+      request: {set: {x-env: prod, x-origin: "{header.origin}"}, remove: [x-debug]}
+      response: {remove: [x-powered-by]}
+"""
+    vhost = """              typed_per_filter_config:
+                envoy.filters.http.cors:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+                  allow_origin_string_match: [{exact: "https://app.example.com"}]
+                  allow_methods: "GET, POST"
+                  allow_headers: "authorization, content-type"
+                  expose_headers: "x-request-id"
+                  allow_credentials: true
+                  max_age: "600"
+              request_headers_to_add:
+              - {header: {key: x-env, value: prod}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}
+              - {header: {key: x-origin, value: "%REQ(origin)%"},
+                 append_action: OVERWRITE_IF_EXISTS_OR_ADD}
+              request_headers_to_remove: [x-debug]
+              response_headers_to_remove: [x-powered-by]
+              response_headers_to_add:
+              - {header: {key: x-content-type-options, value: nosniff},
+                 append_action: ADD_IF_ABSENT}
+              - {header: {key: x-frame-options, value: DENY}, append_action: ADD_IF_ABSENT}
+              - {header: {key: referrer-policy, value: strict-origin-when-cross-origin},
+                 append_action: ADD_IF_ABSENT}
+"""
+    cors_filter = """
+          - name: envoy.filters.http.cors
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"""
+    return Scenario(
+        "front",
+        "plain proxying with CORS, header rules (a template) and security headers",
+        extra_edgegw_yaml="security_headers: default\n",
+        route_edgegw_yaml=edgegw_route,
+        envoy_vhost_yaml=vhost,
+        envoy_filters_yaml=cors_filter,
+        headers=("Origin: https://app.example.com",),
+    )
 
 
 Runner = Callable[[Scenario, int], contextlib.AbstractContextManager[int]]

@@ -53,8 +53,9 @@ def measure(chosen: list[Scenario], backend_port: int) -> dict[str, dict[str, Re
             for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
                 with runner(scenario, backend_port) as port:
                     url = f"http://127.0.0.1:{port}{scenario.path}"
-                    wrk(url, duration=2, connections=CONNECTIONS)  # warm-up: JIT, pools, caches
-                    result = wrk(url, duration=DURATION, connections=CONNECTIONS)
+                    sent = scenario.headers
+                    wrk(url, 2, CONNECTIONS, sent)  # warm-up: JIT, pools, caches
+                    result = wrk(url, duration=DURATION, connections=CONNECTIONS, headers=sent)
                     print(f"   {name:7s} {result}", flush=True)
                     rounds[scenario.name][name].append(result)
     return {

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edgegw.backends_config import read_backends
 from edgegw.errors import ConfigError
+from edgegw.front_config import read_header_rules, read_security_headers
 from edgegw.model import (
     Address,
     AdminConfig,
@@ -74,6 +75,8 @@ TOP_KEYS = (
     "drain_timeout",
     "request_headers_to_remove",
     "headers_with_underscores_action",
+    "headers",
+    "security_headers",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -162,6 +165,8 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
                 "drop_header",
             ),
         ),
+        headers=read_header_rules(r, top["headers"]) if "headers" in top else None,
+        security_headers=read_security_headers(r, top.get("security_headers")),
         source=source,
     )
 
@@ -424,6 +429,10 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, frozenset):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, re.Pattern):  # cors regex: origins, rewrite.path_regex
+        return value.pattern
     if isinstance(value, (Path, bytes)):
         return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return value

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from edgegw.front.model import CorsPolicy, HeaderRules, Rewrite, SecurityHeaders
+
 ServerKind = Literal["granian", "hypercorn"]
 OnErrorPolicy = Literal["fail_closed", "fail_open", "reload"]
 OnTrapPolicy = Literal["reload", "fail", "keep"]
@@ -216,6 +218,9 @@ class Route:
     strip_prefix: bool = False  # remove match.prefix before proxying
     # Lower-case client request headers dropped before the filters run (with the global ones).
     request_headers_to_remove: tuple[str, ...] = ()
+    cors: CorsPolicy | None = None  # edgegw/front (docs/configuration.md, "Front door")
+    headers: HeaderRules | None = None
+    rewrite: Rewrite | None = None
 
 
 @dataclass(frozen=True)
@@ -272,4 +277,6 @@ class GatewayConfig:
     access_log: bool = True
     sched_batch: bool = True  # Linux: the workers run under SCHED_BATCH (server.py)
     drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests may take to finish
+    headers: HeaderRules | None = None  # every route's, before the route's own (edgegw/front)
+    security_headers: SecurityHeaders | None = None  # None: off
     source: Path | None = None  # the file this was read from

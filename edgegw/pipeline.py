@@ -20,6 +20,8 @@ from edgegw import metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
 from edgegw.errors import UpstreamError, UpstreamOverloaded
+from edgegw.front.edge import Front
+from edgegw.front.rewrite import rewrite_path
 from edgegw.headers import (
     HOP_BY_HOP,
     REQUEST_ID,
@@ -103,6 +105,7 @@ class Pipeline:
         self.max_body = config.limits.max_request_body
         self.keep_escaped_slashes = config.paths.escaped_slashes == "keep_escaped"
         self.access_log = config.access_log
+        self.front = Front.build(config)  # None: no headers/security_headers/cors rules
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
         # Running requests, for ``_sweep``: task -> (the sweep generation it started in,
@@ -157,6 +160,10 @@ class Pipeline:
             request_id = os.urandom(16).hex().encode()
             headers.append((REQUEST_ID, request_id))
         counters = _Counters(request_id)
+        edge = None
+        if self.front is not None:  # its send edits every response head (edgegw/front/edge.py)
+            edge = self.front.start(send, headers, query)
+            send = edge.send
         sent = raw_path.decode("latin-1")
         if isinstance(inbound, tuple):
             status, detail = inbound
@@ -170,6 +177,12 @@ class Pipeline:
             await _send_reply(send, problem(400, "invalid request path"), counters)
             self._finish("", method, sent, counters, start, None, scope)
             return
+        if edge is not None and method == "OPTIONS":
+            preflight = edge.preflight(self.router, path, authority)
+            if preflight is not None:  # CORS: answered before the filters, never proxied
+                await _send_reply(send, preflight[1], counters)
+                self._finish(preflight[0], method, path, counters, start, None, scope)
+                return
         found = self.router.match(method, path, authority)
         if found is None:
             await _send_reply(send, self._no_route(method, path, authority), counters)
@@ -208,6 +221,8 @@ class Pipeline:
             start_ns=time.time_ns(),
             trusted_peer=trusted_peer,
         )
+        if edge is not None:
+            edge.bind(ex)
         filters = self.chains.start(ex) if self.chains is not None and route.filters else None
         self.inflight += 1
         task = asyncio.current_task()
@@ -271,6 +286,8 @@ class Pipeline:
             if reply is not None:
                 await _send_reply(send, reply, counters)
                 return
+        if self.front is not None:
+            self.front.request(ex)  # headers.request: after the filters (edgegw/front/edge.py)
         route = ex.route
         if route.aggregate is not None:
             await self._aggregate(ex, params, filters, send, counters)
@@ -303,6 +320,12 @@ class Pipeline:
             if path.startswith(prefix):
                 path = path[len(prefix) :]
                 path = path if path.startswith("/") else "/" + path
+        elif route.rewrite is not None:
+            rewritten = rewrite_path(route.rewrite, path, self.keep_escaped_slashes)
+            if rewritten is None:
+                await _send_reply(send, problem(500, "rewrite made an invalid path"), counters)
+                return
+            path = rewritten
         try:
             resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
         except (UpstreamError, _Abort) as exc:
@@ -579,7 +602,8 @@ async def _send_reply(send: Send, reply: LocalReply, counters: _Counters) -> Non
     counters.bytes_out += len(reply.body)
     headers = [(n, v) for n, v in reply.headers if n not in _REPLY_DROP]
     headers.append((REQUEST_ID, counters.request_id))
-    headers.append((b"content-length", str(len(reply.body)).encode()))
+    if reply.status not in _NO_BODY_STATUS:  # RFC 9110 §8.6: never on a 204
+        headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     counters.ended = True
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})

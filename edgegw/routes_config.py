@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from edgegw.front_config import read_cors, read_header_rules, read_rewrite
 from edgegw.model import (
     Aggregate,
     AggregateTarget,
@@ -36,6 +37,9 @@ ROUTE_KEYS = (
     "aggregate",
     "strip_prefix",
     "request_headers_to_remove",
+    "cors",
+    "headers",
+    "rewrite",
 )
 TARGET_KEYS = (
     "backend",
@@ -115,6 +119,10 @@ def _read_route(
     strip = r.convert(m.get("strip_prefix"), as_bool, False)
     if strip and match.prefix is None:
         r.problem(m["strip_prefix"], "strip_prefix needs match.prefix")
+    rewrite = read_rewrite(r, m["rewrite"]) if "rewrite" in m else None
+    if "rewrite" in m and (strip or aggregate is not None):  # one rule for the upstream path
+        other = "strip_prefix" if strip else "aggregate (its targets have their own paths)"
+        r.problem(m["rewrite"], f"rewrite cannot be combined with {other}")
     return Route(
         name=name,
         match=match,
@@ -124,6 +132,9 @@ def _read_route(
         aggregate=aggregate,
         strip_prefix=strip,
         request_headers_to_remove=read_header_names(r, m.get("request_headers_to_remove")),
+        cors=read_cors(r, m["cors"]) if "cors" in m else None,
+        headers=read_header_rules(r, m["headers"]) if "headers" in m else None,
+        rewrite=rewrite,
     )
 
 
