@@ -1,4 +1,4 @@
-"""Request metrics (prometheus_client) and the JSON access log.
+"""Request metrics (prometheus_client); the access log is edgegw/access_log.py.
 
 In ``serve`` every worker writes its samples under PROMETHEUS_MULTIPROC_DIR and the admin
 listener sums them (edgegw/admin.py). Each sample written there is an mmap write under a
@@ -13,8 +13,6 @@ Other modules batch their samples the same way through ``on_flush`` and ``flush_
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -37,8 +35,6 @@ UPSTREAM_SECONDS = Histogram(
     buckets=BUCKETS,
 )
 FLUSH_SECONDS = 1.0
-
-access_log = logging.getLogger("edgegw.access")
 
 
 def add_observations(child: Any, counts: list[int], total: float) -> None:
@@ -149,36 +145,3 @@ def flush() -> None:
             pending.flush()
     for hook in _flush_hooks:
         hook()
-
-
-def log_access(
-    *,
-    route: str,
-    method: str,
-    path: str,
-    status: int,
-    seconds: float,
-    backend: str | None,
-    bytes_in: int,
-    bytes_out: int,
-    client: str,
-    request_id: str,
-) -> None:
-    """One JSON line on logger ``edgegw.access``."""
-    access_log.info(
-        json.dumps(
-            {
-                "route": route,
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "backend": backend,
-                "bytes_in": bytes_in,
-                "bytes_out": bytes_out,
-                "client": client,
-                "request_id": request_id,
-            },
-            separators=(",", ":"),
-        )
-    )

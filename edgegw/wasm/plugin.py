@@ -8,11 +8,11 @@ hostcall goes through ``fastcall``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import wasmtime
 
+from edgegw import loglevels
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import FilterLoadError, WasmClosed, WasmError
 from edgegw.headers import REQUEST_ID, get, request_id
@@ -67,7 +67,7 @@ class Plugin(SharedHostcalls):
             "plugin_root_id": self.root_id,
             "plugin_vm_id": self.vm_id,
         }
-        self.log = logging.getLogger(f"edgegw.filter.{spec.name}")
+        self.log = loglevels.configure_filter(spec.name, spec.log_level)
         self.http_call = http_call
         self.clusters = clusters
         self.ticks = engines.cpu_ticks(spec.limits.cpu)
