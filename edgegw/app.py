@@ -17,7 +17,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from edgegw import access_log, loglevels, metrics
+from edgegw import access_log, load_metrics, loglevels, metrics
 from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
 from edgegw.errors import StoreError
@@ -64,6 +64,12 @@ class GatewayApp:
         self.pipeline = Pipeline(config, HttpUpstream(config.backends, self.extra_calls), chains)
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
+        load_metrics.track_app(self)  # edgegw_requests_in_flight
+
+    @property
+    def inflight(self) -> int:
+        """Requests running on the current pipeline."""
+        return self.pipeline.inflight
 
     @property
     def config(self) -> GatewayConfig:

@@ -56,30 +56,33 @@ def add_observations(child: Any, counts: list[int], total: float) -> None:
 class _Pending:
     """Observations of one histogram child not yet handed to prometheus_client."""
 
-    __slots__ = ("child", "counts", "total")
+    __slots__ = ("bounds", "child", "counts", "total")
 
-    def __init__(self, child: Any) -> None:
+    def __init__(self, child: Any, bounds: tuple[float, ...] = BUCKETS) -> None:
         self.child = child
-        self.counts = [0] * len(BUCKETS)
+        self.bounds = bounds  # the histogram's bucket upper bounds, +Inf last
+        self.counts = [0] * len(bounds)
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
         # Histogram.observe puts a value in the first bucket whose upper bound is >= it,
         # and stores per-bucket (not cumulative) counts: the same as bisect_left here.
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.counts[bisect_left(self.bounds, seconds)] += 1
         self.total += seconds
 
     def flush(self) -> None:
         if not self.total and not any(self.counts):
             return
         add_observations(self.child, self.counts, self.total)
-        self.counts = [0] * len(BUCKETS)
+        self.counts = [0] * len(self.bounds)
         self.total = 0.0
 
 
 _requests: dict[tuple[str, int], int] = {}
 _durations: dict[str, _Pending] = {}
 _upstreams: dict[str, dict[str, _Pending]] = {}  # outcome -> backend -> pending
+_labeled: dict[tuple[Any, tuple[str, ...]], _Pending] = {}  # (histogram, labels) -> pending
+_counted: dict[tuple[Any, tuple[str, ...]], int] = {}  # (counter, labels) -> increment
 _timer: asyncio.TimerHandle | None = None
 _timer_loop: asyncio.AbstractEventLoop | None = None
 _flush_hooks: list[Callable[[], None]] = []
@@ -115,6 +118,26 @@ def observe_upstream(backend: str, outcome: str, seconds: float) -> None:
     flush_soon()
 
 
+def observe(
+    histogram: Any, bounds: tuple[float, ...], labels: tuple[str, ...], seconds: float
+) -> None:
+    """One observation of ``histogram`` (made with ``buckets=bounds``, +Inf last) for
+    ``labels``, batched."""
+    key = (histogram, labels)
+    pending = _labeled.get(key)
+    if pending is None:
+        pending = _labeled[key] = _Pending(histogram.labels(*labels), bounds)
+    pending.observe(seconds)
+    flush_soon()
+
+
+def count(counter: Any, labels: tuple[str, ...], value: int = 1) -> None:
+    """Add ``value`` to ``counter`` for ``labels``, batched."""
+    key = (counter, labels)
+    _counted[key] = _counted.get(key, 0) + value
+    flush_soon()
+
+
 def flush_soon() -> None:
     """Make sure a ``flush`` is due within ``FLUSH_SECONDS`` (at once without a loop)."""
     global _timer, _timer_loop
@@ -143,5 +166,11 @@ def flush() -> None:
     for by_backend in _upstreams.values():
         for pending in by_backend.values():
             pending.flush()
+    for pending in _labeled.values():
+        pending.flush()
+    for (counter, labels), value in _counted.items():
+        if value:
+            counter.labels(*labels).inc(value)
+    _counted.clear()
     for hook in _flush_hooks:
         hook()

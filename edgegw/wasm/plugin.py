@@ -18,6 +18,7 @@ from edgegw.errors import FilterLoadError, WasmClosed, WasmError
 from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
+from edgegw.wasm import filter_metrics
 from edgegw.wasm._phase import ROOT_CONTEXT
 from edgegw.wasm.abi import ABI_MARKERS
 from edgegw.wasm.exports import HOSTCALLS, Answer
@@ -68,6 +69,7 @@ class Plugin(SharedHostcalls):
             "plugin_vm_id": self.vm_id,
         }
         self.log = loglevels.configure_filter(spec.name, spec.log_level)
+        filter_metrics.track(self, spec.name)
         self.http_call = http_call
         self.clusters = clusters
         self.ticks = engines.cpu_ticks(spec.limits.cpu)
