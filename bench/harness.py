@@ -47,6 +47,7 @@ class Scenario:
     envoy_vhost_yaml: str = ""  # more keys of Envoy's virtual host (indented 14)
     envoy_filters_yaml: str = ""  # Envoy http filters before the wasm ones
     headers: tuple[str, ...] = ()  # request headers wrk sends
+    access_log: bool = False  # both log each request as JSON to a file (ENVOY_ACCESS_LOG)
 
 
 @dataclass
@@ -142,7 +143,34 @@ http {{
             yield port
 
 
-def envoy_config(scenario: Scenario, port: int, admin_port: int, backend_port: int) -> str:
+# Envoy's JSON file access log with the fields of edgegw's default access log line.
+ENVOY_ACCESS_LOG = """
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {path}
+              log_format:
+                json_format:
+                  time: "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%"
+                  route: "%ROUTE_NAME%"
+                  method: "%REQ(:METHOD)%"
+                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+                  status: "%RESPONSE_CODE%"
+                  duration_ms: "%DURATION%"
+                  backend: "%UPSTREAM_CLUSTER%"
+                  bytes_in: "%BYTES_RECEIVED%"
+                  bytes_out: "%BYTES_SENT%"
+                  client: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+                  request_id: "%REQ(X-REQUEST-ID)%"
+                  trace_id: "%TRACE_ID%"
+"""
+
+
+def envoy_config(
+    scenario: Scenario, port: int, admin_port: int, backend_port: int, log_path: str = ""
+) -> str:
+    access_log = ENVOY_ACCESS_LOG.format(path=log_path) if scenario.access_log else ""
     filters = []
     for f in scenario.filters:
         filters.append(
@@ -171,12 +199,12 @@ static_resources:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": {HCM_TYPE}
-          stat_prefix: bench
+          stat_prefix: bench{access_log}
           route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
-              routes: [{{match: {{prefix: "/"}}, route: {{cluster: backend}}}}]
+              routes: [{{name: all, match: {{prefix: "/"}}, route: {{cluster: backend}}}}]
 {scenario.envoy_vhost_yaml}
           http_filters:{scenario.envoy_filters_yaml}{"".join(filters)}
           - name: envoy.filters.http.router
@@ -199,21 +227,23 @@ def run_envoy(scenario: Scenario, backend_port: int) -> Iterator[int]:
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "envoy.yaml"
-        cfg.write_text(envoy_config(scenario, port, admin, backend_port))
+        log = str(Path(tmp) / "access.log")
+        cfg.write_text(envoy_config(scenario, port, admin, backend_port, log))
         cmd = [str(VENV_BIN / "envoy"), "-c", str(cfg), "--concurrency", "1"]
         cmd += ["--log-level", "error", "--base-id", str(port)]
         with process(cmd, port, "envoy"):
             yield port
 
 
-def edgegw_config(scenario: Scenario, port: int, backend_port: int) -> str:
+def edgegw_config(scenario: Scenario, port: int, backend_port: int, log_path: str = "") -> str:
+    access_log = f"{{path: {log_path}, format: json}}" if scenario.access_log else "false"
     filters = "".join(
         f"\n  {f.name}: {{wasm: {f.wasm}, config: {f.config!r}}}" for f in scenario.filters
     )
     names = ", ".join(f.name for f in scenario.filters)
     return f"""version: 1
 listen: 127.0.0.1:{port}
-access_log: false
+access_log: {access_log}
 backends:
   backend: {{url: "http://127.0.0.1:{backend_port}"}}
 {"filters:" + filters if filters else ""}
@@ -231,7 +261,7 @@ def run_edgegw(scenario: Scenario, backend_port: int) -> Iterator[int]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "gateway.yaml"
-        cfg.write_text(edgegw_config(scenario, port, backend_port))
+        cfg.write_text(edgegw_config(scenario, port, backend_port, str(Path(tmp) / "access.log")))
         cmd = [sys.executable, "-m", "edgegw", "serve", "-c", str(cfg)]
         with process(cmd, port, "edgegw", cwd=str(ROOT)):
             yield port
@@ -322,6 +352,11 @@ def scenarios() -> list[Scenario]:
             extra_edgegw_yaml="sched_batch: false\n",
         ),
         _front(),
+        Scenario(
+            "plain-log",
+            "plain proxying, both writing a JSON access log line per request to a file",
+            access_log=True,
+        ),
     ]
 
 

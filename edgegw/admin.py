@@ -169,9 +169,12 @@ async def _admin_status(request: web.Request) -> web.Response:
 
 async def _admin_reload(request: web.Request) -> web.Response:
     """Ask every worker to reload and wait (bounded) for their answers."""
+    return await _reload_workers(request.app[STATE])
+
+
+async def _reload_workers(state: AdminState, **extra: Any) -> web.Response:
     from edgegw.reload import request_reload, worker_statuses
 
-    state = request.app[STATE]
     token = await asyncio.to_thread(request_reload, state.runtime_dir)
     deadline = asyncio.get_running_loop().time() + _RELOAD_WAIT
     while True:
@@ -187,7 +190,31 @@ async def _admin_reload(request: web.Request) -> web.Response:
     if failed:
         detail = failed[0].get("last_error", "")
         return problem(422, "Reload Rejected", detail, workers=workers)
-    return web.json_response({"status": "reloaded", "workers": workers})
+    return web.json_response({"status": "reloaded", **extra, "workers": workers})
+
+
+async def _get_log_levels(request: web.Request) -> web.Response:
+    """The admin overrides and each filter's configured level (edgegw/loglevels.py)."""
+    from edgegw.loglevels import read_overrides
+
+    state = request.app[STATE]
+    overrides = await asyncio.to_thread(read_overrides, state.runtime_dir)
+    filters = {name: spec.log_level for name, spec in state.config.filters.items()}
+    return web.json_response({"overrides": overrides, "filters": filters})
+
+
+async def _put_log_levels(request: web.Request) -> web.Response:
+    """``{"<logger>": "<level>" | null}``: set (null: drop) overrides, then every worker
+    applies them by a reload (the config is re-read too, as by POST /admin/reload)."""
+    from edgegw.loglevels import validate, write_overrides
+
+    try:
+        changes = validate(await request.json())
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        return problem(400, "Bad Log Levels", str(exc))
+    state = request.app[STATE]
+    merged = await asyncio.to_thread(write_overrides, state.runtime_dir, changes)
+    return await _reload_workers(state, overrides=merged)
 
 
 def _core_routes(app: web.Application) -> None:
@@ -197,6 +224,8 @@ def _core_routes(app: web.Application) -> None:
     app.router.add_get("/admin/config", _admin_config)
     app.router.add_get("/admin/status", _admin_status)
     app.router.add_post("/admin/reload", _admin_reload)
+    app.router.add_get("/admin/log-levels", _get_log_levels)
+    app.router.add_put("/admin/log-levels", _put_log_levels)
 
 
 def create_admin_app(

@@ -8,14 +8,16 @@ complete new ``Pipeline`` and swaps it in; requests keep the pipeline they start
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from edgegw import metrics
+from edgegw import access_log, load_metrics, loglevels, metrics
 from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
 from edgegw.errors import StoreError
@@ -62,6 +64,12 @@ class GatewayApp:
         self.pipeline = Pipeline(config, HttpUpstream(config.backends, self.extra_calls), chains)
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
+        load_metrics.track_app(self)  # edgegw_requests_in_flight
+
+    @property
+    def inflight(self) -> int:
+        """Requests running on the current pipeline."""
+        return self.pipeline.inflight
 
     @property
     def config(self) -> GatewayConfig:
@@ -151,6 +159,7 @@ class GatewayApp:
         await self.pipeline.aclose()
         await self.store_api.aclose()
         metrics.flush()
+        access_log.flush_all()
 
 
 def mirror_flags(snapshot: FlagSnapshot) -> None:
@@ -192,4 +201,11 @@ def create_app(
 
 def create_app_from_env() -> GatewayApp:
     """The worker-side factory: the config path comes from ``EDGEGW_CONFIG``."""
+    runtime = os.environ.get(ENV_RUNTIME_DIR)
+    access_log.set_runtime_dir(Path(runtime) if runtime else None)
+    loglevels.configure_root(os.environ.get(loglevels.ENV_LOG_LEVEL) or "info")
+    loglevels.refresh(Path(runtime) if runtime else None)
+    with contextlib.suppress(ValueError):  # not the main thread: the server's business
+        # SIGUSR1 is the supervisor's (edgegw/server.py); its default would kill a worker.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     return create_app(load_config(Path(os.environ[ENV_CONFIG])), watch=True)

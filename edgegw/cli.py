@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgegw import __version__
+from edgegw.loglevels import LEVELS
 
 if TYPE_CHECKING:
     from edgegw.model import GatewayConfig
@@ -128,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from edgegw.server import serve
 
-    return serve(config, args.config)
+    return serve(config, args.config, log_level=args.log_level)
 
 
 def _cmd_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -136,6 +137,12 @@ def _cmd_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_config_arg(p)
     p.add_argument("--server", choices=["granian", "hypercorn"], help="override `server:`")
     p.add_argument("--workers", type=int, help="override `workers:`")
+    p.add_argument(
+        "--log-level",
+        choices=list(LEVELS),
+        default="info",
+        help="the level of every edgegw log without its own (filters: `log_level:`)",
+    )
     p.set_defaults(func=_serve)
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from edgegw.access_log_config import read_access_log
 from edgegw.backends_config import read_backends
 from edgegw.errors import ConfigError
 from edgegw.front_config import read_header_rules, read_security_headers
+from edgegw.loglevels import LEVELS
 from edgegw.model import (
     Address,
     AdminConfig,
@@ -153,7 +155,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         trusted_proxies=tuple(r.convert(n, _cidr, "") for n in _seq(r, top.get("trusted_proxies"))),
         background=background,
         geoip=geoip,
-        access_log=r.convert(top.get("access_log"), as_bool, True),
+        access_log=read_access_log(r, top.get("access_log")),
         sched_batch=r.convert(top.get("sched_batch"), as_bool, True),
         drain_timeout=r.convert(top.get("drain_timeout"), as_duration, 30.0),
         request_headers_to_remove=read_header_names(r, top.get("request_headers_to_remove")),
@@ -270,7 +272,7 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
 
 def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterSpec]:
     out: dict[str, FilterSpec] = {}
-    keys = ("wasm", "config", "vm_config", "on_error", "on_trap", "limits", "root_id")
+    keys = ("wasm", "config", "vm_config", "on_error", "on_trap", "limits", "root_id", "log_level")
     for name, child in ((r.mapping(node) or {}) if node is not None else {}).items():
         if not _NAME.match(name):
             r.problem(child, f"invalid filter name '{name}'")
@@ -296,6 +298,7 @@ def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterS
             on_trap=cast(OnTrapPolicy, on_trap),
             limits=_read_filter_limits(r, m.get("limits")),
             root_id=r.convert(m.get("root_id"), as_str, ""),
+            log_level=r.convert(m.get("log_level"), one_of(*LEVELS), ""),
         )
     return out
 

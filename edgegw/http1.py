@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from edgegw import load_metrics
 from edgegw.errors import (
     UpstreamConnectTimeout,
     UpstreamProtocolError,
@@ -269,6 +270,7 @@ class Pool:
         self.deadlines: dict[Conn, tuple[float, float]] = {}
         self._ticker: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        load_metrics.track_pool(self)  # edgegw_upstream_connections
 
     async def acquire(self, seconds: float) -> tuple[Conn, bool]:
         """A connection and whether it was reused; waits at most ``seconds`` for a free

@@ -1,4 +1,4 @@
-"""Request metrics (prometheus_client) and the JSON access log.
+"""Request metrics (prometheus_client); the access log is edgegw/access_log.py.
 
 In ``serve`` every worker writes its samples under PROMETHEUS_MULTIPROC_DIR and the admin
 listener sums them (edgegw/admin.py). Each sample written there is an mmap write under a
@@ -13,8 +13,6 @@ Other modules batch their samples the same way through ``on_flush`` and ``flush_
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +36,6 @@ UPSTREAM_SECONDS = Histogram(
 )
 FLUSH_SECONDS = 1.0
 
-access_log = logging.getLogger("edgegw.access")
-
 
 def add_observations(child: Any, counts: list[int], total: float) -> None:
     """Add to histogram ``child`` (made with ``BUCKETS``) what observing values summing to
@@ -60,30 +56,33 @@ def add_observations(child: Any, counts: list[int], total: float) -> None:
 class _Pending:
     """Observations of one histogram child not yet handed to prometheus_client."""
 
-    __slots__ = ("child", "counts", "total")
+    __slots__ = ("bounds", "child", "counts", "total")
 
-    def __init__(self, child: Any) -> None:
+    def __init__(self, child: Any, bounds: tuple[float, ...] = BUCKETS) -> None:
         self.child = child
-        self.counts = [0] * len(BUCKETS)
+        self.bounds = bounds  # the histogram's bucket upper bounds, +Inf last
+        self.counts = [0] * len(bounds)
         self.total = 0.0
 
     def observe(self, seconds: float) -> None:
         # Histogram.observe puts a value in the first bucket whose upper bound is >= it,
         # and stores per-bucket (not cumulative) counts: the same as bisect_left here.
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.counts[bisect_left(self.bounds, seconds)] += 1
         self.total += seconds
 
     def flush(self) -> None:
         if not self.total and not any(self.counts):
             return
         add_observations(self.child, self.counts, self.total)
-        self.counts = [0] * len(BUCKETS)
+        self.counts = [0] * len(self.bounds)
         self.total = 0.0
 
 
 _requests: dict[tuple[str, int], int] = {}
 _durations: dict[str, _Pending] = {}
 _upstreams: dict[str, dict[str, _Pending]] = {}  # outcome -> backend -> pending
+_labeled: dict[tuple[Any, tuple[str, ...]], _Pending] = {}  # (histogram, labels) -> pending
+_counted: dict[tuple[Any, tuple[str, ...]], int] = {}  # (counter, labels) -> increment
 _timer: asyncio.TimerHandle | None = None
 _timer_loop: asyncio.AbstractEventLoop | None = None
 _flush_hooks: list[Callable[[], None]] = []
@@ -119,6 +118,26 @@ def observe_upstream(backend: str, outcome: str, seconds: float) -> None:
     flush_soon()
 
 
+def observe(
+    histogram: Any, bounds: tuple[float, ...], labels: tuple[str, ...], seconds: float
+) -> None:
+    """One observation of ``histogram`` (made with ``buckets=bounds``, +Inf last) for
+    ``labels``, batched."""
+    key = (histogram, labels)
+    pending = _labeled.get(key)
+    if pending is None:
+        pending = _labeled[key] = _Pending(histogram.labels(*labels), bounds)
+    pending.observe(seconds)
+    flush_soon()
+
+
+def count(counter: Any, labels: tuple[str, ...], value: int = 1) -> None:
+    """Add ``value`` to ``counter`` for ``labels``, batched."""
+    key = (counter, labels)
+    _counted[key] = _counted.get(key, 0) + value
+    flush_soon()
+
+
 def flush_soon() -> None:
     """Make sure a ``flush`` is due within ``FLUSH_SECONDS`` (at once without a loop)."""
     global _timer, _timer_loop
@@ -147,38 +166,11 @@ def flush() -> None:
     for by_backend in _upstreams.values():
         for pending in by_backend.values():
             pending.flush()
+    for pending in _labeled.values():
+        pending.flush()
+    for (counter, labels), value in _counted.items():
+        if value:
+            counter.labels(*labels).inc(value)
+    _counted.clear()
     for hook in _flush_hooks:
         hook()
-
-
-def log_access(
-    *,
-    route: str,
-    method: str,
-    path: str,
-    status: int,
-    seconds: float,
-    backend: str | None,
-    bytes_in: int,
-    bytes_out: int,
-    client: str,
-    request_id: str,
-) -> None:
-    """One JSON line on logger ``edgegw.access``."""
-    access_log.info(
-        json.dumps(
-            {
-                "route": route,
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "backend": backend,
-                "bytes_in": bytes_in,
-                "bytes_out": bytes_out,
-                "client": client,
-                "request_id": request_id,
-            },
-            separators=(",", ":"),
-        )
-    )

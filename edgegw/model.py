@@ -166,6 +166,7 @@ class FilterSpec:
     limits: Limits = field(default_factory=Limits)
     root_id: str = ""  # proxy-wasm root id; defaults to the filter name
     background: bool = False  # root-only plugin: never gets HTTP stream contexts
+    log_level: str = ""  # its proxy_log threshold (edgegw/loglevels.py); "" inherits
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,17 @@ class SharedDataConfig:
 
 
 @dataclass(frozen=True)
+class AccessLogConfig:
+    """``access_log:`` (edgegw/access_log.py writes it; docs/operations.md)."""
+
+    enabled: bool = True
+    path: str = "stdout"  # or a file, opened for appending and reopened on SIGUSR1
+    format: str = "json"  # or "combined" (Apache/nginx)
+    fields: tuple[str, ...] = ()  # json: the keys of a line, in order; () = the default set
+    sample_2xx: float = 1.0  # the share of 2xx responses logged
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int
     listen: Address
@@ -274,7 +286,7 @@ class GatewayConfig:
     headers_with_underscores_action: UnderscoreAction = "drop_header"
     background: tuple[str, ...] = ()  # names of filters loaded as root-only plugins
     geoip: GeoIPConfig | None = None
-    access_log: bool = True
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     sched_batch: bool = True  # Linux: the workers run under SCHED_BATCH (server.py)
     drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests may take to finish
     headers: HeaderRules | None = None  # every route's, before the route's own (edgegw/front)

@@ -8,7 +8,6 @@ failures, translated to problem+json answers here.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import time
@@ -16,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
-from edgegw import metrics
+from edgegw import access_log, metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
 from edgegw.errors import UpstreamError, UpstreamOverloaded
@@ -104,7 +103,7 @@ class Pipeline:
         }
         self.max_body = config.limits.max_request_body
         self.keep_escaped_slashes = config.paths.escaped_slashes == "keep_escaped"
-        self.access_log = config.access_log
+        self.access_log = access_log.for_config(config.access_log)
         self.front = Front.build(config)  # None: no headers/security_headers/cors rules
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
@@ -545,19 +544,12 @@ class Pipeline:
     ) -> None:
         seconds = time.perf_counter() - start
         metrics.observe_request(route, counters.status, seconds)
-        if self.access_log and metrics.access_log.isEnabledFor(logging.INFO):
-            metrics.log_access(
-                route=route,
-                method=method,
-                path=path,
-                status=counters.status,
-                seconds=seconds,
-                backend=backend,
-                bytes_in=counters.bytes_in,
-                bytes_out=counters.bytes_out,
-                client=(scope.get("client") or ("", 0))[0],
-                request_id=counters.request_id.decode("latin-1"),
-            )
+        log = self.access_log
+        if log is not None:
+            log.add(
+                route, method, path, counters.status, seconds, backend,
+                counters.bytes_in, counters.bytes_out, counters.request_id, scope,
+            )  # fmt: skip
 
 
 async def _watch(receive: Receive, counters: _Counters, task: asyncio.Task[None]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import watchfiles
 from prometheus_client import Counter
 
+from edgegw import loglevels
 from edgegw.config import load_config
 from edgegw.errors import ConfigError, EdgegwError, FilterLoadError
 from edgegw.model import GatewayConfig
@@ -141,6 +142,7 @@ class Reloader:
         whether the new one is serving."""
         async with self._lock:
             self.status.last_attempt = time.time()
+            loglevels.refresh(self.runtime_dir)  # PUT /admin/log-levels asks by a reload
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
                 digests = await asyncio.to_thread(self._digest, config)

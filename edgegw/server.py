@@ -292,6 +292,13 @@ def _sighup(runtime: Runtime) -> None:
     request_reload(runtime.path)
 
 
+def _reopen_on_sigusr1(runtime: Runtime) -> None:
+    """SIGUSR1 (logrotate): every worker reopens its access log file (edgegw/access_log.py)."""
+    from edgegw.access_log import request_reopen
+
+    signal.signal(signal.SIGUSR1, lambda _sig, _frame: request_reopen(runtime.path))
+
+
 def _backlog(max_connections: int) -> int:
     """The listen backlog asked for (the kernel caps it at net.core.somaxconn)."""
     return max(1024, min(max_connections, 65535))
@@ -365,12 +372,16 @@ def _has_uvloop() -> bool:
     return True
 
 
-def serve(config: GatewayConfig, config_path: Path) -> int:
+def serve(config: GatewayConfig, config_path: Path, log_level: str = "info") -> int:
     """Run the gateway until SIGTERM/SIGINT; returns the process exit code.
 
     ``config`` must already be validated (the CLI does it) and may carry command-line
     overrides (server, workers); workers re-read ``config_path`` themselves.
     """
+    from edgegw.loglevels import ENV_LOG_LEVEL, LEVELS
+
+    LOG_CONFIG["loggers"]["edgegw"]["level"] = LEVELS[log_level]
+    os.environ[ENV_LOG_LEVEL] = log_level  # the workers' edgegw level (edgegw/app.py)
     logging.config.dictConfig(LOG_CONFIG)
     _warn_open_admin(config)
     runtime = prepare_runtime(config_path)
@@ -378,6 +389,7 @@ def serve(config: GatewayConfig, config_path: Path) -> int:
 
     # proxy-wasm shared data of all workers: they map this file (edgegw/wasm/shm.py).
     create_table(runtime.path, config.shared_data)
+    _reopen_on_sigusr1(runtime)
     admin: AdminThread | None = None
     try:
         if config.admin.listen is not None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
 
-from edgegw import metrics
+from edgegw import load_metrics, metrics
 from edgegw.balance import Balancer, client_context
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import (
@@ -252,6 +252,7 @@ class HttpUpstream:
             raise
         if observe:
             metrics.observe_upstream(backend, OK, time.perf_counter() - started)
+            load_metrics.upstream_response(backend, status)
         return UpstreamResponse(status, resp_headers, conn, pool)
 
     async def _exchange(

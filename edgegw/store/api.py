@@ -17,8 +17,9 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
+from edgegw import metrics
 from edgegw.chain import CallResponse
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
@@ -29,6 +30,15 @@ from edgegw.types import Headers
 log = logging.getLogger("edgegw.store")
 STORE_UP = Gauge("edgegw_store_up", "1 when the store answers", multiprocess_mode="livemin")
 STORE_ERRORS = Counter("edgegw_store_errors", "Store operations that failed", ["op"])
+#: Store calls take from tens of microseconds (memory) to the store's timeout.
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                 0.25, 0.5, 1.0, float("inf"))  # fmt: skip
+STORE_SECONDS = Histogram(
+    "edgegw_store_duration_seconds",
+    "Time of one store operation (op: ratelimit, flags; outcome: ok, error)",
+    ["op", "outcome"],
+    buckets=STORE_BUCKETS,
+)
 JSON: Headers = [(b"content-type", b"application/json")]
 BACKOFF_SECONDS = 1.0
 
@@ -68,7 +78,13 @@ class StoreAPI:
         try:
             if time.monotonic() < self._down_until:
                 raise StoreUnavailable("store down (retrying shortly)")
-            decision = await self.store.rate_limit(key, rate, burst, period_ms, cost)
+            started = time.perf_counter()
+            try:
+                decision = await self.store.rate_limit(key, rate, burst, period_ms, cost)
+            except StoreError:
+                _observe("ratelimit", "error", started)
+                raise
+            _observe("ratelimit", "ok", started)
             if self._down_until:
                 log.warning("store reachable again")
                 self._down_until = 0.0
@@ -95,9 +111,12 @@ class StoreAPI:
         return 200, decision.as_json()
 
     async def flags(self) -> FlagSnapshot:
+        started = time.perf_counter()
         try:
             self._last_flags = await self.store.get_flags()
+            _observe("flags", "ok", started)
         except StoreUnavailable as exc:
+            _observe("flags", "error", started)
             STORE_ERRORS.labels("flags").inc()
             log.warning("store unavailable (%s): serving the last flag snapshot", exc)
         return self._last_flags
@@ -118,3 +137,7 @@ class StoreAPI:
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+def _observe(op: str, outcome: str, started: float) -> None:
+    metrics.observe(STORE_SECONDS, STORE_BUCKETS, (op, outcome), time.perf_counter() - started)

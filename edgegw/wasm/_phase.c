@@ -16,6 +16,8 @@
  */
 #include "_phase.h"
 
+#include <time.h>
+
 #define ACTION_PAUSE 1 /* proxy-wasm FilterHeadersStatus StopIteration */
 
 PyObject *phase_error_type;
@@ -99,6 +101,8 @@ phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers, Py_ssize_t pseu
     }
     for (; index != stop; index += step) {
         PyObject *hook, *argv[4], *answer;
+        PhaseVm *vm;
+        struct timespec began, ended;
         long action;
 
         if (index < 0 || index >= count) {
@@ -133,7 +137,12 @@ phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers, Py_ssize_t pseu
             return -2;
         /* The hook may run Python (hostcalls): hold our own references meanwhile. */
         Py_INCREF(argv[1]);
+        clock_gettime(CLOCK_MONOTONIC, &began);
         answer = PyObject_Vectorcall(hook, argv + 1, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &ended);
+        vm = (PhaseVm *)PyTuple_GET_ITEM(plugins, index);
+        phase_vm_observe(vm, (double)(ended.tv_sec - began.tv_sec) +
+                                 (double)(ended.tv_nsec - began.tv_nsec) * 1e-9);
         Py_DECREF(argv[1]);
         Py_DECREF(argv[2]);
         if (answer == NULL) {
@@ -149,6 +158,7 @@ phase_run(PhaseChain *chain, PyObject *hooks, PyObject *headers, Py_ssize_t pseu
             *result = answer;
             return index;
         }
+        vm->continued++;
         Py_DECREF(answer);
     }
     return -1;

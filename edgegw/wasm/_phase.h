@@ -24,12 +24,33 @@
  * plugin.Plugin, extends it): the stream whose callback runs, every open stream by
  * context id, and whether the VM was closed (replaced after a failure, or its runtime
  * shut down): its Store is freed then, so the loops never call a closed VM's hooks. */
+/* Calls into a filter's header hooks are timed here (filter_metrics.py reads and resets
+ * the sums at each metrics flush): how many continued, and a histogram of their times
+ * over CALL_BUCKETS upper bounds (seconds; the last is +Inf). */
+#define CALL_BUCKETS 12
 typedef struct {
     PyObject_HEAD
     PyObject *current; /* a State, or None between callbacks */
     PyObject *streams; /* dict: context id -> State */
     char closed;
+    unsigned long long continued;
+    double call_seconds;
+    unsigned long long call_counts[CALL_BUCKETS];
 } PhaseVm;
+
+extern const double phase_call_bounds[CALL_BUCKETS - 1];
+
+/* Add one call of `seconds` to filter VM `vm`'s histogram. */
+static inline void
+phase_vm_observe(PhaseVm *vm, double seconds)
+{
+    int i = 0;
+
+    while (i < CALL_BUCKETS - 1 && seconds > phase_call_bounds[i])
+        i++;
+    vm->call_counts[i]++;
+    vm->call_seconds += seconds;
+}
 
 /* What the filters of one request share (edgegw/wasm/state.py subclasses it). Fields
  * are never NULL once made, unless Python deleted one: C reads NULL as None. */

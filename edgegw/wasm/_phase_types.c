@@ -8,6 +8,55 @@
 
 /* --- Vm --------------------------------------------------------------------------- */
 
+/* filter_metrics.CALL_BUCKETS without +Inf; tests/unit/test_filter_metrics.py checks. */
+const double phase_call_bounds[CALL_BUCKETS - 1] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+};
+
+/* take_calls() -> (continued, seconds, counts): the sums since the last take; resets. */
+static PyObject *
+vm_take_calls(PhaseVm *self, PyObject *unused)
+{
+    PyObject *counts = PyTuple_New(CALL_BUCKETS), *out;
+
+    (void)unused;
+    if (counts == NULL)
+        return NULL;
+    for (int i = 0; i < CALL_BUCKETS; i++) {
+        PyObject *n = PyLong_FromUnsignedLongLong(self->call_counts[i]);
+        if (n == NULL) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(counts, i, n);
+    }
+    out = Py_BuildValue("(KdN)", self->continued, self->call_seconds, counts);
+    if (out != NULL) {
+        self->continued = 0;
+        self->call_seconds = 0.0;
+        memset(self->call_counts, 0, sizeof(self->call_counts));
+    }
+    return out;
+}
+
+/* observe_call(seconds): a call timed in Python (body hooks, stream.Chain._step). */
+static PyObject *
+vm_observe_call(PhaseVm *self, PyObject *arg)
+{
+    double seconds = PyFloat_AsDouble(arg);
+
+    if (seconds == -1.0 && PyErr_Occurred())
+        return NULL;
+    phase_vm_observe(self, seconds);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef vm_methods[] = {
+    {"take_calls", (PyCFunction)vm_take_calls, METH_NOARGS, NULL},
+    {"observe_call", (PyCFunction)vm_observe_call, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
 /* Arguments are the subclass's (Plugin.__init__). */
 static PyObject *
 vm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -67,6 +116,7 @@ PyTypeObject PhaseVm_Type = {
     .tp_clear = (inquiry)vm_clear,
     .tp_dealloc = (destructor)vm_dealloc,
     .tp_members = vm_members,
+    .tp_methods = vm_methods,
 };
 
 /* --- State ------------------------------------------------------------------------ */

@@ -8,16 +8,17 @@ hostcall goes through ``fastcall``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import wasmtime
 
+from edgegw import loglevels
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import FilterLoadError, WasmClosed, WasmError
 from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
+from edgegw.wasm import filter_metrics
 from edgegw.wasm._phase import ROOT_CONTEXT
 from edgegw.wasm.abi import ABI_MARKERS
 from edgegw.wasm.exports import HOSTCALLS, Answer
@@ -67,7 +68,8 @@ class Plugin(SharedHostcalls):
             "plugin_root_id": self.root_id,
             "plugin_vm_id": self.vm_id,
         }
-        self.log = logging.getLogger(f"edgegw.filter.{spec.name}")
+        self.log = loglevels.configure_filter(spec.name, spec.log_level)
+        filter_metrics.track(self, spec.name)
         self.http_call = http_call
         self.clusters = clusters
         self.ticks = engines.cpu_ticks(spec.limits.cpu)

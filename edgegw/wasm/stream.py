@@ -18,6 +18,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Final
 
 from edgegw.chain import Exchange, LocalReply
@@ -25,7 +26,7 @@ from edgegw.errors import WasmClosed, WasmError, WasmVmFailed
 from edgegw.headers import request_id
 from edgegw.problem import problem
 from edgegw.types import Headers
-from edgegw.wasm import _phase, faults
+from edgegw.wasm import _phase, faults, filter_metrics
 from edgegw.wasm.abi import Action
 from edgegw.wasm.plugin import Plugin
 from edgegw.wasm.state import StreamState
@@ -121,11 +122,16 @@ class Chain(_phase.Chain):
         if plugin.closed:  # its Store is gone (Plugin.close): never call into it
             return self._stopped(index, WasmClosed(f"filter '{plugin.name}': VM closed"))
         plugin.current = self.state
+        started = perf_counter()
         try:
             action: object = hook(self.contexts[index], *args)
         except WasmError as exc:
             action = exc
-        return self._stopped(index, action)
+        plugin.observe_call(perf_counter() - started)
+        stopped = self._stopped(index, action)
+        if stopped is None:
+            filter_metrics.outcome(plugin.name, filter_metrics.CONTINUE)
+        return stopped
 
     def _stopped(self, index: int, result: object) -> LocalReply | _Paused | None:
         """What filter ``index`` answered (``_step``, ``_run``): None when it is
@@ -136,7 +142,12 @@ class Chain(_phase.Chain):
         if isinstance(result, WasmError):
             return self._failed(index, result)
         reply = self.state.local_reply
-        return PAUSED if reply is None and result == _PAUSE else reply
+        if reply is None and result == _PAUSE:
+            filter_metrics.outcome(self.plugins[index].name, filter_metrics.PAUSE)
+            return PAUSED
+        if reply is not None:
+            filter_metrics.outcome(self.plugins[index].name, filter_metrics.REPLY)
+        return reply
 
     async def _after_stop(
         self, index: int, result: object, hooks: tuple[Hook | None, ...], headers: Headers,
@@ -174,6 +185,8 @@ class Chain(_phase.Chain):
             state.failure = None
             failed = index if self.plugins[index] is plugin else self.plugins.index(plugin)
             return self._failed(failed, exc)
+        if state.local_reply is not None:  # it replied once resumed (an http_call's answer)
+            filter_metrics.outcome(self.plugins[index].name, filter_metrics.REPLY)
         return state.local_reply
 
     async def _wait(self) -> bool:
@@ -191,6 +204,7 @@ class Chain(_phase.Chain):
         plugin = self.plugins[index]
         policy = plugin.spec.on_error
         self.off[index] = None
+        filter_metrics.outcome(plugin.name, filter_metrics.FAIL)
         if isinstance(exc, WasmVmFailed | WasmClosed):  # failed or replaced before, logged then
             log.debug("filter '%s' is failed (%s): %s", plugin.name, policy, exc)
         else:

@@ -175,7 +175,7 @@ def ids_received(backend: LoopbackBackend) -> list[list[str]]:
 def access_lines(gw: GatewayProcess) -> list[dict[str, Any]]:
     out = []
     for line in gw.output().splitlines():
-        if line.startswith('{"route"'):
+        if line.startswith('{"time"'):
             out.append(json.loads(line))
     return out
 

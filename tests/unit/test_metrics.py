@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
@@ -106,34 +104,3 @@ async def test_pending_samples_are_flushed_by_a_timer(monkeypatch: pytest.Monkey
     assert sample("edgegw_requests_total", route="t-timer", status="200") == before
     await asyncio.sleep(0.2)
     assert sample("edgegw_requests_total", route="t-timer", status="200") == before + 1
-
-
-def test_access_log_is_one_json_line(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="edgegw.access"):
-        metrics.log_access(
-            route="r",
-            method="POST",
-            path="/a?b=1",
-            status=201,
-            seconds=0.0123456,
-            backend=None,
-            bytes_in=3,
-            bytes_out=4,
-            client="203.0.113.7",
-            request_id="abc",
-        )
-    [record] = [r for r in caplog.records if r.name == "edgegw.access"]
-    text = record.getMessage()
-    assert "\n" not in text
-    assert json.loads(text) == {
-        "route": "r",
-        "method": "POST",
-        "path": "/a?b=1",
-        "status": 201,
-        "duration_ms": 12.346,
-        "backend": None,
-        "bytes_in": 3,
-        "bytes_out": 4,
-        "client": "203.0.113.7",
-        "request_id": "abc",
-    }

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client import REGISTRY
 
-from edgegw import metrics
+from edgegw import access_log, metrics
 from edgegw.app import GatewayApp
 from edgegw.config import parse_config
 from tests.conftest import LoopbackBackend, free_port
@@ -223,26 +222,31 @@ UPSTREAM_OK = {"backend": "api", "outcome": "ok"}
 async def test_metrics_and_access_log(
     backend_factory: MakeBackend,
     asgi_client: Callable[..., httpx.AsyncClient],
-    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     api = backend_factory()
+    log = tmp_path / "access.log"
     client = asgi_client(
-        gateway({"api": api.url}, "  - {name: m, match: {prefix: /}, backend: api}\n")
+        gateway(
+            {"api": api.url},
+            "  - {name: m, match: {prefix: /}, backend: api}\n",
+            access_log=f"{{path: '{log}'}}",
+        )
     )
     labels = {"route": "m", "status": "200"}
     before = REGISTRY.get_sample_value("edgegw_requests_total", labels) or 0.0
     upstream_before = (
         REGISTRY.get_sample_value("edgegw_upstream_duration_seconds_count", UPSTREAM_OK) or 0.0
     )
-    with caplog.at_level(logging.INFO, logger="edgegw.access"):
-        assert (await client.get("/m?x=1")).status_code == 200
+    assert (await client.get("/m?x=1")).status_code == 200
     metrics.flush()
     assert REGISTRY.get_sample_value("edgegw_requests_total", labels) == before + 1
     assert (
         REGISTRY.get_sample_value("edgegw_upstream_duration_seconds_count", UPSTREAM_OK)
         == upstream_before + 1
     )
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgegw.access"]
+    access_log.flush_all()
+    lines = [json.loads(text) for text in log.read_text().splitlines()]
     assert len(lines) == 1
     line = lines[0]
     assert (line["route"], line["status"], line["backend"], line["path"]) == (
@@ -328,14 +332,16 @@ async def test_http2_body_without_content_length_is_forwarded(
 async def test_access_log_off(
     backend_factory: MakeBackend,
     asgi_client: Callable[..., httpx.AsyncClient],
-    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     api = backend_factory()
     routes = "  - {name: quiet, match: {prefix: /}, backend: api}\n"
-    client = asgi_client(gateway({"api": api.url}, routes, access_log="false"))
-    with caplog.at_level(logging.INFO, logger="edgegw.access"):
-        assert (await client.get("/q")).status_code == 200
-    assert [r for r in caplog.records if r.name == "edgegw.access"] == []
+    log = tmp_path / "access.log"
+    off = f"{{path: '{log}', enabled: false}}"
+    client = asgi_client(gateway({"api": api.url}, routes, access_log=off))
+    assert (await client.get("/q")).status_code == 200
+    access_log.flush_all()
+    assert not log.exists()
     assert len(api.requests) == 1
 
 
