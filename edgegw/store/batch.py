@@ -15,6 +15,7 @@ filter's ``on_store_error``) applies to each of them (edgegw/store/api.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +23,7 @@ import hiredis
 
 from edgegw.errors import StoreError
 from edgegw.store.base import RateDecision
-from edgegw.store.resp import RespConnection, pack
+from edgegw.store.resp import RespConnection
 
 #: Requests per script call; a bigger batch is split (each part one call, pipelined),
 #: so one call never keeps Redis busy for long.
@@ -121,20 +122,34 @@ class LeanSender:
     def __init__(self, conn: RespConnection, bucket_prefix: str) -> None:
         self._conn = conn
         self._prefix = bucket_prefix
-        self._sha = hashlib.sha1(GCRA_BATCH_LUA.encode()).hexdigest()  # EVALSHA's name
+        sha = hashlib.sha1(GCRA_BATCH_LUA.encode()).hexdigest().encode()  # EVALSHA's name
+        self._evalsha = _bulk(b"EVALSHA") + _bulk(sha)
+        self._eval = _bulk(b"EVAL") + _bulk(GCRA_BATCH_LUA.encode())
 
     async def __call__(self, steps: list[Step]) -> list[RateDecision]:
-        args: list[bytes | str | int] = [len(steps)]
-        args.extend(self._prefix + step[0] for step in steps)
-        for _, rate, burst, period_ms, cost in steps:
-            args += (rate, burst, period_ms, cost)
+        # EVALSHA sha numkeys key... (rate burst period_ms cost)..., packed by hand: this
+        # runs once per batch, for every request of it.
+        keys = [_bulk((self._prefix + step[0]).encode()) for step in steps]
+        args = b"".join([*keys, *(_numbers(*step[1:]) for step in steps)])
+        head = b"*%d\r\n" % (3 + 5 * len(steps))
+        count = _bulk(b"%d" % len(steps))
         await self._conn.ensure()
-        reply = await self._conn.call(pack("EVALSHA", self._sha, *args))
+        reply = await self._conn.call(head + self._evalsha + count + args)
         if isinstance(reply, hiredis.ReplyError):
-            reply = await self._conn.call(pack("EVAL", GCRA_BATCH_LUA, *args))
+            reply = await self._conn.call(head + self._eval + count + args)
         if isinstance(reply, hiredis.ReplyError) or not isinstance(reply, list):
             raise StoreError(f"redis refused the rate-limit script: {reply!r}")
         return [
             RateDecision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3], reply[i + 4])
             for i in range(0, len(reply), 5)
         ]
+
+
+def _bulk(raw: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _numbers(rate: int, burst: int, period_ms: int, cost: int) -> bytes:
+    # A policy asks with the same four numbers every time: packed once.
+    return b"".join(_bulk(b"%d" % n) for n in (rate, burst, period_ms, cost))
