@@ -98,16 +98,16 @@ routes: [{{match: {{prefix: /}}, filters: [ab], backend: echo}}]
         for (port, _admin), cfg in zip(ports, configs, strict=True):
             stack.enter_context(edgegw_with(cfg, port))
         clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=5) for p, _ in ports]
-        admin = f"http://127.0.0.1:{ports[0][1]}/admin/flags"
+        admin = httpx.Client(base_url=f"http://127.0.0.1:{ports[0][1]}/admin/flags", timeout=5)
         for i in range(FLAG_TRIALS):
             start = time.perf_counter()
-            httpx.put(f"{admin}/f{i}", json=True, timeout=5).raise_for_status()
+            admin.put(f"/f{i}", json=True).raise_for_status()
             for client in clients[1:]:
                 while f"f{i}=on" not in client.get("/").text:
                     if time.perf_counter() - start > 5:
                         raise RuntimeError("a flag never reached a replica")
             latencies.append((time.perf_counter() - start) * 1000)
-        for client in clients:
+        for client in [*clients, admin]:
             client.close()
     echo.shutdown()
     return latencies

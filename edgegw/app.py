@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import signal
@@ -24,8 +23,9 @@ from edgegw.errors import StoreError
 from edgegw.model import GatewayConfig
 from edgegw.pipeline import Pipeline
 from edgegw.reload import Reloader
-from edgegw.store import FlagSnapshot, open_store
+from edgegw.store import open_store
 from edgegw.store.api import StoreAPI
+from edgegw.store.mirror import FlagMirror
 from edgegw.types import Receive, Scope, Send
 from edgegw.upstream import HttpUpstream
 
@@ -37,7 +37,6 @@ ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
 ChainsFactory = Callable[[GatewayConfig, HttpCall], Awaitable[FilterChains | None]]
 GC_THRESHOLD = 20_000
 STORE_CLUSTER = "edgegw.store"
-FLAGS_KEY = b"edgegw.flags"
 DRAIN_TIMEOUT = 60.0  # seconds an old pipeline may keep serving in-flight requests
 
 
@@ -65,6 +64,7 @@ class GatewayApp:
         self._started = False
         self._retiring: set[asyncio.Task[None]] = set()
         load_metrics.track_app(self)  # edgegw_requests_in_flight
+        self._mirror: FlagMirror | None = None
 
     @property
     def inflight(self) -> int:
@@ -125,7 +125,8 @@ class GatewayApp:
             await store.seed_flags(dict(self.config.store.flags))
         except StoreError as exc:  # flags were validated with the config: the store is down
             log.warning("cannot seed flags now: %s", exc)
-        store.subscribe(mirror_flags)
+        self._mirror = FlagMirror(store)  # one process per host mirrors the flags
+        self._mirror.start()
         # Requests allocate many short-lived objects; the default gen-0 threshold (700)
         # runs a collection every few requests. Objects alive now (modules, config, VMs)
         # are frozen out of future collections.
@@ -157,20 +158,11 @@ class GatewayApp:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         await self.pipeline.aclose()
+        if self._mirror is not None:
+            await self._mirror.aclose()
         await self.store_api.aclose()
         metrics.flush()
         access_log.flush_all()
-
-
-def mirror_flags(snapshot: FlagSnapshot) -> None:
-    """Keep shared data ``edgegw.flags`` (read by filters/ab_flags) equal to the store's
-    flag table. A store that never held a flag (version 0) leaves the key absent, so
-    filters use the flags of their own config, as they do in Envoy."""
-    from edgegw.wasm.shared import SHARED_DATA
-
-    if snapshot.version == 0:
-        return
-    SHARED_DATA.set(FLAGS_KEY, json.dumps(snapshot.as_json()).encode(), 0)
 
 
 async def wasm_chains(config: GatewayConfig, http_call: HttpCall) -> FilterChains | None:

@@ -97,6 +97,10 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if not check_filters(config, args.config):
         return EXIT_CONFIG
+    from edgegw.store.policy import policy_conflicts
+
+    for conflict in policy_conflicts(config):
+        _err(f"{args.config}: warning: {conflict}")
     print("OK")
     return EXIT_OK
 

@@ -258,13 +258,11 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
                 flags[name] = validate_flag(name, plain(value))
             except ValueError as exc:
                 r.problem(value, f"invalid flag '{name}': {exc}")
-    on_error = r.convert(
-        m.get("on_error"), one_of("fail_open", "fail_closed", "local"), "fail_open"
-    )
+    on_error = r.convert(m.get("on_error"), one_of("fail_open", "fail_closed", "local"), None)
     return StoreConfig(
         url=url,
         prefix=r.convert(m.get("prefix"), as_str, "edgegw"),
-        on_error=cast(StoreOnError, on_error),
+        on_error=cast(StoreOnError | None, on_error),
         timeout=r.convert(m.get("timeout"), as_duration, 0.25),
         flags=frozen_map(flags),
     )

@@ -49,7 +49,8 @@ class AdminConfig:
 class StoreConfig:
     url: str = "memory://"
     prefix: str = "edgegw"
-    on_error: StoreOnError = "fail_open"
+    # None: not set, the calling filter's on_store_error decides (docs/store.md)
+    on_error: StoreOnError | None = None
     timeout: float = 0.25  # per store operation
     flags: Mapping[str, Any] = field(default_factory=frozen_map)  # seeds the flag table
 

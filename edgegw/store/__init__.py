@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgegw.model import StoreConfig
 from edgegw.store.base import FlagSnapshot, RateDecision, Store
-from edgegw.store.memory import MemoryStore
+from edgegw.store.memory import MemoryStore, host_memory_store
 
 FLAGS_FILE = "flags.json"
 
@@ -18,7 +18,7 @@ def open_store(config: StoreConfig, runtime_dir: Path | None = None) -> Store:
     if config.url.startswith("memory:"):
         if runtime_dir is None and os.environ.get("EDGEGW_RUNTIME_DIR"):
             runtime_dir = Path(os.environ["EDGEGW_RUNTIME_DIR"])
-        return MemoryStore(runtime_dir / FLAGS_FILE if runtime_dir is not None else None)
+        return host_memory_store(runtime_dir / FLAGS_FILE if runtime_dir is not None else None)
     from edgegw.store.redis import RedisStore
 
     return RedisStore(config)

@@ -5,9 +5,12 @@ filters' http_calls and on the admin port (``/store/v1/...``) for filters in Env
                         -> 200 {"allowed","remaining","reset_ms","retry_after_ms","limit"}
     GET  /v1/flags      -> 200 {"version": N, "flags": {...}}
 
-When the store is unreachable, ``store.on_error`` decides: ``fail_open`` answers allowed,
-``fail_closed`` answers 503 (the filter's own ``on_store_error`` then applies), ``local``
-applies the limit with a per-process in-memory store. Flags keep the last snapshot.
+When the store is unreachable, ``store.on_error`` decides if it is set: ``fail_open``
+answers allowed, ``fail_closed`` answers 503, ``local`` applies the limit with a memory
+store (host-wide: edgegw/store/hostwide.py). Not set (the default), the answer is 503 and
+the calling filter's own ``on_store_error`` decides: one policy, the filter's, unless the
+user chose the store's on purpose (``edgegw check`` warns when they disagree:
+edgegw/store/policy.py). Flags keep the last snapshot.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from edgegw.chain import CallResponse
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.store.base import FlagSnapshot, Store, check_rate_request
-from edgegw.store.memory import MemoryStore
+from edgegw.store.memory import host_memory_store
 from edgegw.types import Headers
 
 log = logging.getLogger("edgegw.store")
@@ -49,7 +52,7 @@ class StoreAPI:
     def __init__(self, store: Store, config: StoreConfig) -> None:
         self.store = store
         self.on_error = config.on_error
-        self._fallback = MemoryStore()  # on_error: local
+        self._fallback = host_memory_store()  # on_error: local
         self._last_flags = FlagSnapshot(0, {})
         self._down_until = 0.0  # while the store is known down, answer without waiting on it
         # Up until an operation fails (memory:// never does). Every process of a gateway
@@ -95,10 +98,14 @@ class StoreAPI:
                 # A real attempt failed: back off, so requests do not each wait for the
                 # store's timeout; the first call after the backoff probes it again.
                 if not self._down_until:
-                    log.warning("store unavailable (%s): on_error=%s", exc, self.on_error)
+                    log.warning(
+                        "store unavailable (%s): on_error=%s",
+                        exc,
+                        self.on_error or "unset (the filter's on_store_error decides)",
+                    )
                 self._down_until = time.monotonic() + BACKOFF_SECONDS
                 STORE_UP.set(0)
-            if self.on_error == "fail_closed":
+            if self.on_error in ("fail_closed", None):
                 return 503, {"title": "Service Unavailable", "status": 503, "detail": str(exc)}
             if self.on_error == "local":
                 decision = await self._fallback.rate_limit(key, rate, burst, period_ms, cost)

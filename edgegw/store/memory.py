@@ -1,8 +1,10 @@
 """``memory://``: the embedded store of one process.
 
-Rate-limit state lives in this process. Flags are shared by the processes of one gateway
-(supervisor and workers) through a JSON file in the runtime directory, written atomically
-and polled, so an edit through the admin port reaches every worker.
+Rate-limit buckets live in the host-wide shared-data table when the gateway has one
+(every worker of a host counts together: edgegw/store/hostwide.py), else in this
+process; keys the table cannot take are counted here. Flags are shared by the processes
+of one gateway (supervisor and workers) through a JSON file in the runtime directory,
+written atomically and polled, so an edit through the admin port reaches every worker.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, gcra, validate_flag
+from edgegw.store.hostwide import SharedBuckets, host_table
 
 log = logging.getLogger("edgegw.store")
 POLL_SECONDS = 0.05
@@ -23,7 +26,8 @@ _MAX_KEYS = 100_000  # bound memory: expired buckets are swept past this many
 
 
 class MemoryStore:
-    def __init__(self, flags_file: Path | None = None) -> None:
+    def __init__(self, flags_file: Path | None = None, shared: SharedBuckets | None = None) -> None:
+        self._shared = shared
         self._tats: dict[str, int] = {}
         self._flags = FlagSnapshot(0, {})
         self._file = flags_file
@@ -35,6 +39,10 @@ class MemoryStore:
     async def rate_limit(
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
     ) -> RateDecision:
+        if self._shared is not None:
+            shared = self._shared.rate_limit(key, rate, burst, period_ms, cost)
+            if shared is not None:
+                return shared
         now = time.time_ns() // 1000
         decision, tat = gcra(self._tats.get(key, 0), now, rate, burst, period_ms, cost)
         if decision.allowed and cost:
@@ -128,3 +136,9 @@ class MemoryStore:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def host_memory_store(flags_file: Path | None = None) -> MemoryStore:
+    """A memory store counting in the host-wide table when this gateway has one."""
+    table = host_table()
+    return MemoryStore(flags_file, SharedBuckets(table) if table is not None else None)

@@ -22,6 +22,8 @@ from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.store.api import STORE_UP
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, validate_flag
+from edgegw.store.batch import Batcher, LeanSender
+from edgegw.store.resp import SCHEMES, RespConnection
 
 log = logging.getLogger("edgegw.store")
 RESYNC_SECONDS = 5.0  # re-read flags even without a message (a missed one, a restart)
@@ -100,7 +102,7 @@ def connect(url: str, timeout: float) -> tuple[Any, list[Any]]:
 
 
 class RedisStore:
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, batch: bool = True) -> None:
         self._client, self._helpers = connect(config.url, config.timeout)
         # {prefix} is a hash tag: in Redis Cluster the three flag keys share one slot, so
         # one script may touch them together.
@@ -117,6 +119,13 @@ class RedisStore:
         self._task: asyncio.Task[None] | None = None
         self._unseeded: dict[str, Any] = {}  # config flags not yet seeded (store was down)
         self.up = True
+        # redis://, rediss://, unix://: GCRA steps batched per loop turn on a lean
+        # connection (edgegw/store/batch.py); Cluster and Sentinel: one call per request.
+        self._lean: RespConnection | None = None
+        self._batcher: Batcher | None = None
+        if batch and urlsplit(config.url).scheme in SCHEMES:
+            self._lean = RespConnection(config.url, config.timeout)
+            self._batcher = Batcher(LeanSender(self._lean, self._bucket))
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -139,6 +148,14 @@ class RedisStore:
     async def rate_limit(
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
     ) -> RateDecision:
+        if self._batcher is not None:
+            try:
+                decision = await self._batcher.rate_limit(key, rate, burst, period_ms, cost)
+            except StoreUnavailable:
+                self.up = False
+                raise
+            self.up = True
+            return decision
         r = await self._eval(GCRA_LUA, [self._bucket + key], [rate, burst, period_ms, cost])
         return RateDecision(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
@@ -243,6 +260,9 @@ class RedisStore:
         return True
 
     async def aclose(self) -> None:
+        if self._batcher is not None and self._lean is not None:
+            await self._batcher.aclose()
+            await self._lean.aclose()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -36,11 +36,14 @@ def rate_limited(
     prefix: str,
     burst: int,
     on_store_error: str = "fail_closed",
-    on_error: str = "fail_open",
+    on_error: str | None = "fail_open",
 ) -> dict[str, Any]:
     policy = {"name": "global", "rate": 1, "period": "1h", "burst": burst, "key": ["route"]}
+    store = {"url": redis_url, "prefix": prefix, "on_error": on_error, "timeout": "300ms"}
+    if on_error is None:  # not set: the filter's on_store_error decides
+        del store["on_error"]
     return {
-        "store": {"url": redis_url, "prefix": prefix, "on_error": on_error, "timeout": "300ms"},
+        "store": store,
         "backends": {"api": backend.url},
         "filters": {
             "limit": {

@@ -64,7 +64,7 @@ def test_paths_escaped_slashes() -> None:
 def test_defaults() -> None:
     config = parse_config(BASE, env={})
     assert config.server == "granian" and config.workers == 1
-    assert config.store.url == "memory://" and config.store.on_error == "fail_open"
+    assert config.store.url == "memory://" and config.store.on_error is None
     assert config.backends["users"].timeout == 30.0
     assert config.admin.listen is None
     assert config.routes[0].match.prefix == "/users"

@@ -1,0 +1,109 @@
+"""Shared data ``edgegw.flags`` (read by filters/ab_flags on every request) kept equal to
+the store's flag table by ONE process per host.
+
+Shared data is host-wide (edgegw/wasm/_shm.c), so one writer suffices: the worker that
+holds the mirror lease (an entry of the store's namespace of the table naming its pid)
+subscribes to the store and writes every new snapshot the moment it arrives; the other
+workers hold no subscription (no Redis pub/sub connection each) and check every
+``LEASE_CHECK_SECONDS`` whether the holder is still alive, the first to see it gone
+taking over (compare-and-swap on the lease, as shared queues change owner). A new holder
+reads the whole table when it subscribes, so no edit made meanwhile is lost.
+
+Without a host-wide table (one process: embedding, tests) this process mirrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+from typing import Any
+
+from edgegw.store.base import FlagSnapshot
+from edgegw.store.hostwide import NS_STORE, host_table
+from edgegw.wasm._shm import Table
+
+FLAGS_KEY = b"edgegw.flags"
+LEASE_KEY = b"flags-mirror"
+LEASE_CHECK_SECONDS = 1.0
+_PID = struct.Struct("<I")
+_OK, _CAS_MISMATCH = 0, 8
+
+
+def mirror_flags(snapshot: FlagSnapshot) -> None:
+    """Write ``snapshot`` to shared data ``edgegw.flags``. A store that never held a
+    flag (version 0) leaves the key absent, so filters use the flags of their own
+    config, as they do in Envoy."""
+    from edgegw.wasm.shared import SHARED_DATA
+
+    if snapshot.version == 0:
+        return
+    SHARED_DATA.set(FLAGS_KEY, json.dumps(snapshot.as_json()).encode(), 0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FlagMirror:
+    """Mirrors ``store``'s flags into shared data when this process holds the lease."""
+
+    def __init__(self, store: Any, table: Table | None = None) -> None:
+        self._store = store
+        self._table = table if table is not None else host_table()
+        self._task: asyncio.Task[None] | None = None
+        self.holding = False
+
+    def start(self) -> None:
+        """Mirror now, or watch the holder (needs a running loop)."""
+        if self._table is None or self._try_claim():
+            self._hold()
+        else:
+            self._task = asyncio.ensure_future(self._watch())
+
+    def _hold(self) -> None:
+        self.holding = True
+        self._store.subscribe(mirror_flags)
+
+    def _try_claim(self) -> bool:
+        assert self._table is not None
+        me = os.getpid()
+        while True:
+            current = self._table.nsget(NS_STORE, LEASE_KEY)
+            if current is not None:
+                holder = _PID.unpack(current[0])[0]
+                if holder == me:
+                    return True
+                if holder and _alive(holder):
+                    return False
+            cas = current[1] if current is not None else -1
+            status = self._table.nsset(NS_STORE, LEASE_KEY, _PID.pack(me), cas)
+            if status == _OK:
+                return True
+            if status != _CAS_MISMATCH:  # table full: mirror here rather than nowhere
+                return True
+
+    async def _watch(self) -> None:
+        while True:  # polling: a process's death wakes nothing up here
+            if self._try_claim():
+                self._hold()
+                return
+            await asyncio.sleep(LEASE_CHECK_SECONDS)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.holding and self._table is not None:
+            # Handed back at once: a worker staying up (a restart of this one alone)
+            # takes over at its next check instead of waiting for this pid to vanish.
+            current = self._table.nsget(NS_STORE, LEASE_KEY)
+            if current is not None and _PID.unpack(current[0])[0] == os.getpid():
+                self._table.nsset(NS_STORE, LEASE_KEY, _PID.pack(0), current[1])

@@ -1,0 +1,142 @@
+"""A lean Redis connection for the rate-limit hot path: commands packed by hand (RESP2,
+https://redis.io/docs/latest/develop/reference/protocol-spec/), replies parsed by
+hiredis' C reader, pipelined on one socket (replies come back in command order, so a
+FIFO of futures matches them). redis-py's asyncio client spends most of a call in
+packing, pooling and parsing; here a call is one ``transport.write`` and one future.
+
+Any failure (connect, reset, timeout) fails every command in flight with
+``StoreUnavailable`` and drops the socket; the next command reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+from edgegw.errors import StoreError, StoreUnavailable
+
+#: URL schemes this connection speaks (cluster and sentinel go through redis-py).
+SCHEMES = ("redis", "rediss", "unix")
+
+
+def pack(*parts: bytes | str | int) -> bytes:
+    """One command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        raw = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: RespConnection) -> None:
+        self._owner = owner
+        self._reader = hiredis.Reader()
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        waiting = self._owner._waiting
+        while (reply := self._reader.gets()) is not False:
+            if waiting:
+                fut = waiting.popleft()
+                if not fut.done():
+                    fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost(StoreUnavailable(f"redis: connection lost ({exc or 'closed'})"))
+
+
+class RespConnection:
+    """One pipelined connection to the Redis of ``url`` (``redis://``, ``rediss://``,
+    ``unix://``), with the URL's user, password and database."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self._parts = parts
+        self.timeout = timeout
+        self._transport: asyncio.Transport | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._hello: list[bytes] = []
+        if parts.password is not None:
+            user = unquote(parts.username or "default")
+            self._hello.append(pack("AUTH", user, unquote(parts.password)))
+        db = parts.path.strip("/") if parts.scheme != "unix" else ""
+        query_db = dict(p.partition("=")[::2] for p in parts.query.split("&") if p).get("db")
+        db = query_db or db
+        if db and db != "0":
+            self._hello.append(pack("SELECT", int(db)))
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        parts = self._parts
+        proto = _Protocol(self)
+        if parts.scheme == "unix":
+            coro = loop.create_unix_connection(lambda: proto, parts.path)
+        else:
+            context = ssl.create_default_context() if parts.scheme == "rediss" else None
+            coro = loop.create_connection(
+                lambda: proto, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context
+            )
+        try:
+            transport, _ = await asyncio.wait_for(coro, self.timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise StoreUnavailable(f"redis: cannot connect: {exc!r}") from exc
+        self._transport = transport
+        for command in self._hello:  # AUTH / SELECT answer before anything else is sent
+            reply = await self.call(command)
+            if isinstance(reply, hiredis.ReplyError):
+                self._lost(StoreUnavailable(f"redis refused {command.split()[2]!r}: {reply}"))
+                raise StoreUnavailable(f"redis: {reply}")
+
+    async def ensure(self) -> None:
+        """Connected (or ``StoreUnavailable``); concurrent callers share one attempt."""
+        if self._transport is not None:
+            return
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connected)
+        await asyncio.shield(self._connecting)
+
+    def _connected(self, fut: asyncio.Future[None]) -> None:
+        self._connecting = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved: each waiter re-raises its own copy
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        """Write ``command`` now (connected: see ``ensure``); the future gets the reply
+        (a ``hiredis.ReplyError`` for an error reply)."""
+        if self._transport is None:
+            raise StoreUnavailable("redis: not connected")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        self._transport.write(command)
+        return fut
+
+    async def call(self, command: bytes) -> Any:
+        """``send`` and wait up to ``timeout``; a timeout drops the connection (later
+        replies would no longer match their commands)."""
+        fut = self.send(command)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+        except TimeoutError:
+            self._lost(StoreUnavailable(f"redis: no answer within {self.timeout:g} s"))
+            raise StoreUnavailable(f"redis: no answer within {self.timeout:g} s") from None
+
+    def _lost(self, exc: StoreError) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()
+        waiting, self._waiting = self._waiting, deque()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # a waiter that already gave up must not log it
+
+    async def aclose(self) -> None:
+        self._lost(StoreUnavailable("redis: connection closed"))
