@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -251,3 +253,63 @@ routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
         assert (await client.get("/x")).status_code == 200
     await app.pipeline.aclose()  # flushes: the export fails within its timeout
     assert failed() - before == 40  # 20 request spans + 20 tries
+
+
+async def test_a_retried_request_has_one_span_per_try(
+    backend_factory: Callable[..., LoopbackBackend],
+    otlp_receiver: Receiver,
+    asgi_client: Callable[..., Any],
+) -> None:
+    """A backend answering 503 is tried again (retry.on: 5xx): two client spans, the
+    second with http.request.resend_count 1; each try told the backend its own span."""
+    backend = backend_factory(status=503)
+    app = _app(f"""
+version: 1
+backends:
+  api: {{url: "{backend.url}", retry: {{attempts: 2, on: [5xx], backoff: {{base: 1ms, max: 1ms}}}}}}
+tracing: {{otlp_endpoint: "{otlp_receiver.url}"}}
+routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
+""")
+    r = await asgi_client(app).get("/x")
+    assert r.status_code == 503 and len(backend.requests) == 2
+    otlp_receiver.wait(lambda spans: len(spans) >= 3)
+    [server] = [s for s in otlp_receiver.spans if s["kind"] == "server"]
+    tries = sorted((s for s in otlp_receiver.spans if s["kind"] == "client"),
+                   key=lambda s: s["start"])  # fmt: skip
+    assert [t["attrs"].get("http.request.resend_count", 0) for t in tries] == [0, 1]
+    assert all(t["parent_id"] == server["span_id"] and t["status"] == 2 for t in tries)
+    told = [dict(r["headers"])["traceparent"].split("-")[2] for r in backend.requests]
+    assert told == [t["span_id"] for t in tries]
+    assert server["status"] == 2  # a 5xx answer: the request span is an error
+
+
+def test_served_concurrent_requests_keep_their_own_traces(
+    backend_factory: Callable[..., LoopbackBackend],
+    otlp_receiver: Receiver,
+    run_gateway: Callable[..., Any],
+) -> None:
+    """Under granian, requests overlapping at a slow backend each send their own trace
+    id upstream (the current span is per request), and the spans reach the collector
+    from the worker process."""
+    backend = backend_factory(delay=0.3)
+    gw = run_gateway({
+        "backends": {"api": backend.url},
+        "tracing": {"otlp_endpoint": otlp_receiver.url},
+        "routes": [{"name": "api", "match": {"prefix": "/"}, "backend": "api"}],
+    })  # fmt: skip
+    ids = [f"{i + 1:032x}" for i in range(8)]
+
+    def get(trace_id: str) -> int:
+        headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+        return httpx.get(f"{gw.url}/x", headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(get, ids)) == [200] * 8
+    assert sorted(dict(r["headers"])["traceparent"].split("-")[1] for r in backend.requests) == ids
+    otlp_receiver.wait(lambda spans: len(spans) >= 16)
+    for trace_id in ids:
+        spans = otlp_receiver.trace(trace_id)
+        [server] = [s for s in spans if s["kind"] == "server"]
+        [attempt] = [s for s in spans if s["kind"] == "client"]
+        assert attempt["parent_id"] == server["span_id"]
+        assert server["parent_id"] == "00f067aa0ba902b7"
