@@ -11,8 +11,8 @@ A file is opened for appending (``O_APPEND``: the workers' batches never overwri
 other) and reopened before the next batch once ``request_reopen`` ran: the supervisor calls
 it on SIGUSR1 (logrotate's ``postrotate``), each worker sees the marker file change.
 
-The tracing code puts the request's trace id in ``TRACE_ID`` (a context variable, set in
-the request's task before the pipeline finishes it); it is empty when tracing is off.
+The request's trace id (edgegw.tracing) is passed in by the pipeline; it is empty when
+tracing is off.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import atexit
 import os
 import time
-from contextvars import ContextVar
 from pathlib import Path
 from random import random
 
@@ -33,8 +32,6 @@ from edgegw.types import Scope
 FLUSH_SECONDS = 0.2
 BATCH = 1024  # records that make a flush due at once
 REOPEN_FILE = "reopen-logs"
-#: The trace id of the running request (lower-case hex), "" when tracing is off.
-TRACE_ID: ContextVar[str] = ContextVar("edgegw_trace_id", default="")
 #: One record: time, route, method, path, status, seconds, backend, bytes in, bytes out,
 #: request id, trace id, the ASGI scope.
 Record = tuple[float, str, str, str, int, float, str | None, int, int, bytes, str, Scope]
@@ -67,6 +64,7 @@ class AccessLog:
         bytes_in: int,
         bytes_out: int,
         request_id: bytes,
+        trace_id: str,
         scope: Scope,
     ) -> None:
         """Record one request (its line is written later)."""
@@ -75,7 +73,7 @@ class AccessLog:
         records = self.records
         records.append(
             (time.time(), route, method, path, status, seconds, backend, bytes_in,
-             bytes_out, request_id, TRACE_ID.get(), scope)
+             bytes_out, request_id, trace_id, scope)
         )  # fmt: skip
         if self._timer is None:
             self._schedule(FLUSH_SECONDS)

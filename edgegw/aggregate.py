@@ -22,6 +22,7 @@ from edgegw.chain import CallResponse, HttpCall, LocalReply
 from edgegw.headers import REQUEST_ID, request_id
 from edgegw.model import Aggregate, AggregateTarget
 from edgegw.problem import problem
+from edgegw.tracing.hooks import call_ended, call_span
 from edgegw.types import Headers
 
 log = logging.getLogger("edgegw.aggregate")
@@ -148,6 +149,7 @@ async def _fetch(
     except KeyError as exc:
         outcome.error = f"no value for template parameter {{{exc.args[0]}}}"
         return outcome
+    span = call_span(target.backend, target.method, path)  # None: tracing off
     started = time.monotonic()
     own = min(target.timeout or agg.timeout, agg.timeout)
     timeout = min(own, deadline - started)
@@ -170,6 +172,8 @@ async def _fetch(
             outcome.value = json.loads(response.body)
         except ValueError:
             outcome.error = "body is not JSON"
+    if span is not None:
+        call_ended(span, outcome.status, outcome.error)
     return outcome
 
 

@@ -42,6 +42,7 @@ from edgegw.model import (
 )
 from edgegw.routes_config import read_header_names, read_routes
 from edgegw.store.base import validate_flag
+from edgegw.tracing_config import read_tracing
 from edgegw.yamlnodes import (
     Node,
     Reader,
@@ -72,6 +73,7 @@ TOP_KEYS = (
     "trusted_proxies",
     "background",
     "geoip",
+    "tracing",
     "access_log",
     "sched_batch",
     "drain_timeout",
@@ -155,6 +157,7 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         trusted_proxies=tuple(r.convert(n, _cidr, "") for n in _seq(r, top.get("trusted_proxies"))),
         background=background,
         geoip=geoip,
+        tracing=read_tracing(r, top.get("tracing")),
         access_log=read_access_log(r, top.get("access_log")),
         sched_batch=r.convert(top.get("sched_batch"), as_bool, True),
         drain_timeout=r.convert(top.get("drain_timeout"), as_duration, 30.0),
@@ -386,6 +389,8 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
     doc["store"]["url"] = _redact_url(config.store.url)
     for name, backend in config.backends.items():
         doc["backends"][name]["url"] = _redact_url(backend.url)
+    if config.tracing is not None:  # the collector's credentials (authorization, api keys)
+        doc["tracing"]["headers"] = dict.fromkeys(config.tracing.headers, REDACTED)
     for name, spec in config.filters.items():
         for key in ("config", "vm_config"):
             raw = getattr(spec, key)

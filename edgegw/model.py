@@ -267,6 +267,17 @@ class AccessLogConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry tracing (edgegw/tracing/, docs/operations.md "Tracing")."""
+
+    otlp_endpoint: str  # OTLP/HTTP traces URL (…/v1/traces)
+    sample_ratio: float = 1.0  # head sampling of new traces; errors are always exported
+    service_name: str = "edgegw"
+    headers: Mapping[str, str] = field(default_factory=frozen_map)  # sent with each export
+    trust_incoming: bool = True  # continue a client's traceparent/tracestate
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int
     listen: Address
@@ -287,6 +298,7 @@ class GatewayConfig:
     headers_with_underscores_action: UnderscoreAction = "drop_header"
     background: tuple[str, ...] = ()  # names of filters loaded as root-only plugins
     geoip: GeoIPConfig | None = None
+    tracing: TracingConfig | None = None  # None: off, no span is made
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     sched_batch: bool = True  # Linux: the workers run under SCHED_BATCH (server.py)
     drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests may take to finish

@@ -35,6 +35,7 @@ from edgegw.model import GatewayConfig, Route
 from edgegw.paths import normalize
 from edgegw.problem import problem
 from edgegw.routing import Router
+from edgegw.tracing import Span, tracer_for
 from edgegw.types import Headers, Message, Receive, Scope, Send
 from edgegw.upstream import Upstream
 
@@ -74,6 +75,7 @@ class _Counters:
     gone: bool = False  # the client left before the response ended
     ended: bool = False  # the response's last bytes went to the server
     watcher: asyncio.Task[None] | None = None  # waits for the client to leave (``_watch``)
+    span: Span | None = None  # the request's span when tracing is on (edgegw.tracing)
 
     def abort(self, reply: LocalReply | None) -> _Abort:
         self.aborted, self.abort_reply = True, reply
@@ -105,6 +107,7 @@ class Pipeline:
         self.keep_escaped_slashes = config.paths.escaped_slashes == "keep_escaped"
         self.access_log = access_log.for_config(config.access_log)
         self.front = Front.build(config)  # None: no headers/security_headers/cors rules
+        self.tracer = tracer_for(config)  # None: tracing off, no span is made
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
         # Running requests, for ``_sweep``: task -> (the sweep generation it started in,
@@ -132,6 +135,8 @@ class Pipeline:
         await self.upstream.aclose()
         if self.chains is not None:
             await self.chains.aclose()
+        if self.tracer is not None:  # may flush the last spans: not on the loop
+            await asyncio.to_thread(self.tracer.close)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -159,6 +164,8 @@ class Pipeline:
             request_id = os.urandom(16).hex().encode()
             headers.append((REQUEST_ID, request_id))
         counters = _Counters(request_id)
+        if self.tracer is not None:  # before any reply: error bodies carry the trace id
+            counters.span, headers = self.tracer.begin(headers, method, scope)
         edge = None
         if self.front is not None:  # its send edits every response head (edgegw/front/edge.py)
             edge = self.front.start(send, headers, query)
@@ -544,11 +551,15 @@ class Pipeline:
     ) -> None:
         seconds = time.perf_counter() - start
         metrics.observe_request(route, counters.status, seconds)
+        if counters.span is not None:
+            span = counters.span
+            span.trace.tracer.end(span, route, counters.status, path, backend, scope, method)
         log = self.access_log
         if log is not None:
+            trace_id = "" if counters.span is None else counters.span.trace_id
             log.add(
                 route, method, path, counters.status, seconds, backend,
-                counters.bytes_in, counters.bytes_out, counters.request_id, scope,
+                counters.bytes_in, counters.bytes_out, counters.request_id, trace_id, scope,
             )  # fmt: skip
 
 

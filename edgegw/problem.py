@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from edgegw.chain import LocalReply
+from edgegw.tracing import current_trace_id
 
 PROBLEM_TYPE = b"application/problem+json"
 
@@ -23,4 +24,7 @@ def problem(status: int, detail: str, instance: str = "", **extra: Any) -> Local
     if instance:
         doc["instance"] = instance
     doc.update(extra)
+    trace_id = current_trace_id()  # tracing on: the id to find this request's trace by
+    if trace_id is not None:
+        doc["trace_id"] = trace_id
     return LocalReply(status, [(b"content-type", PROBLEM_TYPE)], json.dumps(doc).encode())

@@ -26,6 +26,8 @@ from edgegw.errors import (
 )
 from edgegw.http1 import Conn, Pool
 from edgegw.model import Backend
+from edgegw.tracing import CURRENT
+from edgegw.tracing.hooks import answered, failed, upstream_try
 from edgegw.types import Headers
 
 # A replayable request that died on a reused connection before any response byte is
@@ -219,6 +221,11 @@ class HttpUpstream:
         # Every call is timed, failed ones too, labelled by how it ended (by type:
         # UpstreamError.outcome).
         started = time.perf_counter()
+        span = None
+        if CURRENT.get() is not None:  # tracing on, in a request: a span for this try
+            scheme = "http" if pool.ssl is None else "https"
+            span, headers = upstream_try(backend, method, scheme, pool.host, pool.port, target,
+                                         headers)  # fmt: skip
         try:
             head = _head(method, target, headers, pool, framing)
             while True:
@@ -241,18 +248,26 @@ class HttpUpstream:
         except UpstreamError as exc:
             if observe:
                 metrics.observe_upstream(backend, exc.outcome, time.perf_counter() - started)
+            if span is not None:
+                failed(span, exc)
             raise
-        except asyncio.CancelledError:  # the gateway stopped waiting (client gone, deadline)
+        except asyncio.CancelledError as exc:  # the gateway stopped waiting (client gone, deadline)
             if observe:
                 metrics.observe_upstream(backend, CANCELLED, time.perf_counter() - started)
+            if span is not None:
+                failed(span, exc)
             raise
-        except Exception:  # the request body failed (client gone mid-upload, too large)
+        except Exception as exc:  # the request body failed (client gone mid-upload, too large)
             if observe:
                 metrics.observe_upstream(backend, ABORTED, time.perf_counter() - started)
+            if span is not None:
+                failed(span, exc)
             raise
         if observe:
             metrics.observe_upstream(backend, OK, time.perf_counter() - started)
             load_metrics.upstream_response(backend, status)
+        if span is not None:
+            answered(span, status)
         return UpstreamResponse(status, resp_headers, conn, pool)
 
     async def _exchange(

@@ -9,6 +9,7 @@ Sections (add yours as a new section; do not rewrite others'):
   6. never-accepting  full_listener: a port whose connections hang (connect timeouts)
   7. backend processes  procs(n): tests/lb_backend.py on loopback ports (kill, restart)
   8. in process       asgi_client(app): an httpx client calling a GatewayApp via ASGI
+  9. OTLP receiver    otlp_receiver: decodes OTLP/HTTP trace exports (tests/otlp.py)
 """
 
 from __future__ import annotations
@@ -469,3 +470,19 @@ async def asgi_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
     for app, client in made:
         await client.aclose()
         await app.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# 9. OTLP receiver
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[Any]:
+    """A real OTLP/HTTP trace receiver on loopback (tests/otlp.py): ``.url`` for
+    ``tracing.otlp_endpoint``, ``.spans`` decoded, ``.wait(predicate)``."""
+    from tests.otlp import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()

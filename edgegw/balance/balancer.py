@@ -35,6 +35,7 @@ from edgegw.errors import (
 from edgegw.headers import XFF, get
 from edgegw.http1 import Pool
 from edgegw.model import Backend, BackendLimits, Endpoint, Retry
+from edgegw.tracing import RESEND
 from edgegw.types import Headers
 
 if TYPE_CHECKING:
@@ -301,6 +302,7 @@ class Balancer:
             # check and this) until its try ended, however it ends (cancelled included).
             if retries:
                 self.retrying += 1
+            resend = RESEND.set(retries)  # the try's span: http.request.resend_count
             try:
                 if retries:
                     await asyncio.sleep(backoff(retry, retries))
@@ -325,6 +327,7 @@ class Balancer:
             finally:
                 if retries:
                     self.retrying -= 1
+                RESEND.reset(resend)
             tried.append(member)
             retries += 1
             stats.count(stats.RETRIES, (self.name,))

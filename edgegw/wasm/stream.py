@@ -25,6 +25,7 @@ from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmClosed, WasmError, WasmVmFailed
 from edgegw.headers import request_id
 from edgegw.problem import problem
+from edgegw.tracing.hooks import filter_ended, filter_span
 from edgegw.types import Headers
 from edgegw.wasm import _phase, faults, filter_metrics
 from edgegw.wasm.abi import Action
@@ -49,6 +50,8 @@ _PAUSE = int(Action.PAUSE)  # an IntEnum member lookup is slow on Python 3.11
 _phase.set_types(WasmError, StreamState, WasmClosed)
 
 Hook = Callable[..., int]
+_HEADER_PHASES = {1: "request_headers", -1: "response_headers"}  # by ``step``
+_BODY_PHASES = {True: "request_body", False: "response_body"}  # by ``request``
 
 
 class Plan(_phase.Plan):
@@ -161,8 +164,13 @@ class Chain(_phase.Chain):
         stop = len(self.plugins) if step == 1 else -1
         while True:
             stopped = self._stopped(index, result)
+            span = None  # tracing: a span for a filter that paused or replied
+            if stopped is not None:
+                span = filter_span(self.plugins[index].name, _HEADER_PHASES[step])
             # No coroutine per filter: only a pause needs one (``_paused``).
             reply = await self._paused(index) if stopped is PAUSED else stopped
+            if span is not None:
+                filter_ended(span, stopped is PAUSED, None if reply is None else reply.status)
             if reply is not None:
                 if step == 1:
                     # The later filters never see this request: in Envoy their stream
@@ -281,13 +289,18 @@ class Chain(_phase.Chain):
             plugin = self.plugins[index]
             hook = plugin.on_request_body if request else plugin.on_response_body
             step = self._step(index, hook, len(buffer), end_of_stream)
-            if step is PAUSED:
-                if not end_of_stream:
-                    self._body_at[request] = index
-                    return b""
-                step = await self._paused(index)
+            if step is PAUSED and not end_of_stream:
+                self._body_at[request] = index
+                return b""
             if step is not None:
-                return step
+                span = filter_span(plugin.name, _BODY_PHASES[request])  # tracing
+                paused = step is PAUSED
+                if step is PAUSED:
+                    step = await self._paused(index)
+                if span is not None:
+                    filter_ended(span, paused, None if step is None else step.status)
+                if step is not None:
+                    return step
         self._body_at[request] = None
         out = bytes(buffer)
         buffer.clear()

@@ -106,7 +106,7 @@ def test_sampling_keeps_every_non_2xx(tmp_path: Path) -> None:
     path = tmp_path / "a.log"
     log = access_log.AccessLog(AccessLogConfig(path=str(path), sample_2xx=0.0))
     for status in (200, 204, 404, 503, 200):  # no loop: each written at once
-        log.add("r", "GET", "/", status, 0.001, None, 0, 0, b"id", SCOPE)
+        log.add("r", "GET", "/", status, 0.001, None, 0, 0, b"id", "", SCOPE)
     log.close()
     assert [json.loads(t)["status"] for t in path.read_text().splitlines()] == [404, 503]
 
@@ -117,8 +117,8 @@ async def test_lines_wait_for_the_batch_then_a_timer_writes_them(
     monkeypatch.setattr(access_log, "FLUSH_SECONDS", 0.05)
     path = tmp_path / "a.log"
     log = access_log.AccessLog(AccessLogConfig(path=str(path)))
-    log.add("r", "GET", "/1", 200, 0.001, "b", 0, 0, b"id-1", SCOPE)
-    log.add("r", "GET", "/2", 200, 0.001, "b", 0, 0, b"id-2", SCOPE)
+    log.add("r", "GET", "/1", 200, 0.001, "b", 0, 0, b"id-1", "", SCOPE)
+    log.add("r", "GET", "/2", 200, 0.001, "b", 0, 0, b"id-2", "", SCOPE)
     assert not path.exists()  # nothing written on the request path
     for _ in range(100):
         await asyncio.sleep(0.02)
@@ -128,27 +128,24 @@ async def test_lines_wait_for_the_batch_then_a_timer_writes_them(
     log.close()
 
 
-async def test_trace_id_comes_from_the_request_context(tmp_path: Path) -> None:
-    log = access_log.AccessLog(AccessLogConfig(path=str(tmp_path / "a.log")))
-
-    async def request(trace: str) -> None:
-        if trace:
-            access_log.TRACE_ID.set(trace)
-        log.add("r", "GET", "/", 200, 0.001, None, 0, 0, b"id", SCOPE)
-
-    await asyncio.gather(request("4bf92f3577b34da6a3ce929d0e0e4736"), request(""))
-    assert [r[10] for r in log.records] == ["4bf92f3577b34da6a3ce929d0e0e4736", ""]
-    log.records.clear()
+def test_trace_id_is_a_field(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    log = access_log.AccessLog(AccessLogConfig(path=str(path)))
+    log.add("r", "GET", "/", 200, 0.001, None, 0, 0, b"1", "4bf92f3577b34da6a3ce929d0e0e4736", {})
+    log.add("r", "GET", "/", 200, 0.001, None, 0, 0, b"2", "", {})
+    lines = [json.loads(t) for t in path.read_text().splitlines()]
+    assert [line["trace_id"] for line in lines] == ["4bf92f3577b34da6a3ce929d0e0e4736", ""]
+    log.close()
 
 
 def test_reopen_after_rotation(tmp_path: Path, runtime_dir: Path) -> None:
     path = tmp_path / "a.log"
     log = access_log.AccessLog(AccessLogConfig(path=str(path)))
-    log.add("r", "GET", "/before", 200, 0.001, None, 0, 0, b"1", {})  # no loop: written now
+    log.add("r", "GET", "/before", 200, 0.001, None, 0, 0, b"1", "", {})  # no loop: written now
     path.rename(tmp_path / "a.log.1")
-    log.add("r", "GET", "/late", 200, 0.001, None, 0, 0, b"2", {})  # still the open file
+    log.add("r", "GET", "/late", 200, 0.001, None, 0, 0, b"2", "", {})  # still the open file
     access_log.request_reopen(runtime_dir)
-    log.add("r", "GET", "/after", 200, 0.001, None, 0, 0, b"3", {})
+    log.add("r", "GET", "/after", 200, 0.001, None, 0, 0, b"3", "", {})
     log.close()
     rotated = [json.loads(t)["path"] for t in (tmp_path / "a.log.1").read_text().splitlines()]
     assert rotated == ["/before", "/late"]
