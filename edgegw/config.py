@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edgegw.backends_config import read_backends
 from edgegw.errors import ConfigError
+from edgegw.listener_config import read_listener_tls
 from edgegw.model import (
     Address,
     AdminConfig,
@@ -74,6 +75,8 @@ TOP_KEYS = (
     "drain_timeout",
     "request_headers_to_remove",
     "headers_with_underscores_action",
+    "tls",
+    "http2",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -162,6 +165,8 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
                 "drop_header",
             ),
         ),
+        tls=read_listener_tls(r, top.get("tls"), base),
+        http2=r.convert(top.get("http2"), as_bool, False),
         source=source,
     )
 
@@ -320,6 +325,7 @@ _LIMIT_KEYS = (
     "max_connections",
     "header_timeout",
     "idle_timeout",
+    "websocket_idle_timeout",
 )
 
 
@@ -335,6 +341,9 @@ def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
         ),
         header_timeout=r.convert(m.get("header_timeout"), as_duration, default.header_timeout),
         idle_timeout=r.convert(m.get("idle_timeout"), as_duration, default.idle_timeout),
+        websocket_idle_timeout=r.convert(
+            m.get("websocket_idle_timeout"), as_duration, default.websocket_idle_timeout
+        ),
     )
 
 

@@ -36,6 +36,7 @@ ROUTE_KEYS = (
     "aggregate",
     "strip_prefix",
     "request_headers_to_remove",
+    "websocket",
 )
 TARGET_KEYS = (
     "backend",
@@ -115,6 +116,9 @@ def _read_route(
     strip = r.convert(m.get("strip_prefix"), as_bool, False)
     if strip and match.prefix is None:
         r.problem(m["strip_prefix"], "strip_prefix needs match.prefix")
+    websocket = r.convert(m.get("websocket"), as_bool, False)
+    if websocket and "backend" not in m:  # a WebSocket is one connection to one backend
+        r.problem(m["websocket"], "websocket needs a single backend (not split or aggregate)")
     return Route(
         name=name,
         match=match,
@@ -124,6 +128,7 @@ def _read_route(
         aggregate=aggregate,
         strip_prefix=strip,
         request_headers_to_remove=read_header_names(r, m.get("request_headers_to_remove")),
+        websocket=websocket,
     )
 
 
