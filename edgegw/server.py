@@ -214,7 +214,9 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
             # on a keep-alive connection; not before a connection's first byte.
             header_read_timeout=max(1, round(limits.header_timeout * 1000)),
         ),
-        websockets=any(route.websocket for route in config.routes),
+        # On whatever the routes say, so a reload can add a WebSocket route; an upgrade on
+        # a route without ``websocket: true`` is refused by the app (403, as Envoy).
+        websockets=True,
         ssl_cert=config.tls.cert if config.tls else None,
         ssl_key=config.tls.key if config.tls else None,
         ssl_protocol_min=SSLProtocols.tls13
