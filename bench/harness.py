@@ -43,6 +43,7 @@ class Scenario:
     path: str = "/bench"
     filters: tuple[Filter, ...] = ()
     extra_edgegw_yaml: str = ""
+    listener: str = ""  # "https" | "h2": TLS on both proxies (bench/listener.py)
 
 
 @dataclass
@@ -139,6 +140,8 @@ http {{
 
 
 def envoy_config(scenario: Scenario, port: int, admin_port: int, backend_port: int) -> str:
+    from listener import envoy_transport
+
     filters = []
     for f in scenario.filters:
         filters.append(
@@ -163,7 +166,7 @@ static_resources:
   listeners:
   - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
     filter_chains:
-    - filters:
+    - {envoy_transport(scenario)}filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": {HCM_TYPE}
@@ -296,6 +299,8 @@ def _trivial(n: int, source: str = "trivial") -> tuple[Filter, ...]:
 
 
 def scenarios() -> list[Scenario]:
+    from listener import scenarios as listener_scenarios
+
     return [
         Scenario("plain", "plain proxying, no filters"),
         Scenario(
@@ -315,6 +320,7 @@ def scenarios() -> list[Scenario]:
             "plain proxying, edgegw with sched_batch: false (the default CPU policy)",
             extra_edgegw_yaml="sched_batch: false\n",
         ),
+        *listener_scenarios(),  # https, http2: bench/listener.py
     ]
 
 
