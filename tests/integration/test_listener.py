@@ -258,7 +258,8 @@ def test_websocket_echo_through_a_jwt_filter(
         _ws(gw, "/api/x")
     assert not_ws.value.response.status_code == 403
     token = demo_token("42")
-    headers = {"authorization": f"Bearer {token}"}
+    # A client's try at a filter's header and at the gateway's own: as on HTTP routes.
+    headers = {"authorization": f"Bearer {token}", "x-user-id": "1", "x-edgegw-variant": "b"}
     with _ws(gw, "/chat/room?x=1", additional_headers=headers, subprotocols=["v2"]) as ws:  # type: ignore[list-item]
         assert ws.subprotocol == "v2"
         ws.send("hello")
@@ -272,6 +273,8 @@ def test_websocket_echo_through_a_jwt_filter(
     path, seen = echo.requests[-1]
     assert path == "/chat/room?x=1"
     assert seen["x-user-id"] == "42"
+    assert "x-edgegw-variant" not in seen
+    assert "sec-websocket-key" in seen  # the gateway's own handshake with the backend
     assert seen["x-forwarded-for"] == "127.0.0.1"
     # Counted once the relay ended, which may be just after the client saw the close.
     wanted = 'edgegw_websocket_sessions_total{end="backend",route="chat"} 1.0'
