@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import Server, ServerConnection, serve
 
 from edgegw.demo import DEMO_JWT_SECRET, demo_token
-from tests.conftest import REPO, GatewayProcess, LoopbackBackend
+from tests.conftest import REPO, GatewayProcess, LoopbackBackend, free_port
+from tests.integration.test_reload import wait_generation
 from tests.tlsca import make_ca, pem, write_pair
 
 SERVERS = ["granian", "hypercorn"]
@@ -101,12 +103,14 @@ def _gateway(
         config["tls"] = tls
     if ws_url is not None:
         config["backends"]["chat"] = {"url": ws_url}
+        config["backends"]["gone"] = {"url": f"http://127.0.0.1:{free_port()}"}  # closed
         config["filters"] = {"jwt": JWT}
         config["routes"][:0] = [
             {"name": "chat", "match": {"prefix": "/chat"}, "backend": "chat", "websocket": True,
              "filters": ["jwt"]},
             {"name": "open", "match": {"prefix": "/open"}, "backend": "chat", "websocket": True,
              "strip_prefix": True},
+            {"name": "gone", "match": {"prefix": "/gone"}, "backend": "gone", "websocket": True},
         ]  # fmt: skip
     return run_gateway(config)
 
@@ -257,6 +261,9 @@ def test_websocket_echo_through_a_jwt_filter(
     with pytest.raises(InvalidStatus) as not_ws:  # a route without websocket: true
         _ws(gw, "/api/x")
     assert not_ws.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as unreachable:  # the backend's port is closed
+        _ws(gw, "/gone")
+    assert unreachable.value.response.status_code == 502
     token = demo_token("42")
     # A client's try at a filter's header and at the gateway's own: as on HTTP routes.
     headers = {"authorization": f"Bearer {token}", "x-user-id": "1", "x-edgegw-variant": "b"}
@@ -304,3 +311,27 @@ def test_an_idle_websocket_is_closed(
             ws.recv(timeout=30)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert echo.requests[-1][0] == "/idle"  # strip_prefix applies to the upgrade's path
+
+
+def test_a_reload_adds_a_websocket_route(
+    echo: EchoServer, run_gateway: Callable[..., GatewayProcess],
+    backend_factory: Callable[..., LoopbackBackend],
+) -> None:  # fmt: skip
+    """granian's listener accepts upgrades whatever the routes say at start."""
+    backend = backend_factory()
+    gw = _gateway(run_gateway, "granian", backend.url)
+    with pytest.raises(InvalidStatus) as refused:
+        _ws(gw, "/api/ws")
+    assert refused.value.response.status_code == 403
+    config = yaml.safe_load(gw.config_path.read_text())
+    config["backends"]["chat"] = {"url": f"http://127.0.0.1:{echo.port}"}
+    config["routes"][0]["websocket"] = False
+    config["routes"].insert(
+        0, {"match": {"prefix": "/api/ws"}, "backend": "chat", "websocket": True}
+    )
+    wait_generation(gw, 1)
+    gw.config_path.write_text(yaml.safe_dump(config))
+    wait_generation(gw, 2)
+    with _ws(gw, "/api/ws") as ws:
+        ws.send("reloaded")
+        assert ws.recv(timeout=20) == "reloaded"
