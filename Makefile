@@ -78,9 +78,9 @@ endef
 system-deps:
 	$(call apt_need,redis-server systemd-analyze chromium,redis-server systemd chromium)
 
-# wrk drives the load and nginx is the backend in bench/.
+# wrk drives the load (h2load the HTTP/2 load) and nginx is the backend in bench/.
 bench-deps:
-	$(call apt_need,wrk nginx,wrk nginx-light)
+	$(call apt_need,wrk nginx h2load,wrk nginx-light nghttp2-client)
 
 lint: $(DEV_STAMP) lock-check
 	$(VENV)/bin/ruff check edgegw tests bench

@@ -48,6 +48,7 @@ class Scenario:
     envoy_filters_yaml: str = ""  # Envoy http filters before the wasm ones
     headers: tuple[str, ...] = ()  # request headers wrk sends
     access_log: bool = False  # both log each request as JSON to a file (ENVOY_ACCESS_LOG)
+    listener: str = ""  # "https" | "h2": TLS on both proxies (bench/listener.py)
 
 
 @dataclass
@@ -171,6 +172,8 @@ def envoy_config(
     scenario: Scenario, port: int, admin_port: int, backend_port: int, log_path: str = ""
 ) -> str:
     access_log = ENVOY_ACCESS_LOG.format(path=log_path) if scenario.access_log else ""
+    from listener import envoy_transport
+
     filters = []
     for f in scenario.filters:
         filters.append(
@@ -195,7 +198,7 @@ static_resources:
   listeners:
   - address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
     filter_chains:
-    - filters:
+    - {envoy_transport(scenario)}filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": {HCM_TYPE}
@@ -332,6 +335,8 @@ def _trivial(n: int, source: str = "trivial") -> tuple[Filter, ...]:
 
 
 def scenarios() -> list[Scenario]:
+    from listener import scenarios as listener_scenarios
+
     return [
         Scenario("plain", "plain proxying, no filters"),
         Scenario(
@@ -357,6 +362,7 @@ def scenarios() -> list[Scenario]:
             "plain proxying, both writing a JSON access log line per request to a file",
             access_log=True,
         ),
+        *listener_scenarios(),  # https, http2: bench/listener.py
     ]
 
 

@@ -31,8 +31,8 @@ from harness import (
     save_results,
     scenarios,
     write_block,
-    wrk,
 )
+from listener import load
 
 DURATION = float(os.environ.get("BENCH_DURATION", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
@@ -52,10 +52,12 @@ def measure(chosen: list[Scenario], backend_port: int) -> dict[str, dict[str, Re
             print(f"== round {number}/{ROUNDS}, {scenario.name}: {scenario.description}")
             for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
                 with runner(scenario, backend_port) as port:
-                    url = f"http://127.0.0.1:{port}{scenario.path}"
-                    sent = scenario.headers
-                    wrk(url, 2, CONNECTIONS, sent)  # warm-up: JIT, pools, caches
-                    result = wrk(url, duration=DURATION, connections=CONNECTIONS, headers=sent)
+                    # wrk, or h2load for HTTP/2 (bench/listener.py); first a warm-up (JIT,
+                    # pools, caches).
+                    load(scenario, port, scenario.path, 2, CONNECTIONS, scenario.headers)
+                    result = load(
+                        scenario, port, scenario.path, DURATION, CONNECTIONS, scenario.headers
+                    )
                     print(f"   {name:7s} {result}", flush=True)
                     rounds[scenario.name][name].append(result)
     return {

@@ -28,6 +28,7 @@ from edgegw.store.api import StoreAPI
 from edgegw.store.mirror import FlagMirror
 from edgegw.types import Receive, Scope, Send
 from edgegw.upstream import HttpUpstream
+from edgegw.wsproxy import serve_websocket
 
 log = logging.getLogger("edgegw.app")
 
@@ -79,6 +80,8 @@ class GatewayApp:
         kind = scope["type"]
         if kind == "http":
             await self.pipeline.handle(scope, receive, send)
+        elif kind == "websocket":
+            await serve_websocket(self.pipeline, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -20,6 +20,7 @@ from edgegw.access_log_config import read_access_log
 from edgegw.backends_config import read_backends
 from edgegw.errors import ConfigError
 from edgegw.front_config import read_header_rules, read_security_headers
+from edgegw.listener_config import read_listener_tls
 from edgegw.loglevels import LEVELS
 from edgegw.model import (
     Address,
@@ -81,6 +82,8 @@ TOP_KEYS = (
     "headers_with_underscores_action",
     "headers",
     "security_headers",
+    "tls",
+    "http2",
 )
 _SERVERS = one_of("granian", "hypercorn")
 _STORE_ON_ERROR = one_of("fail_open", "fail_closed", "local")
@@ -172,6 +175,8 @@ def _read_gateway(r: Reader, root: Node, base: Path, source: Path | None) -> Gat
         ),
         headers=read_header_rules(r, top["headers"]) if "headers" in top else None,
         security_headers=read_security_headers(r, top.get("security_headers")),
+        tls=read_listener_tls(r, top.get("tls"), base),
+        http2=r.convert(top.get("http2"), as_bool, False),
         source=source,
     )
 
@@ -329,6 +334,7 @@ _LIMIT_KEYS = (
     "max_connections",
     "header_timeout",
     "idle_timeout",
+    "websocket_idle_timeout",
 )
 
 
@@ -344,6 +350,9 @@ def _read_limits(r: Reader, node: Node | None) -> ServerLimits:
         ),
         header_timeout=r.convert(m.get("header_timeout"), as_duration, default.header_timeout),
         idle_timeout=r.convert(m.get("idle_timeout"), as_duration, default.idle_timeout),
+        websocket_idle_timeout=r.convert(
+            m.get("websocket_idle_timeout"), as_duration, default.websocket_idle_timeout
+        ),
     )
 
 

@@ -20,6 +20,7 @@ OnTrapPolicy = Literal["reload", "fail", "keep"]
 StoreOnError = Literal["fail_open", "fail_closed", "local"]
 EscapedSlashes = Literal["reject_request", "keep_escaped"]
 UnderscoreAction = Literal["allow", "drop_header", "reject_request"]
+TlsVersion = Literal["1.2", "1.3"]
 
 
 def frozen_map(items: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -218,6 +219,7 @@ class Route:
     split: Split | None = None
     aggregate: Aggregate | None = None
     strip_prefix: bool = False  # remove match.prefix before proxying
+    websocket: bool = False  # Upgrade: websocket proxied after the request-header filters
     # Lower-case client request headers dropped before the filters run (with the global ones).
     request_headers_to_remove: tuple[str, ...] = ()
     cors: CorsPolicy | None = None  # edgegw/front (docs/configuration.md, "Front door")
@@ -238,6 +240,7 @@ class ServerLimits:
     max_connections: int = 10_000  # per worker, open at once
     header_timeout: float = 10.0  # to receive a request head (granian: and between requests)
     idle_timeout: float = 60.0  # hypercorn: a connection with no request in progress
+    websocket_idle_timeout: float = 300.0  # no message either way: the gateway closes both
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,15 @@ class TracingConfig:
 
 
 @dataclass(frozen=True)
+class ListenerTLS:
+    """TLS on the data-plane listener (docs/configuration.md, "Listener: tls, http2")."""
+
+    cert: Path  # PEM chain, leaf first
+    key: Path
+    min_version: TlsVersion = "1.2"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     version: int
     listen: Address
@@ -304,4 +316,6 @@ class GatewayConfig:
     drain_timeout: float = 30.0  # SIGTERM: seconds in-flight requests may take to finish
     headers: HeaderRules | None = None  # every route's, before the route's own (edgegw/front)
     security_headers: SecurityHeaders | None = None  # None: off
+    tls: ListenerTLS | None = None  # None: cleartext listener
+    http2: bool = False  # ALPN h2 with tls, h2c prior knowledge without
     source: Path | None = None  # the file this was read from

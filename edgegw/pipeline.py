@@ -38,6 +38,7 @@ from edgegw.routing import Router
 from edgegw.tracing import Span, tracer_for
 from edgegw.types import Headers, Message, Receive, Scope, Send
 from edgegw.upstream import Upstream
+from edgegw.wsproxy import TUNNEL, Tunnel
 
 # A client's id is kept when it is 1 to 128 visible ASCII characters (VCHAR, RFC 5234
 # B.1): it goes into logs and to other services, so no spaces, controls or huge values.
@@ -76,6 +77,7 @@ class _Counters:
     ended: bool = False  # the response's last bytes went to the server
     watcher: asyncio.Task[None] | None = None  # waits for the client to leave (``_watch``)
     span: Span | None = None  # the request's span when tracing is on (edgegw.tracing)
+    tunnel: Tunnel | None = None  # a WebSocket upgrade (edgegw/wsproxy.py)
 
     def abort(self, reply: LocalReply | None) -> _Abort:
         self.aborted, self.abort_reply = True, reply
@@ -164,6 +166,7 @@ class Pipeline:
             request_id = os.urandom(16).hex().encode()
             headers.append((REQUEST_ID, request_id))
         counters = _Counters(request_id)
+        counters.tunnel = scope.get(TUNNEL)
         if self.tracer is not None:  # before any reply: error bodies carry the trace id
             counters.span, headers = self.tracer.begin(headers, method, scope)
         edge = None
@@ -195,6 +198,10 @@ class Pipeline:
             self._finish("", method, path, counters, start, None, scope)
             return
         route, params = found
+        if counters.tunnel is not None and not route.websocket:  # as Envoy: upgrade_failed
+            await _send_reply(send, problem(403, "WebSocket upgrade not enabled"), counters)
+            self._finish(route.name, method, path, counters, start, None, scope)
+            return
         # Names listed by Connection go before the filters run (RFC 9110 §7.6.1): a client
         # must not make the gateway drop a header a filter sets (x-user-id).
         drop = self.route_removals.get(route.name)
@@ -332,6 +339,13 @@ class Pipeline:
                 await _send_reply(send, problem(500, "rewrite made an invalid path"), counters)
                 return
             path = rewritten
+        if counters.tunnel is not None:
+            config = self.config.backends[backend]
+            reply = await counters.tunnel.open(route.name, config, path, upstream_headers)
+            counters.status = 101 if reply is None else 0
+            if reply is not None:
+                await _send_reply(send, reply, counters)
+            return
         try:
             resp = await self.upstream.request(backend, ex.method, path, upstream_headers, body)
         except (UpstreamError, _Abort) as exc:

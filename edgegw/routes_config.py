@@ -40,6 +40,7 @@ ROUTE_KEYS = (
     "cors",
     "headers",
     "rewrite",
+    "websocket",
 )
 TARGET_KEYS = (
     "backend",
@@ -123,6 +124,9 @@ def _read_route(
     if "rewrite" in m and (strip or aggregate is not None):  # one rule for the upstream path
         other = "strip_prefix" if strip else "aggregate (its targets have their own paths)"
         r.problem(m["rewrite"], f"rewrite cannot be combined with {other}")
+    websocket = r.convert(m.get("websocket"), as_bool, False)
+    if websocket and "backend" not in m:  # a WebSocket is one connection to one backend
+        r.problem(m["websocket"], "websocket needs a single backend (not split or aggregate)")
     return Route(
         name=name,
         match=match,
@@ -135,6 +139,7 @@ def _read_route(
         cors=read_cors(r, m["cors"]) if "cors" in m else None,
         headers=read_header_rules(r, m["headers"]) if "headers" in m else None,
         rewrite=rewrite,
+        websocket=websocket,
     )
 
 

@@ -179,8 +179,8 @@ def _granian_log_config() -> dict[str, Any]:
 
 
 def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
+    from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
+    from granian.http import HTTP1Settings, HTTP2Settings
     from granian.log import LogLevels
     from granian.server import Server
 
@@ -199,7 +199,8 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
         interface=Interfaces.ASGI,
         workers=config.workers,
         loop=loop,
-        http=HTTPModes.http1,
+        # auto: HTTP/1.1, and h2 by ALPN on TLS or by its preface (h2c prior knowledge).
+        http=HTTPModes.auto if config.http2 else HTTPModes.http1,
         # granian's backpressure is a per-worker count of open connections (its default,
         # backlog // workers = 1024, locked every new client out once that many idle or
         # silent connections were held); the kernel caps the listen backlog at somaxconn.
@@ -213,7 +214,21 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
             # on a keep-alive connection; not before a connection's first byte.
             header_read_timeout=max(1, round(limits.header_timeout * 1000)),
         ),
-        websockets=False,
+        # On whatever the routes say, so a reload can add a WebSocket route; an upgrade on
+        # a route without ``websocket: true`` is refused by the app (403, as Envoy).
+        # Envoy's edge recommendations for HTTP/2 (100 streams, 64 KiB stream window); the
+        # head bound as for HTTP/1.1 (granian's default is 16 MiB).
+        http2_settings=HTTP2Settings(
+            max_concurrent_streams=100,
+            initial_stream_window_size=64 * 1024,
+            max_headers_size=head_buffer(config),
+        ),
+        websockets=True,
+        ssl_cert=config.tls.cert if config.tls else None,
+        ssl_key=config.tls.key if config.tls else None,
+        ssl_protocol_min=SSLProtocols.tls13
+        if config.tls and config.tls.min_version == "1.3"
+        else SSLProtocols.tls12,
         factory=True,
         log_level=LogLevels.info,
         log_dictconfig=_granian_log_config(),
@@ -224,10 +239,25 @@ def _run_granian(config: GatewayConfig, runtime: Runtime) -> int:
         # and finishes its requests; a worker still busy after drain_timeout is killed.
         workers_kill_timeout=max(1, math.ceil(config.drain_timeout)),
     )
+    watcher = None
+    if config.tls is not None:
+        # granian's workers read the certificate when they start: a renewal respawns them
+        # as granian's own SIGHUP does (a new worker first, then the old one stops
+        # accepting and finishes its connections, up to drain_timeout).
+        from edgegw.listener_tls import CertWatcher
+
+        def respawn() -> None:
+            Server.signal_handler_reload(server)  # type: ignore[no-untyped-call]
+
+        watcher = CertWatcher(config.tls, respawn)
+        watcher.start()
     try:
         server.serve()
     except SystemExit as exc:  # granian exits 1 when a worker died unexpectedly
         return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        if watcher is not None:
+            watcher.close()
     return 0
 
 
@@ -267,7 +297,17 @@ def _run_hypercorn(config: GatewayConfig, runtime: Runtime) -> int:
     hc.keep_alive_timeout = config.limits.idle_timeout
     hc.backlog = _backlog(config.limits.max_connections)
     hc.graceful_timeout = config.drain_timeout
+    listener_tls(hc, config)
     return run(hc)
+
+
+def listener_tls(hc: Any, config: GatewayConfig) -> None:
+    """hypercorn's TLS and ALPN from ``tls`` and ``http2`` (docs/configuration.md)."""
+    hc.alpn_protocols = ["h2", "http/1.1"] if config.http2 else ["http/1.1"]
+    hc.websocket_max_message_size = config.limits.max_request_body
+    if config.tls is not None:
+        hc.edgegw_tls = config.tls
+        hc.certfile, hc.keyfile = str(config.tls.cert), str(config.tls.key)
 
 
 def head_buffer(config: GatewayConfig) -> int:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from edgegw.chain import Exchange, LocalReply
 from edgegw.front.cors import ORIGIN, REQUEST_METHOD, Cors
-from edgegw.front.model import listener_tls
 from edgegw.front.rules import Edits, Security, join
 from edgegw.front.template import Values
 from edgegw.headers import get
@@ -46,7 +45,7 @@ class Front:
         top = config.headers
         security = None
         if config.security_headers is not None:
-            security = Security(config.security_headers, listener_tls(config))
+            security = Security(config.security_headers, config.tls is not None)
         self.security = security or None
         self.response = join(top.response if top else None)
         self.routes: dict[str, RouteRules] = {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,3 @@ class SecurityHeaders:
 
     values: tuple[tuple[str, str], ...] = ()
     tls_only: frozenset[str] = frozenset()  # names dropped unless the listener is TLS
-
-
-def listener_tls(config: Any) -> bool:
-    """Whether the data-plane listener terminates TLS (the ``tls:`` key of gateway.yaml).
-    getattr: the key belongs to the TLS work; before it lands no config has one."""
-    return getattr(config, "tls", None) is not None

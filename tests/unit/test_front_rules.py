@@ -12,7 +12,6 @@ import jwt
 
 from edgegw.app import GatewayApp, wasm_chains
 from edgegw.config import parse_config
-from edgegw.front.model import listener_tls
 from edgegw.front.rules import Security
 from tests.conftest import LoopbackBackend
 from tests.wat import proxy_wat, write_wasm
@@ -222,7 +221,7 @@ routes:
 def test_hsts_goes_out_only_when_the_listener_is_tls() -> None:
     config = parse_config("version: 1\nsecurity_headers: default\n", env={})
     assert config.security_headers is not None
-    assert not listener_tls(config)  # no `tls:` key on this branch's configs yet
+    assert config.tls is None  # a cleartext listener: no HSTS
     plain = Security(config.security_headers, tls=False).apply([])
     tls = Security(config.security_headers, tls=True).apply([])
     assert b"strict-transport-security" not in dict(plain)
