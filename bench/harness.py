@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import otlp_sink
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SERVER_CORE = "0"  # the proxy under test
@@ -43,6 +45,7 @@ class Scenario:
     path: str = "/bench"
     filters: tuple[Filter, ...] = ()
     extra_edgegw_yaml: str = ""
+    tracing: float | None = None  # both servers trace, sampling this share (otlp_sink.py)
 
 
 @dataclass
@@ -157,6 +160,7 @@ def envoy_config(scenario: Scenario, port: int, admin_port: int, backend_port: i
                   runtime: envoy.wasm.runtime.v8
                   code: {{local: {{filename: {f.wasm}}}}}"""
         )
+    tracing, collector = otlp_sink.envoy_tracing(scenario.tracing) if scenario.tracing else ("", "")
     return f"""
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}
 static_resources:
@@ -167,7 +171,7 @@ static_resources:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": {HCM_TYPE}
-          stat_prefix: bench
+          stat_prefix: bench{tracing}
           route_config:
             virtual_hosts:
             - name: all
@@ -186,7 +190,7 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {backend_port}}}}}
-"""
+{collector}"""
 
 
 @contextlib.contextmanager
@@ -206,6 +210,7 @@ def edgegw_config(scenario: Scenario, port: int, backend_port: int) -> str:
         f"\n  {f.name}: {{wasm: {f.wasm}, config: {f.config!r}}}" for f in scenario.filters
     )
     names = ", ".join(f.name for f in scenario.filters)
+    tracing = otlp_sink.edgegw_tracing(scenario.tracing) if scenario.tracing else ""
     return f"""version: 1
 listen: 127.0.0.1:{port}
 access_log: false
@@ -217,7 +222,7 @@ routes:
     match: {{prefix: /}}
     filters: [{names}]
     backend: backend
-{scenario.extra_edgegw_yaml}"""
+{tracing}{scenario.extra_edgegw_yaml}"""
 
 
 @contextlib.contextmanager
@@ -315,6 +320,8 @@ def scenarios() -> list[Scenario]:
             "plain proxying, edgegw with sched_batch: false (the default CPU policy)",
             extra_edgegw_yaml="sched_batch: false\n",
         ),
+        Scenario("tracing", "plain proxying, every request traced to OTLP/HTTP", tracing=1.0),
+        Scenario("tracing-1pct", "plain proxying, 1% of requests traced", tracing=0.01),
     ]
 
 
