@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 _ANSWER = ExportTraceServiceResponse().SerializeToString()
 spans: Counter[str] = Counter()  # service.name -> spans received
-_server: ThreadingHTTPServer | None = None
+_server: ThreadingHTTPServer | None = None  # _Server
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,11 +57,21 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        errors[0] += 1  # an exporter that gave up on a slow answer (counted, not printed)
+
+
+errors = [0]
+
+
 def port() -> int:
     """The sink's port (started on first use, for the rest of the process)."""
     global _server
     if _server is None:
-        _server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        _server = _Server(("127.0.0.1", 0), _Handler)
         threading.Thread(target=_server.serve_forever, daemon=True).start()
     return int(_server.server_address[1])
 

@@ -138,6 +138,7 @@ def main(argv: list[str]) -> int:
     )
     if otlp_sink.spans:  # the tracing scenarios: what reached the collector (warm-ups too)
         info += "; spans received: " + ", ".join(f"{k} {v:,}" for k, v in otlp_sink.spans.items())
+        info += f" ({otlp_sink.errors[0]} exports broken off)"
     print("\n" + text + "\n\n" + info)
     save_results(
         "proxy",

@@ -87,7 +87,7 @@ class Exporter:
         if self._thread is None:  # started on first use: never in a process that forks
             self._thread = threading.Thread(target=self._run, name="edgegw-otlp", daemon=True)
             self._thread.start()
-        if len(queue) >= MAX_BATCH:
+        if len(queue) >= MAX_BATCH and not self._wake.is_set():
             self._wake.set()
 
     def release(self) -> None:
