@@ -22,7 +22,7 @@ def upstream_try(
     """A span for one try on one endpoint, and the headers telling the backend about it
     (its ``traceparent`` names this span: the backend's spans are its children)."""
     parent = CURRENT.get()
-    if parent is None:
+    if parent is None or parent.trace.ended:
         return None, headers
     attrs: dict[str, Any] = {
         "http.request.method": method,
@@ -59,7 +59,7 @@ def call_span(backend: str, method: str, path: str) -> Span | None:
     """A fan-out call (edgegw.aggregate), made current in its task: its tries are its
     children."""
     parent = CURRENT.get()
-    if parent is None:
+    if parent is None or parent.trace.ended:
         return None
     attrs = {"edgegw.backend": backend, "http.request.method": method, "url.path": path}
     span = parent.child(f"aggregate {backend}", INTERNAL, attrs)
@@ -78,7 +78,7 @@ def call_ended(span: Span, status: int, error: str) -> None:
 def filter_span(name: str, phase: str) -> Span | None:
     """A filter phase that paused or replied; begins when the filter said so."""
     parent = CURRENT.get()
-    if parent is None:
+    if parent is None or parent.trace.ended:
         return None
     attrs = {"edgegw.filter": name, "edgegw.filter.phase": phase}
     return parent.child(f"filter {name} {phase}", INTERNAL, attrs)

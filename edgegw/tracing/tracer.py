@@ -78,6 +78,7 @@ class Tracer:
                       scope.get("scheme", "http"), scope.get("server"), scope.get("client"),
                       scope.get("http_version", "1.1"))  # fmt: skip
         trace = span.trace
+        trace.ended = True
         if trace.sampled or status >= 500:
             self.submit(trace.spans)
 
