@@ -13,6 +13,7 @@ from typing import Any
 
 from edgegw.tracing import w3c
 from edgegw.tracing.spans import CLIENT, CURRENT, INTERNAL, RESEND, Span
+from edgegw.tracing.tracer import KNOWN_METHODS
 from edgegw.types import Headers
 
 
@@ -24,17 +25,20 @@ def upstream_try(
     parent = CURRENT.get()
     if parent is None or parent.trace.ended:
         return None, headers
+    known = method in KNOWN_METHODS
     attrs: dict[str, Any] = {
-        "http.request.method": method,
+        "http.request.method": method if known else "_OTHER",
         "server.address": host,
         "server.port": port,
         "url.full": f"{scheme}://{host}:{port}{target.partition('?')[0]}",
         "edgegw.backend": backend,
     }
+    if not known:
+        attrs["http.request.method_original"] = method
     resend = RESEND.get()
     if resend:
         attrs["http.request.resend_count"] = resend
-    span = parent.child(method, CLIENT, attrs)
+    span = parent.child(method if known else "HTTP", CLIENT, attrs)
     trace = span.trace
     value = w3c.traceparent(trace.trace_id, span.span_id, trace.sampled)
     return span, w3c.inject(headers, value, trace.tracestate)

@@ -7,7 +7,7 @@ import contextvars
 from edgegw.model import TracingConfig
 from edgegw.tracing import CURRENT, hooks
 from edgegw.tracing.spans import Span
-from edgegw.tracing.tracer import Tracer
+from edgegw.tracing.tracer import Tracer, server_attributes
 
 SCOPE = {"scheme": "http", "server": ("127.0.0.1", 8080), "client": ("10.0.0.1", 5555)}
 
@@ -31,3 +31,18 @@ def test_a_task_outliving_its_request_adds_nothing_to_the_trace() -> None:
     assert leftover.run(hooks.call_span, "b", "GET", "/") is None
     assert leftover.run(hooks.filter_span, "f", "request_headers") is None
     assert len(root.trace.spans) == 2
+
+
+def test_an_unknown_method_makes_no_span_name_of_its_own() -> None:
+    exported: list[Span] = []
+    tracer = Tracer(TracingConfig(otlp_endpoint="http://c/v1/traces"), {"r": "/a"}, exported.extend)
+    root, _headers = tracer.begin([], "BREW", SCOPE)
+    attempt, _sent = hooks.upstream_try("b", "BREW", "http", "h", 1, "/", [])
+    assert attempt is not None and attempt.name == "HTTP"
+    assert attempt.attrs["http.request.method"] == "_OTHER"
+    assert attempt.attrs["http.request.method_original"] == "BREW"
+    tracer.end(root, "r", 200, "/a", "b", SCOPE, "BREW")
+    assert root.name == "HTTP /a"
+    attrs = server_attributes(root.attrs)
+    assert attrs["http.request.method"] == "_OTHER"
+    assert attrs["http.request.method_original"] == "BREW"
