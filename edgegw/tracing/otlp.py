@@ -124,7 +124,9 @@ class Encoder:
         if span.kind == SERVER and isinstance(attrs, tuple):
             parts.append(self.server(attrs))
         elif attrs:
-            parts.extend(self.attribute(k, v) for k, v in attrs.items())
+            # A try still running when its request ended (a filter's http_call it did not
+            # wait for) may set attributes meanwhile: copy them at once (one C call).
+            parts.extend(self.attribute(k, v) for k, v in tuple(attrs.items()))
         if span.error:  # status (15): message (2), code (3)
             parts.append(b"\x7a" + _lenbody(_len(2, span.error.encode()) + _STATUS_ERROR))
         remote = span.parent_id and span.parent_id == trace.remote_parent
