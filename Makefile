@@ -110,6 +110,7 @@ bench: $(DEV_STAMP) bench-deps filters
 	$(PY) bench/store.py
 	$(PY) bench/aggregate.py
 	$(PY) bench/reload.py
+	$(PY) bench/tracing.py
 
 clean:
 	rm -rf $(VENV) filters/dist .mypy_cache .ruff_cache .pytest_cache

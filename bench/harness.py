@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import otlp_sink
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SERVER_CORE = "0"  # the proxy under test
@@ -49,6 +51,7 @@ class Scenario:
     headers: tuple[str, ...] = ()  # request headers wrk sends
     access_log: bool = False  # both log each request as JSON to a file (ENVOY_ACCESS_LOG)
     listener: str = ""  # "https" | "h2": TLS on both proxies (bench/listener.py)
+    tracing: float | None = None  # both servers trace, sampling this share (otlp_sink.py)
 
 
 @dataclass
@@ -192,6 +195,7 @@ def envoy_config(
                   runtime: envoy.wasm.runtime.v8
                   code: {{local: {{filename: {f.wasm}}}}}"""
         )
+    tracing, collector = otlp_sink.envoy_tracing(scenario.tracing) if scenario.tracing else ("", "")
     return f"""
 admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}}}
 static_resources:
@@ -202,7 +206,7 @@ static_resources:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": {HCM_TYPE}
-          stat_prefix: bench{access_log}
+          stat_prefix: bench{access_log}{tracing}
           route_config:
             virtual_hosts:
             - name: all
@@ -222,7 +226,7 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address: {{socket_address: {{address: 127.0.0.1, port_value: {backend_port}}}}}
-"""
+{collector}"""
 
 
 @contextlib.contextmanager
@@ -244,6 +248,7 @@ def edgegw_config(scenario: Scenario, port: int, backend_port: int, log_path: st
         f"\n  {f.name}: {{wasm: {f.wasm}, config: {f.config!r}}}" for f in scenario.filters
     )
     names = ", ".join(f.name for f in scenario.filters)
+    tracing = otlp_sink.edgegw_tracing(scenario.tracing) if scenario.tracing else ""
     return f"""version: 1
 listen: 127.0.0.1:{port}
 access_log: {access_log}
@@ -256,7 +261,7 @@ routes:
     filters: [{names}]
     backend: backend
 {scenario.route_edgegw_yaml}
-{scenario.extra_edgegw_yaml}"""
+{tracing}{scenario.extra_edgegw_yaml}"""
 
 
 @contextlib.contextmanager
@@ -363,6 +368,8 @@ def scenarios() -> list[Scenario]:
             access_log=True,
         ),
         *listener_scenarios(),  # https, http2: bench/listener.py
+        Scenario("tracing", "plain proxying, every request traced to OTLP/HTTP", tracing=1.0),
+        Scenario("tracing-1pct", "plain proxying, 1% of requests traced", tracing=0.01),
     ]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import otlp_sink
 from harness import (
     Result,
     Scenario,
@@ -138,6 +139,9 @@ def main(argv: list[str]) -> int:
         f"median of {ROUNDS} alternating rounds of {DURATION:.0f} s, {CONNECTIONS} connections, "
         f"wrk -t1; {cpu_model()}; {time.ctime()}"
     )
+    if otlp_sink.spans:  # the tracing scenarios: what reached the collector (warm-ups too)
+        info += "; spans received: " + ", ".join(f"{k} {v:,}" for k, v in otlp_sink.spans.items())
+        info += f" ({otlp_sink.errors[0]} exports broken off)"
     print("\n" + text + "\n\n" + info)
     save_results(
         "proxy",

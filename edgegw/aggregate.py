@@ -153,9 +153,14 @@ async def _fetch(
     started = time.monotonic()
     own = min(target.timeout or agg.timeout, agg.timeout)
     timeout = min(own, deadline - started)
-    response: CallResponse = await call(
-        target.backend, target.method, path, authority, headers, b"", timeout
-    )
+    try:
+        response: CallResponse = await call(
+            target.backend, target.method, path, authority, headers, b"", timeout
+        )
+    except asyncio.CancelledError:  # the route's backstop (run_aggregate)
+        if span is not None:
+            call_ended(span, 0, "cancelled")
+        raise
     outcome.latency_ms = round((time.monotonic() - started) * 1000, 3)
     outcome.status = response.status
     if response.status == 0:

@@ -3,8 +3,8 @@ to the OTLP/HTTP collector with the OpenTelemetry SDK's exporter.
 
 What ``BatchSpanProcessor`` does, on our span records (``edgegw.tracing.spans``): a
 bounded queue (a full one drops, counted), batches of ``MAX_BATCH``, sent every
-``SCHEDULE_DELAY`` or as soon as a batch is full, the rest flushed at close. The SDK's
-``ReadableSpan`` objects are built here, in this thread. A dead collector costs the
+``SCHEDULE_DELAY`` or as soon as a batch is full, the rest flushed at close. Spans are
+encoded here, in this thread (``edgegw.tracing.otlp``). A dead collector costs the
 requests nothing: the export fails (``OTLPSpanExporter`` retries within its timeout,
 ``OTEL_EXPORTER_OTLP_TRACES_TIMEOUT``, 10 s by default), meanwhile the queue fills and
 drops, and ``edgegw_tracing_spans_total`` counts both.
@@ -20,17 +20,12 @@ from typing import Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
-from opentelemetry.trace.status import Status, StatusCode
 from prometheus_client import Counter
 
 from edgegw import __version__
 from edgegw.model import TracingConfig
-from edgegw.tracing.spans import SERVER, Span
-from edgegw.tracing.tracer import server_attributes
+from edgegw.tracing.otlp import Encoder
+from edgegw.tracing.spans import Span
 
 log = logging.getLogger("edgegw.tracing")
 
@@ -46,9 +41,6 @@ SPANS = Counter(
     "dropped (the export queue was full)",
     ["outcome"],
 )
-_KINDS = {0: SpanKind.INTERNAL, 1: SpanKind.SERVER, 2: SpanKind.CLIENT}
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_UNSET = Status(StatusCode.UNSET)
 # The SDK exporter logs every failed batch and every retry: with a dead collector that is
 # a line per batch and worker. ``Exporter`` warns at most every WARN_EVERY instead.
 logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
@@ -81,8 +73,9 @@ class Exporter:
         self._thread: threading.Thread | None = None
         self._warned = 0.0
         self._otlp = OTLPSpanExporter(endpoint=config.otlp_endpoint, headers=dict(config.headers))
-        self._resource = Resource.create({"service.name": config.service_name})
-        self._scope = InstrumentationScope("edgegw", __version__)
+        # The SDK's resource: service.name, telemetry.sdk.*, OTEL_RESOURCE_ATTRIBUTES.
+        resource = Resource.create({"service.name": config.service_name})
+        self._encoder = Encoder(dict(resource.attributes), ("edgegw", __version__))
 
     def submit(self, spans: list[Span]) -> None:
         """Queue an ended trace (the request path: a deque append, nothing more)."""
@@ -94,7 +87,7 @@ class Exporter:
         if self._thread is None:  # started on first use: never in a process that forks
             self._thread = threading.Thread(target=self._run, name="edgegw-otlp", daemon=True)
             self._thread.start()
-        if len(queue) >= MAX_BATCH:
+        if len(queue) >= MAX_BATCH and not self._wake.is_set():
             self._wake.set()
 
     def release(self) -> None:
@@ -130,11 +123,16 @@ class Exporter:
 
     def _export(self, batch: list[Span]) -> None:
         try:
-            result = self._otlp.export([self._readable(span) for span in batch])
+            data = self._encoder.encode(batch)
+            # The SDK exporter's HTTP client: its retries, timeout, headers, compression.
+            # Private (it takes encoded bytes; ``export`` takes ReadableSpans, whose
+            # encoding costs more than the rest of tracing: edgegw/tracing/otlp.py);
+            # tests/integration/test_tracing.py fails if it changes.
+            ok = self._otlp._client.export(data).success
         except Exception:  # the exporter's own bug must not end the thread
             log.exception("tracing: exporting %d spans failed", len(batch))
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
+            ok = False
+        if ok:
             SPANS.labels("exported").inc(len(batch))
             return
         SPANS.labels("failed").inc(len(batch))
@@ -149,29 +147,3 @@ class Exporter:
         if dropped > self._reported:
             SPANS.labels("dropped").inc(dropped - self._reported)
             self._reported = dropped
-
-    def _readable(self, span: Span) -> ReadableSpan:
-        trace = span.trace
-        state = TraceState.from_header([trace.tracestate.decode("latin-1")]) if trace.tracestate \
-            else None  # fmt: skip
-        context = SpanContext(trace.trace_id, span.span_id, False, _SAMPLED, state)
-        parent = None
-        if span.parent_id:
-            remote = span.parent_id == trace.remote_parent
-            parent = SpanContext(trace.trace_id, span.parent_id, remote, _SAMPLED, state)
-        attrs = span.attrs
-        if span.kind == SERVER and isinstance(attrs, tuple):
-            attrs = server_attributes(attrs)
-        status = Status(StatusCode.ERROR, span.error) if span.error else _UNSET
-        return ReadableSpan(
-            name=span.name,
-            context=context,
-            parent=parent,
-            resource=self._resource,
-            attributes=attrs,
-            kind=_KINDS[span.kind],
-            status=status,
-            start_time=span.start,
-            end_time=span.end or span.start,
-            instrumentation_scope=self._scope,
-        )

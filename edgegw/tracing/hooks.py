@@ -13,6 +13,7 @@ from typing import Any
 
 from edgegw.tracing import w3c
 from edgegw.tracing.spans import CLIENT, CURRENT, INTERNAL, RESEND, Span
+from edgegw.tracing.tracer import KNOWN_METHODS
 from edgegw.types import Headers
 
 
@@ -22,19 +23,22 @@ def upstream_try(
     """A span for one try on one endpoint, and the headers telling the backend about it
     (its ``traceparent`` names this span: the backend's spans are its children)."""
     parent = CURRENT.get()
-    if parent is None:
+    if parent is None or parent.trace.ended:
         return None, headers
+    known = method in KNOWN_METHODS
     attrs: dict[str, Any] = {
-        "http.request.method": method,
+        "http.request.method": method if known else "_OTHER",
         "server.address": host,
         "server.port": port,
         "url.full": f"{scheme}://{host}:{port}{target.partition('?')[0]}",
         "edgegw.backend": backend,
     }
+    if not known:
+        attrs["http.request.method_original"] = method
     resend = RESEND.get()
     if resend:
         attrs["http.request.resend_count"] = resend
-    span = parent.child(method, CLIENT, attrs)
+    span = parent.child(method if known else "HTTP", CLIENT, attrs)
     trace = span.trace
     value = w3c.traceparent(trace.trace_id, span.span_id, trace.sampled)
     return span, w3c.inject(headers, value, trace.tracestate)
@@ -59,7 +63,7 @@ def call_span(backend: str, method: str, path: str) -> Span | None:
     """A fan-out call (edgegw.aggregate), made current in its task: its tries are its
     children."""
     parent = CURRENT.get()
-    if parent is None:
+    if parent is None or parent.trace.ended:
         return None
     attrs = {"edgegw.backend": backend, "http.request.method": method, "url.path": path}
     span = parent.child(f"aggregate {backend}", INTERNAL, attrs)
@@ -78,7 +82,7 @@ def call_ended(span: Span, status: int, error: str) -> None:
 def filter_span(name: str, phase: str) -> Span | None:
     """A filter phase that paused or replied; begins when the filter said so."""
     parent = CURRENT.get()
-    if parent is None:
+    if parent is None or parent.trace.ended:
         return None
     attrs = {"edgegw.filter": name, "edgegw.filter.phase": phase}
     return parent.child(f"filter {name} {phase}", INTERNAL, attrs)

@@ -37,7 +37,8 @@ _bits = random.getrandbits  # the ids of the OpenTelemetry SDK's RandomIdGenerat
 class Trace:
     """One request's spans; exported whole when sampled or when the request failed."""
 
-    __slots__ = ("remote_parent", "sampled", "spans", "trace_id", "tracer", "tracestate")
+    __slots__ = ("ended", "remote_parent", "sampled", "spans", "trace_id", "tracer",
+                 "tracestate")  # fmt: skip
 
     def __init__(
         self, tracer: Tracer, trace_id: int, sampled: bool, remote_parent: int, tracestate: bytes
@@ -48,6 +49,9 @@ class Trace:
         self.remote_parent = remote_parent  # the client's span id (0: a new trace)
         self.tracestate = tracestate
         self.spans: list[Span] = []
+        # The request is over: a task that outlives it (a health check or a filter's tick
+        # started from within it copies its context) makes no span in it.
+        self.ended = False
 
 
 class Span:

@@ -19,6 +19,12 @@ from edgegw.tracing.spans import CURRENT, SERVER, Span, Trace, new_trace_id
 from edgegw.types import Headers, Scope
 
 _LOW64 = (1 << 64) - 1
+# Semantic conventions (HTTP spans): http.request.method is one of these or "_OTHER"
+# (the original in http.request.method_original), and a span name uses "HTTP" for an
+# unknown method: a client must not create unbounded span names.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 Submit = Callable[[list[Span]], None]
 
 
@@ -71,13 +77,14 @@ class Tracer:
                 pass
             span.token = None
         template = self.routes.get(route, "")
-        if template:
-            span.name = f"{method} {template}"
+        known = method if method in KNOWN_METHODS else "HTTP"
+        span.name = f"{known} {template}" if template else known
         # Named in the exporter thread (``server_attributes``): a tuple costs less here.
         span.attrs = (method, path.partition("?")[0], template, route, status, backend,
                       scope.get("scheme", "http"), scope.get("server"), scope.get("client"),
                       scope.get("http_version", "1.1"))  # fmt: skip
         trace = span.trace
+        trace.ended = True
         if trace.sampled or status >= 500:
             self.submit(trace.spans)
 
@@ -87,13 +94,15 @@ def server_attributes(values: tuple[Any, ...]) -> dict[str, Any]:
     spans: http.request.method, url.path, http.route, http.response.status_code, ...)."""
     method, path, template, route, status, backend, scheme, server, client, version = values
     attrs: dict[str, Any] = {
-        "http.request.method": method,
+        "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
         "url.path": path,
         "url.scheme": scheme,
         "network.protocol.name": "http",
         "network.protocol.version": version,
         "edgegw.route": route,
     }
+    if method not in KNOWN_METHODS:
+        attrs["http.request.method_original"] = method
     if template:
         attrs["http.route"] = template
     if status:

@@ -313,3 +313,27 @@ def test_served_concurrent_requests_keep_their_own_traces(
         [attempt] = [s for s in spans if s["kind"] == "client"]
         assert attempt["parent_id"] == server["span_id"]
         assert server["parent_id"] == "00f067aa0ba902b7"
+
+
+async def test_without_tracing_nothing_is_added(
+    backend_factory: Callable[..., LoopbackBackend], asgi_client: Callable[..., Any]
+) -> None:
+    """Off: no tracer, a client's trace headers pass through untouched, none is added
+    when absent, and error bodies carry no trace id."""
+    backend = backend_factory()
+    app = _app(f"""
+version: 1
+backends: {{api: "{backend.url}", gone: "http://127.0.0.1:{free_port()}"}}
+routes:
+  - {{name: api, match: {{prefix: /ok}}, backend: api}}
+  - {{name: gone, match: {{prefix: /gone}}, backend: gone}}
+""")
+    assert app.pipeline.tracer is None
+    client = asgi_client(app)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert (await client.get("/ok", headers={"traceparent": parent})).status_code == 200
+    assert _seen(backend)["traceparent"] == parent
+    assert (await client.get("/ok")).status_code == 200
+    assert "traceparent" not in _seen(backend)
+    r = await client.get("/gone")
+    assert r.status_code == 502 and "trace_id" not in r.json()
