@@ -55,6 +55,9 @@ return {1, remaining, math.ceil(ahead / 1000), 0, burst}
 """
 
 # KEYS[1] hash, KEYS[2] version; ARGV op ('set'|'del'|'seed'), name, json, channel.
+# The message is the whole new snapshot, {"version": N, "flags": {...}} (the values are
+# stored as JSON): a subscriber applies it without reading the table back. Subscribers
+# of older versions re-read the table on any message, so both can share a Redis.
 FLAG_LUA = """
 if ARGV[1] == 'del' then
   if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
@@ -66,7 +69,11 @@ else
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 end
 local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[4], v)
+local all = redis.call('HGETALL', KEYS[1])
+local parts = {}
+for i = 1, #all, 2 do parts[#parts + 1] = cjson.encode(all[i]) .. ':' .. all[i + 1] end
+local doc = '{"version":' .. v .. ',"flags":{' .. table.concat(parts, ',') .. '}}'
+redis.call('PUBLISH', ARGV[4], doc)
 return v
 """
 
@@ -99,6 +106,20 @@ def connect(url: str, timeout: float) -> tuple[Any, list[Any]]:
         client = sentinel.master_for(service or "mymaster", db=int(db or 0), **options)
         return client, list(sentinel.sentinels)
     return aioredis.Redis.from_url(url, health_check_interval=10, **options), []
+
+
+def _snapshot_of(message: Any) -> FlagSnapshot | None:
+    """The snapshot a flag change message carries (None: not one, e.g. a bare version)."""
+    if not message or message.get("type") != "message":
+        return None
+    try:
+        doc = json.loads(message["data"])
+        version, flags = doc["version"], doc["flags"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or not isinstance(flags, dict):
+        return None
+    return FlagSnapshot(version, flags)
 
 
 class RedisStore:
@@ -198,9 +219,12 @@ class RedisStore:
     async def _refresh(self) -> None:
         snapshot = await self.get_flags()
         if snapshot.version != self._snapshot.version or not self._snapshot.version:
-            self._snapshot = snapshot
-            for listener in self._listeners:
-                listener(snapshot)
+            self._publish(snapshot)
+
+    def _publish(self, snapshot: FlagSnapshot) -> None:
+        self._snapshot = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
 
     async def _follow(self) -> None:
         """Subscribe, re-read on every message; on errors keep the last snapshot and
@@ -227,8 +251,11 @@ class RedisStore:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=RESYNC_SECONDS
                     )
-                    del message  # any message, or the resync timeout: read the table
-                    await self._refresh()
+                    snapshot = _snapshot_of(message)
+                    if snapshot is None:  # the resync timeout, or an older publisher
+                        await self._refresh()
+                    elif snapshot.version > self._snapshot.version:
+                        self._publish(snapshot)
             except (RedisError, OSError, StoreUnavailable) as exc:
                 self.up = False
                 if not down_since:

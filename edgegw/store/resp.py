@@ -11,6 +11,7 @@ Any failure (connect, reset, timeout) fails every command in flight with
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from typing import Any
@@ -87,6 +88,11 @@ class RespConnection:
             transport, _ = await asyncio.wait_for(coro, self.timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise StoreUnavailable(f"redis: cannot connect: {exc!r}") from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            # A batch goes out while the previous one is unanswered: without NODELAY
+            # Nagle holds it until that ACK (up to 40 ms of delayed ACK; RFC 1122 4.2.3.2).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._transport = transport
         for command in self._hello:  # AUTH / SELECT answer before anything else is sent
             reply = await self.call(command)
