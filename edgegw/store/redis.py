@@ -23,7 +23,7 @@ from edgegw.model import StoreConfig
 from edgegw.store.api import STORE_UP
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, validate_flag
 from edgegw.store.batch import Batcher, LeanSender
-from edgegw.store.resp import SCHEMES, RespConnection
+from edgegw.store.resp import RespConnection, speaks
 
 log = logging.getLogger("edgegw.store")
 RESYNC_SECONDS = 5.0  # re-read flags even without a message (a missed one, a restart)
@@ -141,10 +141,11 @@ class RedisStore:
         self._unseeded: dict[str, Any] = {}  # config flags not yet seeded (store was down)
         self.up = True
         # redis://, rediss://, unix://: GCRA steps batched per loop turn on a lean
-        # connection (edgegw/store/batch.py); Cluster and Sentinel: one call per request.
+        # connection (edgegw/store/batch.py); Cluster, Sentinel and URLs with options
+        # for redis-py: one call per request.
         self._lean: RespConnection | None = None
         self._batcher: Batcher | None = None
-        if batch and urlsplit(config.url).scheme in SCHEMES:
+        if batch and speaks(config.url):
             self._lean = RespConnection(config.url, config.timeout)
             self._batcher = Batcher(LeanSender(self._lean, self._bucket))
 

@@ -25,6 +25,14 @@ from edgegw.errors import StoreError, StoreUnavailable
 SCHEMES = ("redis", "rediss", "unix")
 
 
+def speaks(url: str) -> bool:
+    """Whether this connection can serve ``url`` as redis-py would: its schemes, and no
+    query options but ``db`` (TLS or socket options in the query stay with redis-py)."""
+    parts = urlsplit(url)
+    options = {p.partition("=")[0] for p in parts.query.split("&") if p}
+    return parts.scheme in SCHEMES and options <= {"db"}
+
+
 def pack(*parts: bytes | str | int) -> bytes:
     """One command as a RESP array of bulk strings."""
     out = [b"*%d\r\n" % len(parts)]
