@@ -1,38 +1,47 @@
-"""Rate limiting through the store, and flag propagation across replicas.
+"""Rate limiting through the store, and flag propagation across replicas, side by side
+with the code before #22 (``--baseline``, default: the merge base with main) in one run.
 
-    .venv/bin/python bench/store.py
+    .venv/bin/python bench/store.py [--baseline REF] [--rounds N] [--duration S]
 
-1. Per-request cost of rate_limit `mode: global` (Redis, exact across replicas) vs
-   `mode: local` (shared data) vs no limiter, on one edgegw with an nginx backend.
-2. Flag propagation: three edgegw replicas share one redis-server; a flag is written
-   through replica 1's admin API and the time until replicas 2 and 3 apply it is measured
-   (target: under 100 ms).
+1. Per-request cost at 32 connections of rate_limit `mode: global` (Redis) batched (this
+   tree) and one EVALSHA per request (baseline), against `mode: local` and no limiter,
+   on one edgegw each (all running, measured in alternating rounds, medians), with
+   Redis' own CPU per request from INFO commandstats (EVALSHA/EVAL time / requests).
+2. Exactness: three replicas of this tree, one Redis, M requests for a burst of N.
+3. Flag propagation: three replicas per tree share one Redis; a flag is written through
+   replica 1's admin API while replicas 2 and 3 are polled continuously (one thread
+   each); the time from the edit to the end of the first request that sees the flag.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import redis as redis_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, edgegw_with, free_port, nginx_backend, process, write_block, wrk
+from harness import ROOT, Result, free_port, nginx_backend, process, write_block, wrk
 
-DURATION = 8.0
 CONNECTIONS = 32
 RATE = str(ROOT / "filters/dist/rate_limit.wasm")
 AB = str(ROOT / "filters/dist/ab_flags.wasm")
-FLAG_TRIALS = 20
+FLAG_TRIALS = int(os.environ.get("FLAG_TRIALS", "20"))
+EXACT_N, EXACT_M = 300, 900
 
 
 @contextlib.contextmanager
@@ -45,22 +54,125 @@ def redis() -> Iterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
 
 
-def limiter_config(port: int, backend: int, mode: str | None, store: str) -> str:
-    # The store API accepts rates up to 1,000,000 per period: never reached here.
-    policy = {"name": "ip", "rate": 1_000_000, "period": "1s", "key": ["ip"]}
-    filters = ""
-    names = "[]"
+@contextlib.contextmanager
+def source_tree(ref: str | None) -> Iterator[Path]:
+    """This tree (None) or ``ref`` exported aside, with this tree's built C extensions
+    (their sources must be the same) and filters."""
+    if ref is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp)
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
+                                 check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        diff = ["git", "diff", "--stat", ref, "--", "edgegw/wasm/*.c"]
+        changed = subprocess.run(diff, cwd=ROOT, capture_output=True, text=True).stdout
+        if changed:
+            raise SystemExit(f"the C extensions changed since {ref}: cannot reuse them")
+        for built in (ROOT / "edgegw/wasm").glob("*.so"):
+            shutil.copy(built, tree / "edgegw/wasm" / built.name)
+        (tree / "filters/dist").symlink_to(ROOT / "filters/dist")
+        yield tree
+
+
+@contextlib.contextmanager
+def gateway(tree: Path, config_text: str, port: int) -> Iterator[None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "gateway.yaml"
+        cfg.write_text(config_text)
+        cmd = [sys.executable, "-m", "edgegw", "serve", "-c", str(cfg)]
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        with process(cmd, port, "edgegw", cwd=str(tree), env=env):
+            yield
+
+
+def limiter_config(port: int, backend: int, mode: str | None, store: str, burst: int) -> str:
+    policy = {"name": "ip", "rate": 1 if burst < 1000 else burst, "period": "1h" if burst < 1000
+              else "1s", "burst": burst, "key": ["route"]}  # fmt: skip
+    filters, names = "", "[]"
     if mode:
-        cfg = json.dumps({"mode": mode, "policies": [policy], "on_store_error": "fail_closed"})
+        cfg = json.dumps({"mode": mode, "policies": [policy], "on_store_error": "fail_closed",
+                          "timeout_ms": 2000})  # fmt: skip
         filters = f"filters:\n  limit: {{wasm: {RATE}, config: '{cfg}'}}\n"
         names = "[limit]"
     return f"""version: 1
 listen: 127.0.0.1:{port}
 access_log: false
-store: {{url: "{store}", prefix: bench{time.time_ns()}}}
+store: {{url: "{store}", prefix: bench{time.time_ns()}, timeout: 2s}}
 backends: {{nginx: "http://127.0.0.1:{backend}"}}
-{filters}routes: [{{match: {{prefix: /}}, filters: {names}, backend: nginx}}]
+{filters}routes: [{{name: r, match: {{prefix: /}}, filters: {names}, backend: nginx}}]
 """
+
+
+def throughput(args: argparse.Namespace, store: str, backend: int) -> list[str]:
+    # The store API accepts rates up to 1,000,000 per period: never reached here.
+    variants = [("no limiter", None, None, "memory://"), ("mode: local", None, "local", "memory://"),
+                ("mode: global, one EVALSHA per request (before)", args.baseline, "global", store),
+                ("mode: global, batched (now)", None, "global", store)]  # fmt: skip
+    client = redis_py.Redis.from_url(store)
+    results: dict[str, list[Result]] = {name: [] for name, *_ in variants}
+    redis_us: dict[str, list[float]] = {name: [] for name, *_ in variants}
+    with contextlib.ExitStack() as stack:
+        ports = {}
+        for name, ref, mode, url in variants:
+            tree = stack.enter_context(source_tree(ref))
+            ports[name] = free_port()
+            config = limiter_config(ports[name], backend, mode, url, 1_000_000)
+            stack.enter_context(gateway(tree, config, ports[name]))
+        for name in ports:
+            wrk(f"http://127.0.0.1:{ports[name]}/", duration=1, connections=CONNECTIONS)
+        for _ in range(args.rounds):
+            for name in ports:
+                client.config_resetstat()
+                r = wrk(f"http://127.0.0.1:{ports[name]}/", args.duration, CONNECTIONS)
+                if r.errors:
+                    raise RuntimeError(f"{name}: {r.errors} errors")
+                stats = client.info("commandstats")
+                usec = sum(
+                    stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in ("evalsha", "eval")
+                )
+                results[name].append(r)
+                redis_us[name].append(usec / (r.rps * args.duration))
+    client.close()
+    base = statistics.median(r.rps for r in results["no limiter"])
+    lines = ["| rate limiting | req/s | p50 ms | p99 ms | added µs/request | Redis µs/request |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, runs in results.items():
+        rps = statistics.median(r.rps for r in runs)
+        p50 = statistics.median(r.p50_ms for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        cpu = statistics.median(redis_us[name])
+        added = (1 / rps - 1 / base) * 1e6
+        cpu_text = f"{cpu:.1f}" if cpu else "-"
+        lines.append(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {added:.0f} | {cpu_text} |")
+    spread = max((max(r.rps for r in v) - min(r.rps for r in v)) / statistics.median(
+        r.rps for r in v) for v in results.values())  # fmt: skip
+    lines += ["", f"{args.rounds} alternating rounds of {args.duration:.0f} s, {CONNECTIONS} "
+              f"connections, medians; rounds of one row spread up to {spread:.0%}."]  # fmt: skip
+    return lines
+
+
+def exactness(store: str, backend: int) -> str:
+    ports = [free_port() for _ in range(3)]
+    prefix_config = limiter_config(0, backend, "global", store, EXACT_N)
+    with contextlib.ExitStack() as stack:
+        for port in ports:
+            text = prefix_config.replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}")
+            stack.enter_context(gateway(ROOT, text, port))
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=20) for p in ports]
+        with ThreadPoolExecutor(max_workers=48) as pool:
+            statuses = list(pool.map(lambda i: clients[i % 3].get("/").status_code, range(EXACT_M)))
+        for c in clients:
+            c.close()
+    allowed = statuses.count(200)
+    verdict = (
+        "exact" if allowed == EXACT_N and statuses.count(429) == EXACT_M - EXACT_N else "NOT exact"
+    )
+    return (
+        f"Three replicas (batched), one Redis, {EXACT_M} requests from 48 threads for a "
+        f"burst of {EXACT_N}: {allowed} allowed, {statuses.count(429)} denied ({verdict})."
+    )
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -78,70 +190,87 @@ class _Echo(BaseHTTPRequestHandler):
         return
 
 
-def flag_propagation(store: str) -> list[float]:
-    echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    echo.daemon_threads = True
-    threading.Thread(target=echo.serve_forever, daemon=True).start()
+def flag_propagation(store: str, ref: str | None, echo_port: int) -> list[float]:
     prefix = f"flags{time.time_ns()}"
     ports = [(free_port(), free_port()) for _ in range(3)]
-    configs = [f"""version: 1
-listen: 127.0.0.1:{p}
-admin: {{listen: "127.0.0.1:{a}"}}
-access_log: false
-store: {{url: "{store}", prefix: {prefix}}}
-backends: {{echo: "http://127.0.0.1:{echo.server_address[1]}"}}
-filters: {{ab: {{wasm: {AB}, config: '{{}}'}}}}
-routes: [{{match: {{prefix: /}}, filters: [ab], backend: echo}}]
-""" for p, a in ports]  # fmt: skip
     latencies: list[float] = []
     with contextlib.ExitStack() as stack:
-        for (port, _admin), cfg in zip(ports, configs, strict=True):
-            stack.enter_context(edgegw_with(cfg, port))
-        clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=5) for p, _ in ports]
-        admin = httpx.Client(base_url=f"http://127.0.0.1:{ports[0][1]}/admin/flags", timeout=5)
+        tree = stack.enter_context(source_tree(ref))
+        for port, admin in ports:
+            stack.enter_context(gateway(tree, f"""version: 1
+listen: 127.0.0.1:{port}
+admin: {{listen: "127.0.0.1:{admin}"}}
+access_log: false
+store: {{url: "{store}", prefix: {prefix}}}
+backends: {{echo: "http://127.0.0.1:{echo_port}"}}
+filters: {{ab: {{wasm: {AB}, config: '{{}}'}}}}
+routes: [{{match: {{prefix: /}}, filters: [ab], backend: echo}}]
+""", port))  # fmt: skip
+        admin_client = httpx.Client(base_url=f"http://127.0.0.1:{ports[0][1]}", timeout=5)
         for i in range(FLAG_TRIALS):
-            start = time.perf_counter()
-            admin.put(f"/f{i}", json=True).raise_for_status()
-            for client in clients[1:]:
-                while f"f{i}=on" not in client.get("/").text:
-                    if time.perf_counter() - start > 5:
-                        raise RuntimeError("a flag never reached a replica")
-            latencies.append((time.perf_counter() - start) * 1000)
-        for client in [*clients, admin]:
-            client.close()
-    echo.shutdown()
+            seen: list[float] = []
+            start = [0.0]
+            go = threading.Event()
+
+            def poll(
+                port: int,
+                flag: str = f"f{i}=on",
+                seen: list[float] = seen,
+                start: list[float] = start,
+                go: threading.Event = go,
+            ) -> None:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+                    c.get("/")
+                    go.wait()
+                    while time.perf_counter() - start[0] < 5:
+                        if flag in c.get("/").text:
+                            seen.append((time.perf_counter() - start[0]) * 1000)
+                            return
+
+            threads = [threading.Thread(target=poll, args=(p,)) for p, _ in ports[1:]]
+            for t in threads:
+                t.start()
+            time.sleep(0.05)
+            start[0] = time.perf_counter()
+            go.set()
+            admin_client.put(f"/admin/flags/f{i}", json=True).raise_for_status()
+            for t in threads:
+                t.join()
+            if len(seen) != 2:
+                raise RuntimeError("a flag never reached a replica")
+            latencies += seen
+        admin_client.close()
     return latencies
 
 
 def main() -> None:
-    results = {}
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    base = ["git", "merge-base", "HEAD", "main"]
+    merge_base = subprocess.run(base, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    parser.add_argument(
+        "--baseline", default=merge_base or "HEAD", help="git ref of the 'before' code"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args()
+    echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    echo.daemon_threads = True
+    threading.Thread(target=echo.serve_forever, daemon=True).start()
     with redis() as store, nginx_backend() as backend:
-        for label, mode, url in (("no limiter", None, "memory://"), ("mode: local", "local", "memory://"),
-                                 ("mode: global (Redis)", "global", store)):  # fmt: skip
-            port = free_port()
-            with edgegw_with(limiter_config(port, backend, mode, url), port):
-                target = f"http://127.0.0.1:{port}/"
-                wrk(target, duration=2, connections=CONNECTIONS)
-                results[label] = wrk(target, duration=DURATION, connections=CONNECTIONS)
-                if results[label].errors:
-                    raise RuntimeError(f"{label}: {results[label].errors} errors")
-        flags = flag_propagation(store)
-    base = results["no limiter"].rps
-    lines = [
-        "| rate limiting | req/s | p50 ms | p99 ms | added µs/request |",
-        "|---|---:|---:|---:|---:|",
-        *(
-            f"| {k} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {(1 / r.rps - 1 / base) * 1e6:.0f} |"
-            for k, r in results.items()
-        ),
-        "",
-        f"Flag propagation to two other replicas through Redis pub/sub ({FLAG_TRIALS} edits):"
-        f" median {statistics.median(flags):.1f} ms, max {max(flags):.1f} ms (target < 100 ms;"
-        " includes the admin write and the polling requests).",
-        "",
-        f"{DURATION:.0f} s per run, {CONNECTIONS} connections; {time.ctime()}",
-    ]
+        lines = throughput(args, store, backend)
+        lines += ["", exactness(store, backend), ""]
+        echo_port = echo.server_address[1]
+        flags = {
+            "before (baseline tree)": flag_propagation(store, args.baseline, echo_port),
+            "now (one mirror per host)": flag_propagation(store, None, echo_port),
+        }
+    echo.shutdown()
+    lines += ["| flag edit → first request that sees it on another replica | median ms | max ms |",
+              "|---|---:|---:|"]  # fmt: skip
+    for name, values in flags.items():
+        lines.append(f"| {name} | {statistics.median(values):.1f} | {max(values):.1f} |")
+    lines += ["", f"{FLAG_TRIALS} edits through replica 1's admin API, replicas 2 and 3 polled "
+              f"continuously; baseline {args.baseline[:10]}; {time.ctime()}"]  # fmt: skip
     text = "\n".join(lines)
     print(text)
     write_block(

@@ -129,7 +129,7 @@ class GatewayApp:
         except StoreError as exc:  # flags were validated with the config: the store is down
             log.warning("cannot seed flags now: %s", exc)
         self._mirror = FlagMirror(store)  # one process per host mirrors the flags
-        self._mirror.start()
+        await self._mirror.start()
         # Requests allocate many short-lived objects; the default gen-0 threshold (700)
         # runs a collection every few requests. Objects alive now (modules, config, VMs)
         # are frozen out of future collections.

@@ -19,6 +19,7 @@ from typing import Any
 
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, gcra, validate_flag
 from edgegw.store.hostwide import SharedBuckets, host_table
+from edgegw.store.mirror import mirror_flags
 
 log = logging.getLogger("edgegw.store")
 POLL_SECONDS = 0.05
@@ -93,6 +94,10 @@ class MemoryStore:
             tmp.replace(self._file)
             self._mtime = self._file.stat().st_mtime
         self._flags = snapshot
+        if self._shared is not None:
+            # Host-wide shared data is this host's flag mirror: written here, every worker
+            # sees the edit at once instead of at its next poll of the file.
+            mirror_flags(snapshot)
         self._notify()
         return snapshot.version
 

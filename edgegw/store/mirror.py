@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import struct
 from typing import Any
 
+from edgegw.errors import StoreError
 from edgegw.store.base import FlagSnapshot
 from edgegw.store.hostwide import NS_STORE, host_table
 from edgegw.wasm._shm import Table
 
+log = logging.getLogger("edgegw.store")
 FLAGS_KEY = b"edgegw.flags"
 LEASE_KEY = b"flags-mirror"
 LEASE_CHECK_SECONDS = 1.0
@@ -61,8 +64,16 @@ class FlagMirror:
         self._task: asyncio.Task[None] | None = None
         self.holding = False
 
-    def start(self) -> None:
-        """Mirror now, or watch the holder (needs a running loop)."""
+    async def start(self) -> None:
+        """Mirror now, or watch the holder. Either way the flags are in shared data
+        before this returns (startup, before the first request), if the store answers."""
+        from edgegw.wasm.shared import SHARED_DATA
+
+        if SHARED_DATA.get(FLAGS_KEY) is None:
+            try:
+                mirror_flags(await self._store.get_flags())
+            except StoreError as exc:  # the subscription reads them once the store is back
+                log.warning("cannot read flags now: %s", exc)
         if self._table is None or self._try_claim():
             self._hold()
         else:

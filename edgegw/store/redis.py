@@ -23,7 +23,7 @@ from edgegw.model import StoreConfig
 from edgegw.store.api import STORE_UP
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, validate_flag
 from edgegw.store.batch import Batcher, LeanSender
-from edgegw.store.resp import SCHEMES, RespConnection
+from edgegw.store.resp import RespConnection, speaks
 
 log = logging.getLogger("edgegw.store")
 RESYNC_SECONDS = 5.0  # re-read flags even without a message (a missed one, a restart)
@@ -55,6 +55,9 @@ return {1, remaining, math.ceil(ahead / 1000), 0, burst}
 """
 
 # KEYS[1] hash, KEYS[2] version; ARGV op ('set'|'del'|'seed'), name, json, channel.
+# The message is the whole new snapshot, {"version": N, "flags": {...}} (the values are
+# stored as JSON): a subscriber applies it without reading the table back. Subscribers
+# of older versions re-read the table on any message, so both can share a Redis.
 FLAG_LUA = """
 if ARGV[1] == 'del' then
   if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
@@ -66,7 +69,11 @@ else
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 end
 local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[4], v)
+local all = redis.call('HGETALL', KEYS[1])
+local parts = {}
+for i = 1, #all, 2 do parts[#parts + 1] = cjson.encode(all[i]) .. ':' .. all[i + 1] end
+local doc = '{"version":' .. v .. ',"flags":{' .. table.concat(parts, ',') .. '}}'
+redis.call('PUBLISH', ARGV[4], doc)
 return v
 """
 
@@ -101,6 +108,20 @@ def connect(url: str, timeout: float) -> tuple[Any, list[Any]]:
     return aioredis.Redis.from_url(url, health_check_interval=10, **options), []
 
 
+def _snapshot_of(message: Any) -> FlagSnapshot | None:
+    """The snapshot a flag change message carries (None: not one, e.g. a bare version)."""
+    if not message or message.get("type") != "message":
+        return None
+    try:
+        doc = json.loads(message["data"])
+        version, flags = doc["version"], doc["flags"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or not isinstance(flags, dict):
+        return None
+    return FlagSnapshot(version, flags)
+
+
 class RedisStore:
     def __init__(self, config: StoreConfig, batch: bool = True) -> None:
         self._client, self._helpers = connect(config.url, config.timeout)
@@ -120,10 +141,11 @@ class RedisStore:
         self._unseeded: dict[str, Any] = {}  # config flags not yet seeded (store was down)
         self.up = True
         # redis://, rediss://, unix://: GCRA steps batched per loop turn on a lean
-        # connection (edgegw/store/batch.py); Cluster and Sentinel: one call per request.
+        # connection (edgegw/store/batch.py); Cluster, Sentinel and URLs with options
+        # for redis-py: one call per request.
         self._lean: RespConnection | None = None
         self._batcher: Batcher | None = None
-        if batch and urlsplit(config.url).scheme in SCHEMES:
+        if batch and speaks(config.url):
             self._lean = RespConnection(config.url, config.timeout)
             self._batcher = Batcher(LeanSender(self._lean, self._bucket))
 
@@ -198,9 +220,12 @@ class RedisStore:
     async def _refresh(self) -> None:
         snapshot = await self.get_flags()
         if snapshot.version != self._snapshot.version or not self._snapshot.version:
-            self._snapshot = snapshot
-            for listener in self._listeners:
-                listener(snapshot)
+            self._publish(snapshot)
+
+    def _publish(self, snapshot: FlagSnapshot) -> None:
+        self._snapshot = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
 
     async def _follow(self) -> None:
         """Subscribe, re-read on every message; on errors keep the last snapshot and
@@ -227,8 +252,11 @@ class RedisStore:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=RESYNC_SECONDS
                     )
-                    del message  # any message, or the resync timeout: read the table
-                    await self._refresh()
+                    snapshot = _snapshot_of(message)
+                    if snapshot is None:  # the resync timeout, or an older publisher
+                        await self._refresh()
+                    elif snapshot.version > self._snapshot.version:
+                        self._publish(snapshot)
             except (RedisError, OSError, StoreUnavailable) as exc:
                 self.up = False
                 if not down_since:

@@ -11,6 +11,7 @@ Any failure (connect, reset, timeout) fails every command in flight with
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from typing import Any
@@ -22,6 +23,14 @@ from edgegw.errors import StoreError, StoreUnavailable
 
 #: URL schemes this connection speaks (cluster and sentinel go through redis-py).
 SCHEMES = ("redis", "rediss", "unix")
+
+
+def speaks(url: str) -> bool:
+    """Whether this connection can serve ``url`` as redis-py would: its schemes, and no
+    query options but ``db`` (TLS or socket options in the query stay with redis-py)."""
+    parts = urlsplit(url)
+    options = {p.partition("=")[0] for p in parts.query.split("&") if p}
+    return parts.scheme in SCHEMES and options <= {"db"}
 
 
 def pack(*parts: bytes | str | int) -> bytes:
@@ -87,6 +96,11 @@ class RespConnection:
             transport, _ = await asyncio.wait_for(coro, self.timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise StoreUnavailable(f"redis: cannot connect: {exc!r}") from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            # A batch goes out while the previous one is unanswered: without NODELAY
+            # Nagle holds it until that ACK (up to 40 ms of delayed ACK; RFC 1122 4.2.3.2).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._transport = transport
         for command in self._hello:  # AUTH / SELECT answer before anything else is sent
             reply = await self.call(command)

@@ -18,7 +18,7 @@ from edgegw.model import StoreConfig
 from edgegw.store.api import StoreAPI
 from edgegw.store.base import RateDecision
 from edgegw.store.redis import RedisStore
-from edgegw.store.resp import pack
+from edgegw.store.resp import pack, speaks
 from tests.conftest import free_port, start_redis
 
 # Mixed keys, bursts and costs (0 reads without charging; a cost over the burst is
@@ -111,3 +111,42 @@ async def test_redis_killed_mid_batch_follows_on_error_for_every_request(
         assert all(doc["allowed"] and doc["degraded"] for _, doc in results)
     if on_error == "local":  # the memory fallback limits them: 5 of 20 (burst 5)
         assert sum(doc["allowed"] for _, doc in results) == 5
+
+
+def test_the_lean_path_takes_only_urls_it_serves_as_redis_py_would() -> None:
+    assert speaks("redis://127.0.0.1:6379/0") and speaks("unix:///run/redis.sock?db=2")
+    assert speaks("rediss://:secret@cache.internal:6380/1")
+    assert not speaks("rediss://cache.internal:6380/0?ssl_cert_reqs=none")  # redis-py's
+    assert not speaks("redis+cluster://127.0.0.1:7000")
+    assert not speaks("redis+sentinel://127.0.0.1:26379/mymaster")
+
+
+async def test_a_bare_version_message_from_an_older_gateway_still_refreshes(
+    redis_server: str,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    store = RedisStore(StoreConfig(url=redis_server, prefix=prefix, timeout=5.0))
+    seen: list[int] = []
+    got = asyncio.Event()
+
+    def listener(snapshot: Any) -> None:
+        seen.append(snapshot.version)
+        got.set()
+
+    try:
+        await store.put_flag("a", True)
+        store.subscribe(listener)
+        await asyncio.wait_for(got.wait(), 10)
+        # An older gateway's edit: the table changes and only the version is published.
+        sock = socket.create_connection(("127.0.0.1", int(redis_server.split(":")[2][:-2])))
+        with sock:
+            sock.sendall(pack("HSET", "{" + prefix + "}:flags", "b", "true")
+                         + pack("INCR", "{" + prefix + "}:flags:version")
+                         + pack("PUBLISH", "{" + prefix + "}:flags:changed", "2"))  # fmt: skip
+            sock.recv(100)
+            got.clear()
+            await asyncio.wait_for(got.wait(), 10)
+        assert seen == [1, 2]
+        assert (await store.get_flags()).flags == {"a": True, "b": True}
+    finally:
+        await store.aclose()

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from edgegw.store.base import FlagSnapshot
 from edgegw.store.hostwide import NS_STORE, SharedBuckets
 from edgegw.store.mirror import LEASE_KEY, FlagMirror
 from edgegw.wasm._shm import Table
@@ -52,8 +53,12 @@ HOLD = textwrap.dedent("""
         def subscribe(self, listener):
             print("holding", flush=True)
 
+        async def get_flags(self):
+            from edgegw.store.base import FlagSnapshot
+            return FlagSnapshot(0, {})
+
     async def main():
-        FlagMirror(Store(), Table(sys.argv[1], create=False)).start()
+        await FlagMirror(Store(), Table(sys.argv[1], create=False)).start()
         await asyncio.sleep(60)
 
     asyncio.run(main())
@@ -69,9 +74,12 @@ class FakeFlags:
     def subscribe(self, listener: object) -> None:
         self.subscribed += 1
 
+    async def get_flags(self) -> FlagSnapshot:
+        return FlagSnapshot(0, {})
+
 
 async def _takes_over(mirror: FlagMirror, holder: subprocess.Popen[str]) -> None:
-    mirror.start()
+    await mirror.start()
     assert not mirror.holding  # another process mirrors
     holder.kill()
     await asyncio.to_thread(holder.wait)  # reaped, as the supervisor reaps a worker
