@@ -173,6 +173,13 @@ def test_preview_matches_the_ab_flags_filter(gw: ExampleGateway) -> None:
                "the filter's x-edgegw-flags equal to the preview's")  # fmt: skip
     refused = httpx.post(gw.admin_url + "/admin/preview/flags", json={"key": "k"})
     assert refused.status_code == 401
+    # An unsaved edit is validated as PUT /admin/flags would.
+    bad = {"key": "k", "name": "new-ui", "definition": {"rollout": 500}}
+    r = httpx.post(gw.admin_url + "/admin/preview/flags", json=bad, headers=AUTH)
+    assert r.status_code == 400 and "rollout must be a number" in r.json()["detail"]
+    draft = {"key": "k", "name": "new-ui", "definition": {"enabled": False}}
+    r = httpx.post(gw.admin_url + "/admin/preview/flags", json=draft, headers=AUTH)
+    assert r.json()["flags"]["new-ui"]["reason"] == "disabled"
 
 
 def generation(page: Any) -> int:
