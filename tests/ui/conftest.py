@@ -54,6 +54,7 @@ def page(browser: Any) -> Iterator[Any]:
     problems: list[str] = []
     pg.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
     pg.on("console", lambda m: problems.append(m.text) if "Refused to" in m.text else None)
+    pg.on("console", lambda m: print(f"console {m.type}: {m.text}"))  # shown on failure
     yield pg
     context.close()
     assert not problems, problems

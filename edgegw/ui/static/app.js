@@ -52,7 +52,7 @@ function show(name) {
 }
 
 async function tick() {
-  if (busy || !current) return;
+  if (busy || !current || document.hidden) return; // a background tab costs the admin nothing
   busy = true;
   try {
     await VIEWS[current].refresh(ctx);
