@@ -208,8 +208,8 @@ class Tunnel:
 
         async def backend_closed() -> str:
             side = first("backend")
-            code = _close_code(ws.close_code, 1011)
-            await _close_client(send, code, ws.close_reason or "")
+            code, reason = _backend_close(ws)
+            await _close_client(send, _close_code(code, 1011), reason)
             return side
 
         async def idle() -> str:
@@ -247,6 +247,18 @@ class Tunnel:
             SESSIONS.labels(route, ended or "error").inc()
             MESSAGES.labels(route, "client_to_backend").inc(counts["in"])
             MESSAGES.labels(route, "backend_to_client").inc(counts["out"])
+
+
+def _backend_close(ws: ClientConnection) -> tuple[int | None, str]:
+    """The close to pass on to the client: the backend's, or the gateway's own when its
+    side closed first (a message over ``max_request_body``: 1009, a protocol error: 1002)."""
+    protocol = ws.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and protocol.close_rcvd_then_sent is not True:
+        return sent.code, sent.reason
+    if received is not None:
+        return received.code, received.reason
+    return None, ""
 
 
 async def _close_client(send: Send, code: int, reason: str) -> None:

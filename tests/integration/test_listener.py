@@ -335,3 +335,23 @@ def test_a_reload_adds_a_websocket_route(
     with _ws(gw, "/api/ws") as ws:
         ws.send("reloaded")
         assert ws.recv(timeout=20) == "reloaded"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_message_over_max_request_body_ends_the_session(
+    server: str, echo: EchoServer, run_gateway: Callable[..., GatewayProcess],
+    backend_factory: Callable[..., LoopbackBackend],
+) -> None:  # fmt: skip
+    """hypercorn refuses the client's message itself; under granian the echo comes back
+    over the bound and the gateway's backend side refuses it: 1009 either way."""
+    backend = backend_factory()
+    gw = _gateway(run_gateway, server, backend.url, ws_url=f"http://127.0.0.1:{echo.port}",
+                  extra={"limits": {"max_request_body": "1KiB"}})  # fmt: skip
+    with _ws(gw, "/open/big") as ws:
+        ws.send("x" * 1000)
+        assert ws.recv(timeout=20) == "x" * 1000
+        ws.send("x" * 4096)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=20)
+    assert closed.value.rcvd is not None, closed.value
+    assert closed.value.rcvd.code == 1009  # RFC 6455 §7.4.1: message too big
