@@ -170,6 +170,7 @@ class Tunnel:
         activity = asyncio.Event()  # set by each message; the idle timer restarts
         counts = {"in": 0, "out": 0}
         ended = ""  # the side that closed first (``first``)
+        limit = self.limits.max_request_body
 
         async def client_to_backend() -> str:
             while True:
@@ -184,8 +185,15 @@ class Tunnel:
                 activity.set()
                 counts["in"] += 1
                 data = message.get("bytes")
+                if data is None:
+                    data = message.get("text") or ""
+                if _size(data, limit) > limit:  # granian's own bound is larger (docs/security.md)
+                    side = first("client")
+                    await ws.close(1009)
+                    await _close_client(send, 1009, "message too big")
+                    return side
                 try:
-                    await ws.send(data if data is not None else message.get("text") or "")
+                    await ws.send(data)
                 except ConnectionClosed:
                     return await backend_closed()
 
@@ -247,6 +255,14 @@ class Tunnel:
             SESSIONS.labels(route, ended or "error").inc()
             MESSAGES.labels(route, "client_to_backend").inc(counts["in"])
             MESSAGES.labels(route, "backend_to_client").inc(counts["out"])
+
+
+def _size(data: str | bytes, limit: int) -> int:
+    """``data``'s size in bytes, exact when it could be over ``limit`` (a str's UTF-8 is at
+    most 4 bytes per character: encoded only then)."""
+    if isinstance(data, str) and len(data) * 4 > limit:
+        return len(data.encode())
+    return len(data)
 
 
 def _backend_close(ws: ClientConnection) -> tuple[int | None, str]:

@@ -45,6 +45,7 @@ class EchoServer:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.sizes: list[int] = []  # of each message received
         self.server: Server = serve(self._echo, "127.0.0.1", 0, select_subprotocol=_pick)
         self.port = self.server.socket.getsockname()[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -56,6 +57,7 @@ class EchoServer:
             (ws.request.path, {k.lower(): v for k, v in ws.request.headers.raw_items()})
         )
         for message in ws:
+            self.sizes.append(len(message))
             if message == "close-me":
                 ws.close(4001, "asked to")
                 return
@@ -342,8 +344,8 @@ def test_a_message_over_max_request_body_ends_the_session(
     server: str, echo: EchoServer, run_gateway: Callable[..., GatewayProcess],
     backend_factory: Callable[..., LoopbackBackend],
 ) -> None:  # fmt: skip
-    """hypercorn refuses the client's message itself; under granian the echo comes back
-    over the bound and the gateway's backend side refuses it: 1009 either way."""
+    """hypercorn refuses the client's message itself, under granian the gateway does: it
+    never reaches the backend, and the client gets 1009."""
     backend = backend_factory()
     gw = _gateway(run_gateway, server, backend.url, ws_url=f"http://127.0.0.1:{echo.port}",
                   extra={"limits": {"max_request_body": "1KiB"}})  # fmt: skip
@@ -355,3 +357,4 @@ def test_a_message_over_max_request_body_ends_the_session(
             ws.recv(timeout=20)
     assert closed.value.rcvd is not None, closed.value
     assert closed.value.rcvd.code == 1009  # RFC 6455 §7.4.1: message too big
+    assert echo.sizes == [1000]
