@@ -27,6 +27,7 @@ from edgegw.model import ListenerTLS
 log = logging.getLogger("edgegw.tls")
 
 DEBOUNCE_MS = 300  # a renewal writes two files: one change, not two
+RECHECK_MS = 5000  # reading two small files: nothing next to a TLS handshake
 
 
 def server_context(tls: ListenerTLS, alpn: list[str]) -> ssl.SSLContext:
@@ -113,6 +114,10 @@ class CertWatcher:
                     stop_event=self._stop,
                     recursive=False,
                     raise_interrupt=False,
+                    # Also every RECHECK_MS without an event: a change made before this
+                    # watcher started (or one it missed) is caught then.
+                    rust_timeout=RECHECK_MS,
+                    yield_on_timeout=True,
                 ):
                     self.check()
                     if self._paths() != files:

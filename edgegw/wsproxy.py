@@ -170,6 +170,7 @@ class Tunnel:
         activity = asyncio.Event()  # set by each message; the idle timer restarts
         counts = {"in": 0, "out": 0}
         ended = ""  # the side that closed first (``first``)
+        limit = self.limits.max_request_body
 
         async def client_to_backend() -> str:
             while True:
@@ -184,8 +185,15 @@ class Tunnel:
                 activity.set()
                 counts["in"] += 1
                 data = message.get("bytes")
+                if data is None:
+                    data = message.get("text") or ""
+                if _size(data, limit) > limit:  # granian's own bound is larger (docs/security.md)
+                    side = first("client")
+                    await ws.close(1009)
+                    await _close_client(send, 1009, "message too big")
+                    return side
                 try:
-                    await ws.send(data if data is not None else message.get("text") or "")
+                    await ws.send(data)
                 except ConnectionClosed:
                     return await backend_closed()
 
@@ -208,8 +216,8 @@ class Tunnel:
 
         async def backend_closed() -> str:
             side = first("backend")
-            code = _close_code(ws.close_code, 1011)
-            await _close_client(send, code, ws.close_reason or "")
+            code, reason = _backend_close(ws)
+            await _close_client(send, _close_code(code, 1011), reason)
             return side
 
         async def idle() -> str:
@@ -247,6 +255,26 @@ class Tunnel:
             SESSIONS.labels(route, ended or "error").inc()
             MESSAGES.labels(route, "client_to_backend").inc(counts["in"])
             MESSAGES.labels(route, "backend_to_client").inc(counts["out"])
+
+
+def _size(data: str | bytes, limit: int) -> int:
+    """``data``'s size in bytes, exact when it could be over ``limit`` (a str's UTF-8 is at
+    most 4 bytes per character: encoded only then)."""
+    if isinstance(data, str) and len(data) * 4 > limit:
+        return len(data.encode())
+    return len(data)
+
+
+def _backend_close(ws: ClientConnection) -> tuple[int | None, str]:
+    """The close to pass on to the client: the backend's, or the gateway's own when its
+    side closed first (a message over ``max_request_body``: 1009, a protocol error: 1002)."""
+    protocol = ws.protocol
+    sent, received = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and protocol.close_rcvd_then_sent is not True:
+        return sent.code, sent.reason
+    if received is not None:
+        return received.code, received.reason
+    return None, ""
 
 
 async def _close_client(send: Send, code: int, reason: str) -> None:

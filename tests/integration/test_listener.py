@@ -45,6 +45,7 @@ class EchoServer:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.sizes: list[int] = []  # of each message received
         self.server: Server = serve(self._echo, "127.0.0.1", 0, select_subprotocol=_pick)
         self.port = self.server.socket.getsockname()[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -56,6 +57,7 @@ class EchoServer:
             (ws.request.path, {k.lower(): v for k, v in ws.request.headers.raw_items()})
         )
         for message in ws:
+            self.sizes.append(len(message))
             if message == "close-me":
                 ws.close(4001, "asked to")
                 return
@@ -335,3 +337,24 @@ def test_a_reload_adds_a_websocket_route(
     with _ws(gw, "/api/ws") as ws:
         ws.send("reloaded")
         assert ws.recv(timeout=20) == "reloaded"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_message_over_max_request_body_ends_the_session(
+    server: str, echo: EchoServer, run_gateway: Callable[..., GatewayProcess],
+    backend_factory: Callable[..., LoopbackBackend],
+) -> None:  # fmt: skip
+    """hypercorn refuses the client's message itself, under granian the gateway does: it
+    never reaches the backend, and the client gets 1009."""
+    backend = backend_factory()
+    gw = _gateway(run_gateway, server, backend.url, ws_url=f"http://127.0.0.1:{echo.port}",
+                  extra={"limits": {"max_request_body": "1KiB"}})  # fmt: skip
+    with _ws(gw, "/open/big") as ws:
+        ws.send("x" * 1000)
+        assert ws.recv(timeout=20) == "x" * 1000
+        ws.send("x" * 4096)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=20)
+    assert closed.value.rcvd is not None, closed.value
+    assert closed.value.rcvd.code == 1009  # RFC 6455 §7.4.1: message too big
+    assert echo.sizes == [1000]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,24 @@ def test_server_context_and_the_watcher(pair: tuple[Path, Path], tmp_path: Path)
     pair[1].write_bytes(new_key.read_bytes())
     assert watcher.check() and calls == [1]
     assert not watcher.check() and calls == [1]
+
+
+def test_a_kubernetes_secret_update_is_seen(tmp_path: Path) -> None:
+    """A Secret volume: tls.crt -> ..data/tls.crt, ..data -> ..<stamp>/; kubelet writes a
+    new ..<stamp>/ folder and renames a new ..data link over the old one."""
+    ca = make_ca("test CA")
+    volume = tmp_path / "secret"
+    write_pair(volume / "..2026_01", ca)
+    (volume / "..data").symlink_to("..2026_01")
+    for name in ("tls.crt", "tls.key"):
+        (volume / name).symlink_to(f"..data/{name}")
+    renewed = threading.Event()
+    watcher = CertWatcher(ListenerTLS(volume / "tls.crt", volume / "tls.key"), renewed.set)
+    watcher.start()
+    try:
+        write_pair(volume / "..2026_02", ca)
+        (volume / "..data_tmp").symlink_to("..2026_02")
+        (volume / "..data_tmp").replace(volume / "..data")
+        assert renewed.wait(20)
+    finally:
+        watcher.close()
