@@ -38,7 +38,7 @@ from harness import cpu_model, nginx_backend, save_results, write_block
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
 WARMUP = max(REQUESTS // 10, 1000)
 TASKS = 32
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 POOL = 64  # connections allowed to the backend, in both clients
 BODY = b'{"ok":true}'  # what harness.nginx_backend answers
 
