@@ -13,7 +13,7 @@ from edgegw.chain import CallResponse, LocalReply
 from edgegw.headers import check_field, request_id
 from edgegw.model import FilterSpec
 from edgegw.types import Headers
-from edgegw.wasm import _phase
+from edgegw.wasm import _native
 from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs, encode_pairs
 from edgegw.wasm.fastcall import Memory
 from edgegw.wasm.geoip import CountryLookup
@@ -55,10 +55,10 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-class Hostcalls(_phase.Vm):
+class Hostcalls(_native.Vm):
     """What the hostcalls need from the VM that mixes them in (``Plugin``). ``current``
     (the stream whose callback runs), ``streams`` (by context id) and ``closed`` are
-    fields of ``_phase.Vm``: the chain's C loops set them on every call."""
+    fields of ``_native.Vm``: the chain's C loops set them on every call."""
 
     name: str
     spec: FilterSpec
@@ -240,7 +240,7 @@ class Hostcalls(_phase.Vm):
         self.memory.write_u32(size_ptr, found.size())
         return OK
 
-    # The header-map hostcalls get their key (lowercased) and value as bytes: _fastcall
+    # The header-map hostcalls get their key (lowercased) and value as bytes: _native
     # reads them from guest memory, answering INVALID_MEMORY_ACCESS itself (exports.py).
 
     @guarded  # the answer is still written to guest pointers
