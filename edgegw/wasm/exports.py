@@ -103,7 +103,9 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_done", answer=Answer.NOOP),
         _e("proxy_set_effective_context", U32),
         # Logging, clocks, timers
-        _e("proxy_log", U32, _P, _P),
+        # The message is read by C: out of bounds it is INVALID_MEMORY_ACCESS whatever
+        # the log level, as proxy-wasm-cpp-host checks memory before logging.
+        _e("proxy_log", U32, STR),
         _e("proxy_get_log_level", _P),
         _e("proxy_get_current_time_nanoseconds", _P, fast="clock"),
         _e("proxy_set_tick_period_milliseconds", U32),
@@ -150,8 +152,9 @@ HOSTCALLS: dict[str, Export] = {
         # Properties
         _e("proxy_get_property", STR, _P, _P),
         _e("proxy_set_property", _P, _P, _P, _P),
-        # Foreign functions: none are registered, so every name is NOT_FOUND
-        _e("proxy_call_foreign_function", _P, _P, _P, _P, _P, _P),
+        # Foreign functions: none are registered, so every name that can be read is
+        # NOT_FOUND (name and argument read by C: INVALID_MEMORY_ACCESS first)
+        _e("proxy_call_foreign_function", STR, STR, _P, _P),
         # ABI v0.2.0 names, still imported by SDKs built for it
         _e("proxy_continue_request"),
         _e("proxy_continue_response"),

@@ -38,6 +38,7 @@ _RESPONSE_HEADERS = int(MapType.RESPONSE_HEADERS)
 _RESPONSE_TRAILERS = int(MapType.RESPONSE_TRAILERS)
 _CALL_HEADERS = int(MapType.HTTP_CALL_RESPONSE_HEADERS)
 _CALL_TRAILERS = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
+_UPSTREAM = 3  # the last StreamType: REQUEST 0, RESPONSE 1, DOWNSTREAM 2, UPSTREAM 3
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -135,12 +136,11 @@ class Hostcalls(_native.Vm):
 
     # --- logging, time, lifecycle ------------------------------------------------------
 
-    @guarded
-    def proxy_log(self, level: int, ptr: int, size: int) -> int:
+    def proxy_log(self, level: int, message: bytes) -> int:
         severity = _LEVELS.get(level, logging.INFO)
         if not self.log.isEnabledFor(severity):
             return OK
-        text = self.memory.read(ptr, size).decode(errors="replace")
+        text = message.decode(errors="replace")
         state = self.current
         if state is None:  # the root context: no request
             self.log.log(severity, "%s", text)
@@ -321,6 +321,8 @@ class Hostcalls(_native.Vm):
             return NOT_FOUND
         headers = decode_pairs(self.memory.read(headers_ptr, headers_size)) or []
         body = self.memory.read(body_ptr, body_size)
+        if not 200 <= status <= 599:  # RFC 9110 §15: a final response's status
+            return BAD_ARGUMENT
         clean = [(k.lower(), v) for k, v in headers if k[:1] != b":" and k.lower() not in _HOP]
         for name, value in clean:
             check_field(name, value)
@@ -330,7 +332,9 @@ class Hostcalls(_native.Vm):
         state.wake()
         return OK
 
-    def proxy_continue_stream(self, _stream_type: int = 0) -> int:
+    def proxy_continue_stream(self, stream_type: int = 0) -> int:
+        if stream_type > _UPSTREAM:  # not a StreamType (spec: BAD_ARGUMENT)
+            return BAD_ARGUMENT
         if self.current is None:
             return NOT_FOUND
         self.current.wake()
@@ -342,7 +346,9 @@ class Hostcalls(_native.Vm):
     def proxy_continue_response(self) -> int:
         return self.proxy_continue_stream(1)
 
-    def proxy_close_stream(self, _stream_type: int = 0) -> int:
+    def proxy_close_stream(self, stream_type: int = 0) -> int:
+        if stream_type > _UPSTREAM:
+            return BAD_ARGUMENT
         if self.current is None:
             return NOT_FOUND
         if self.current.local_reply is None:
