@@ -12,7 +12,7 @@
  *   phase_types.c  Vm (what the loops touch of a filter's VM), State (StreamState's
  *                  storage) and Plan (a route's filters, built once)
  *   phase_chain.c  Chain (one request's filters) and Starter (WasmRuntime.start)
- *   exchange.c     where C finds an Exchange's fields (ExchangeLayout)
+ *   exchange.c     where C finds an Exchange's fields (native_ex_get)
  *   shm.c          Table: the shared data of every worker process
  *
  * The raw wasmtime calls stay in call.c and host.c; the phase files call Python callables

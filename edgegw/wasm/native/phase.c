@@ -12,7 +12,7 @@
  *   phase_run    one header phase, from a filter on, while filters continue
  *   phase_close  end each filter's stream (proxy_on_log, proxy_on_done, proxy_on_delete)
  *
- * The objects they work on are in _phase_types.c and _phase_chain.c.
+ * The objects they work on are in phase_types.c and phase_chain.c.
  */
 #include "native.h"
 
@@ -63,7 +63,7 @@ static PyObject *
 closed_error(void)
 {
     if (closed_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_phase.set_types() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "_native.set_types() was not called");
         return NULL;
     }
     return PyObject_CallFunction(closed_type, "s", "the filter's VM was closed");
