@@ -1,4 +1,4 @@
-"""Host-wide shared data (edgegw/wasm/_shm.c) against the per-process dict it replaced
+"""Host-wide shared data (edgegw/wasm/native/shm.c) against the per-process dict it replaced
 (#23), side by side in one run: ns per get, per CAS set (a get then a set with its
 cas, what the rate_limit filter's local mode does per request) and per set with cas 0.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import write_block
 
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 
 ROUNDS = 7
 OPS = 200_000

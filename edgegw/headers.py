@@ -149,7 +149,7 @@ def request_id(headers: Headers) -> str:
 
 # RFC 9110 §5.1: a field name is a token; §5.5: NUL, CR and LF never occur in a value (they
 # would end the header line, or the whole head, early: request smuggling). Pseudo-headers
-# go into the request line, so theirs hold no whitespace either. edgegw/wasm/_fastcall.c
+# go into the request line, so theirs hold no whitespace either. edgegw/wasm/native/headers.c
 # applies the same rule before editing a header in C.
 _FIELD_NAME = re.compile(rb":?[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FIELD_VALUE = re.compile(rb"[^\0\r\n]*")

@@ -252,7 +252,7 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class SharedDataConfig:
-    """Bounds of the proxy-wasm shared data table of all workers (edgegw/wasm/_shm.c)."""
+    """Bounds of the proxy-wasm shared data table of all workers (edgegw/wasm/native/shm.c)."""
 
     max_bytes: int = 64 * 1024 * 1024  # entries: key + value + 24 bytes each
     max_keys: int = 100_000

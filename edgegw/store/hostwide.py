@@ -1,6 +1,6 @@
 """What the store keeps once per host rather than once per worker process: GCRA buckets
 (``memory://`` and the ``on_error: local`` fallback) and the flag-mirror lease
-(edgegw/store/mirror.py), in the host-wide shared-data table (edgegw/wasm/_shm.c) that
+(edgegw/store/mirror.py), in the host-wide shared-data table (edgegw/wasm/native/shm.c) that
 every worker of a gateway maps, as the rate_limit filter's ``mode: local`` does.
 
 A bucket is one table entry (namespace ``NS_BUCKETS``: the key -> its TAT, 8 bytes),
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from edgegw.store.base import RateDecision, gcra
-from edgegw.wasm._shm import MAX_KEY, Table
+from edgegw.wasm._native import MAX_KEY, Table
 from edgegw.wasm.shm import ENV_RUNTIME_DIR, TABLE_FILE
 
 log = logging.getLogger("edgegw.store")

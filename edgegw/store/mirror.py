@@ -1,7 +1,7 @@
 """Shared data ``edgegw.flags`` (read by filters/ab_flags on every request) kept equal to
 the store's flag table by ONE process per host.
 
-Shared data is host-wide (edgegw/wasm/_shm.c), so one writer suffices: the worker that
+Shared data is host-wide (edgegw/wasm/native/shm.c), so one writer suffices: the worker that
 holds the mirror lease (an entry of the store's namespace of the table naming its pid)
 subscribes to the store and writes every new snapshot the moment it arrives; the other
 workers hold no subscription (no Redis pub/sub connection each) and check every
@@ -24,7 +24,7 @@ from typing import Any
 from edgegw.errors import StoreError
 from edgegw.store.base import FlagSnapshot
 from edgegw.store.hostwide import NS_STORE, host_table
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 
 log = logging.getLogger("edgegw.store")
 FLAGS_KEY = b"edgegw.flags"

@@ -6,9 +6,9 @@ Emscripten import.
 An entry gives the ABI's parameters in order, each with its kind, and how edgegw answers:
 the ``Hostcalls`` method of the same name (``PYTHON``), ``OK`` without doing anything
 (``NOOP``), or ``UNIMPLEMENTED``. Linking (``plugin.py``) reads nothing else: the wasm
-signature a module must import, which (pointer, size) pairs ``_fastcall`` reads from guest
+signature a module must import, which (pointer, size) pairs ``_native`` reads from guest
 memory into bytes before the method is called, which integers arrive signed, and which
-calls ``_fastcall`` answers itself in their common case. Adding a hostcall is one entry
+calls ``_native`` answers itself in their common case. Adding a hostcall is one entry
 here plus its method (docs/contributing.md); tests/unit/test_wasm_exports.py checks the
 table against the ABI and every entry against its implementation.
 """
@@ -26,7 +26,7 @@ class Answer(Enum):
 
 
 # Parameter kinds. Each is one wasm value, except the strings: a (pointer, size) pair of
-# i32 that _fastcall reads from guest memory and hands the method as one bytes argument
+# i32 that _native reads from guest memory and hands the method as one bytes argument
 # (out of bounds: INVALID_MEMORY_ACCESS without calling it). NAME is a header name,
 # ASCII-lowercased as it is read (RFC 9110 §5.1: field names are case-insensitive).
 U32 = "u32"  # an i32 the ABI declares unsigned: ids, enums, flags, pointers, sizes
@@ -42,7 +42,7 @@ class Export:
     name: str
     params: tuple[str, ...]  # kinds, in the ABI's order
     answer: Answer = Answer.PYTHON
-    # What _fastcall answers itself in the common case (Host.set_fast_edit / set_clock):
+    # What _native answers itself in the common case (Host.set_fast_edit / set_clock):
     # "get" | "add" | "replace" | "remove" (an ordinary header of the stream's own
     # headers) or "clock"; the method answers the rest.
     fast: str | None = None
@@ -62,7 +62,7 @@ class Export:
 
     @property
     def strings(self) -> tuple[int, ...]:
-        """Wasm positions of the (pointer, size) pairs _fastcall reads into bytes."""
+        """Wasm positions of the (pointer, size) pairs _native reads into bytes."""
         return tuple(i for i, kind in self._positions() if kind in (STR, NAME))
 
     @property
@@ -103,7 +103,9 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_done", answer=Answer.NOOP),
         _e("proxy_set_effective_context", U32),
         # Logging, clocks, timers
-        _e("proxy_log", U32, _P, _P),
+        # The message is read by C: out of bounds it is INVALID_MEMORY_ACCESS whatever
+        # the log level, as proxy-wasm-cpp-host checks memory before logging.
+        _e("proxy_log", U32, STR),
         _e("proxy_get_log_level", _P),
         _e("proxy_get_current_time_nanoseconds", _P, fast="clock"),
         _e("proxy_set_tick_period_milliseconds", U32),
@@ -150,8 +152,9 @@ HOSTCALLS: dict[str, Export] = {
         # Properties
         _e("proxy_get_property", STR, _P, _P),
         _e("proxy_set_property", _P, _P, _P, _P),
-        # Foreign functions: none are registered, so every name is NOT_FOUND
-        _e("proxy_call_foreign_function", _P, _P, _P, _P, _P, _P),
+        # Foreign functions: none are registered, so every name that can be read is
+        # NOT_FOUND (name and argument read by C: INVALID_MEMORY_ACCESS first)
+        _e("proxy_call_foreign_function", STR, STR, _P, _P),
         # ABI v0.2.0 names, still imported by SDKs built for it
         _e("proxy_continue_request"),
         _e("proxy_continue_response"),

@@ -2,12 +2,12 @@
 
 wasmtime-py's ``Func.__call__`` and ``Linker.define_func`` cost tens of microseconds per
 call, and the same raw calls made through ctypes were still dominated by ctypes and
-libffi; the C extension ``_fastcall`` makes them directly (docs/design.md §1 and
+libffi; the C extension ``_native`` makes them directly (docs/design.md §1 and
 docs/architecture.md have the decision, docs/benchmarks.md the figures, and
 bench/wasm_calls.py prints the three paths side by side). Every raw C-API use of
-edgegw lives in this module and ``_fastcall.c``; it is tied to the pinned ``wasmtime``
-version (pyproject.toml) and tests/unit/test_wasm_fastcall.py checks that this path is
-the one in use.
+edgegw lives in this module and ``native/call.c`` / ``native/host.c``; it is tied to the
+pinned ``wasmtime`` version (pyproject.toml) and tests/unit/test_wasm_fastcall.py checks
+that this path is the one in use.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import wasmtime
 from wasmtime import _bindings as ffi
 
 from edgegw.errors import WasmDeadline, WasmTrap
-from edgegw.wasm import _fastcall
-from edgegw.wasm._fastcall import Func as RawFunc
-from edgegw.wasm._fastcall import Host
+from edgegw.wasm import _native
+from edgegw.wasm._native import Func as RawFunc
+from edgegw.wasm._native import Host
 
 __all__ = ["Host", "Memory", "RawFunc", "calls", "define_host_func", "raw_func", "set_deadline"]
 
@@ -44,7 +44,7 @@ def _private(name: str, restype: Any, argtypes: Any) -> Any:
     return fn
 
 
-_HOST_CALLBACK = _fastcall.init(
+_HOST_CALLBACK = _native.init(
     _address("wasmtime_func_call_unchecked"),
     _address("wasmtime_context_set_epoch_deadline"),
     _address("wasmtime_trap_new"),
@@ -67,7 +67,7 @@ _define_unchecked = _private(
 def calls() -> tuple[int, int]:
     """(guest calls, hostcalls) made through the fast path; tests read it to prove it
     is the one in use."""
-    return _fastcall.counts()
+    return _native.counts()
 
 
 def _context(store: wasmtime.Store) -> int:
@@ -75,7 +75,7 @@ def _context(store: wasmtime.Store) -> int:
 
 
 def _raise_error(name: str, deadline: bool, err: int, trap: int) -> NoReturn:
-    """A guest call failed: ``_fastcall`` classified it by wasmtime's trap code
+    """A guest call failed: ``_native`` classified it by wasmtime's trap code
     (``deadline``: the epoch deadline, limits.cpu), never by the message, which quotes
     guest function names. Taking ownership of the error or trap frees it."""
     if err:
@@ -109,14 +109,14 @@ def raw_func(store: wasmtime.Store, func: wasmtime.Func, name: str, ticks: int) 
 
 def set_deadline(store: wasmtime.Store, ticks: int) -> None:
     """Allow guest code run through wasmtime-py's public API ``ticks`` epoch increments."""
-    _fastcall.set_deadline(_context(store), ticks)
+    _native.set_deadline(_context(store), ticks)
 
 
 def start_ticker(engine: wasmtime.Engine, interval: float) -> None:
     """Increment ``engine``'s epoch every ``interval`` seconds from a native thread
     (once per process; a forked child starts its own)."""
     ptr = ctypes.cast(engine.ptr(), _VP).value or 0
-    _fastcall.start_ticker(ptr, engine, round(interval * 1e9))
+    _native.start_ticker(ptr, engine, round(interval * 1e9))
 
 
 class Memory:
@@ -149,7 +149,7 @@ class Memory:
         memory from the guest's allocator ``alloc`` (none for b""), its address and size
         written at the two pointers; OK, or INVALID_MEMORY_ACCESS (a pointer out of bounds,
         the allocator answered 0 or memory ``data`` does not fit in)."""
-        return _fastcall.Answer(
+        return _native.Answer(
             self._ctx.value or 0, ctypes.addressof(self._keep), self._owner, alloc
         )
 
@@ -224,7 +224,7 @@ def define_host_func(
     must keep alive as long as the linker and instances.
     """
     is64 = [str(p) == "i64" for p in ty.params]
-    host = _fastcall.Host(impl, name, is64, bool(ty.results), strings, lower_first, signed)
+    host = _native.Host(impl, name, is64, bool(ty.results), strings, lower_first, signed)
     mod, nm = module.encode(), name.encode()
     linker_ptr = ctypes.cast(linker.ptr(), _VP).value
     type_ptr = ctypes.cast(ty.ptr(), _VP).value

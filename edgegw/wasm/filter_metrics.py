@@ -1,7 +1,7 @@
 """Per filter metrics: the time of each call into a filter's stream callbacks, and what
 it answered (continue, pause, reply, fail).
 
-The header phases' common case runs in C (edgegw/wasm/_phase.c): it times each hook call
+The header phases' common case runs in C (edgegw/wasm/native/phase.c): it times each hook call
 and counts the filters that continued in the filter VM itself (``Vm.take_calls``); the
 Python paths (body callbacks, pauses, replies, failures; edgegw/wasm/stream.py) add theirs
 here. Both reach prometheus_client at each ``metrics.flush``, never per request.
@@ -14,7 +14,7 @@ import weakref
 from prometheus_client import Counter, Histogram
 
 from edgegw import metrics
-from edgegw.wasm._phase import Vm
+from edgegw.wasm._native import Vm
 
 #: A filter call takes microseconds; the C histogram's bounds (_phase_types.c) are these.
 CALL_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,

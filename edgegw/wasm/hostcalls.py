@@ -13,7 +13,7 @@ from edgegw.chain import CallResponse, LocalReply
 from edgegw.headers import check_field, request_id
 from edgegw.model import FilterSpec
 from edgegw.types import Headers
-from edgegw.wasm import _phase
+from edgegw.wasm import _native
 from edgegw.wasm.abi import BufferType, LogLevel, MapType, Status, decode_pairs, encode_pairs
 from edgegw.wasm.fastcall import Memory
 from edgegw.wasm.geoip import CountryLookup
@@ -38,6 +38,7 @@ _RESPONSE_HEADERS = int(MapType.RESPONSE_HEADERS)
 _RESPONSE_TRAILERS = int(MapType.RESPONSE_TRAILERS)
 _CALL_HEADERS = int(MapType.HTTP_CALL_RESPONSE_HEADERS)
 _CALL_TRAILERS = int(MapType.HTTP_CALL_RESPONSE_TRAILERS)
+_UPSTREAM = 3  # the last StreamType: REQUEST 0, RESPONSE 1, DOWNSTREAM 2, UPSTREAM 3
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"te"})
 
 
@@ -55,10 +56,10 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-class Hostcalls(_phase.Vm):
+class Hostcalls(_native.Vm):
     """What the hostcalls need from the VM that mixes them in (``Plugin``). ``current``
     (the stream whose callback runs), ``streams`` (by context id) and ``closed`` are
-    fields of ``_phase.Vm``: the chain's C loops set them on every call."""
+    fields of ``_native.Vm``: the chain's C loops set them on every call."""
 
     name: str
     spec: FilterSpec
@@ -135,12 +136,11 @@ class Hostcalls(_phase.Vm):
 
     # --- logging, time, lifecycle ------------------------------------------------------
 
-    @guarded
-    def proxy_log(self, level: int, ptr: int, size: int) -> int:
+    def proxy_log(self, level: int, message: bytes) -> int:
         severity = _LEVELS.get(level, logging.INFO)
         if not self.log.isEnabledFor(severity):
             return OK
-        text = self.memory.read(ptr, size).decode(errors="replace")
+        text = message.decode(errors="replace")
         state = self.current
         if state is None:  # the root context: no request
             self.log.log(severity, "%s", text)
@@ -240,7 +240,7 @@ class Hostcalls(_phase.Vm):
         self.memory.write_u32(size_ptr, found.size())
         return OK
 
-    # The header-map hostcalls get their key (lowercased) and value as bytes: _fastcall
+    # The header-map hostcalls get their key (lowercased) and value as bytes: _native
     # reads them from guest memory, answering INVALID_MEMORY_ACCESS itself (exports.py).
 
     @guarded  # the answer is still written to guest pointers
@@ -321,6 +321,8 @@ class Hostcalls(_phase.Vm):
             return NOT_FOUND
         headers = decode_pairs(self.memory.read(headers_ptr, headers_size)) or []
         body = self.memory.read(body_ptr, body_size)
+        if not 200 <= status <= 599:  # RFC 9110 §15: a final response's status
+            return BAD_ARGUMENT
         clean = [(k.lower(), v) for k, v in headers if k[:1] != b":" and k.lower() not in _HOP]
         for name, value in clean:
             check_field(name, value)
@@ -330,7 +332,9 @@ class Hostcalls(_phase.Vm):
         state.wake()
         return OK
 
-    def proxy_continue_stream(self, _stream_type: int = 0) -> int:
+    def proxy_continue_stream(self, stream_type: int = 0) -> int:
+        if stream_type > _UPSTREAM:  # not a StreamType (spec: BAD_ARGUMENT)
+            return BAD_ARGUMENT
         if self.current is None:
             return NOT_FOUND
         self.current.wake()
@@ -342,7 +346,9 @@ class Hostcalls(_phase.Vm):
     def proxy_continue_response(self) -> int:
         return self.proxy_continue_stream(1)
 
-    def proxy_close_stream(self, _stream_type: int = 0) -> int:
+    def proxy_close_stream(self, stream_type: int = 0) -> int:
+        if stream_type > _UPSTREAM:
+            return BAD_ARGUMENT
         if self.current is None:
             return NOT_FOUND
         if self.current.local_reply is None:

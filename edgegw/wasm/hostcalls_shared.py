@@ -124,8 +124,10 @@ class SharedHostcalls(Hostcalls):
         self.memory.write_u32(token_ptr, token)
         return OK
 
-    def proxy_call_foreign_function(self, *_args: int) -> int:
-        return NOT_FOUND
+    def proxy_call_foreign_function(
+        self, _name: bytes, _argument: bytes, _ptr_ptr: int, _size_ptr: int
+    ) -> int:
+        return NOT_FOUND  # none is registered
 
     def unimplemented(self, *_args: int) -> int:
         """gRPC calls and anything else edgegw does not offer."""

@@ -19,7 +19,7 @@ from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.wasm import engine as engines
 from edgegw.wasm import filter_metrics
-from edgegw.wasm._phase import ROOT_CONTEXT
+from edgegw.wasm._native import ROOT_CONTEXT
 from edgegw.wasm.abi import ABI_MARKERS
 from edgegw.wasm.exports import HOSTCALLS, Answer
 from edgegw.wasm.fastcall import (
@@ -165,7 +165,7 @@ class Plugin(SharedHostcalls):
         self._return_bytes = self.memory.answerer(alloc)
         # Until now (a start function) these answered NOT_FOUND from C: no memory yet.
         for mode, host in fast:
-            host.set_fast_edit(self, mode, alloc)  # _fastcall.fast_edit
+            host.set_fast_edit(self, mode, alloc)  # native/headers.c
         try:
             for start in ("_initialize", "_start"):
                 if start in self.funcs:
@@ -312,7 +312,7 @@ class Plugin(SharedHostcalls):
     def close(self) -> None:
         """Shut the VM down and free it: the root context's on_done / on_delete, then the
         Store (instance, linear memory) and every link between this plugin and its host
-        functions. Idempotent; a closed VM takes no new stream (``_phase``: its contexts
+        functions. Idempotent; a closed VM takes no new stream (``_native.Chain``: its contexts
         fail with WasmClosed) and is never called into again.
 
         Without this a plugin sits in a reference cycle (its Hosts hold its bound methods,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from edgegw.chain import Exchange, HttpCall
 from edgegw.errors import EdgegwError, WasmVmFailed
 from edgegw.model import GatewayConfig, Route
-from edgegw.wasm import _phase
+from edgegw.wasm import _native
 from edgegw.wasm.geoip import open_country_lookup
 from edgegw.wasm.plugin import Plugin, compile_filter
 from edgegw.wasm.stream import Chain, Plan
@@ -38,7 +38,7 @@ class WasmRuntime:
         self._revivals: dict[str, asyncio.TimerHandle] = {}  # failed filters' next VM
         # start(ex): ex.route's Chain, or None when the route has no filters. In C:
         # served, every Python frame of a request runs with cold caches (bench/chain.py).
-        self.start: Callable[[Exchange], Chain | None] = _phase.Starter(
+        self.start: Callable[[Exchange], Chain | None] = _native.Starter(
             self._plans, self._plan, Chain
         )
         for plugin in plugins.values():

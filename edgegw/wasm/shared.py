@@ -2,7 +2,7 @@
 of one gateway, as Envoy shares them across its worker threads; filter-defined metrics
 per process. All of it outlives VM reloads, as in Envoy.
 
-Shared data lives in a table in shared memory (edgegw/wasm/_shm.c, edgegw/wasm/shm.py)
+Shared data lives in a table in shared memory (edgegw/wasm/native/shm.c, edgegw/wasm/shm.py)
 that every worker maps when this module is imported. Shared queues are entries of the
 same table; a worker that owns a queue (registered it first) is woken through a datagram
 socket in the runtime directory when another worker enqueues (docs/filters.md, "Shared data").
@@ -24,7 +24,7 @@ from pathlib import Path
 from prometheus_client import Counter, Gauge, Histogram
 
 from edgegw import metrics
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 from edgegw.wasm.abi import MetricType, Status
 from edgegw.wasm.shm import QUEUE_SOCKETS, open_table
 

@@ -1,4 +1,4 @@
-"""Where the host-wide shared data table lives (the table itself: edgegw/wasm/_shm.c).
+"""Where the host-wide shared data table lives (the table itself: edgegw/wasm/native/shm.c).
 
 The supervisor creates it in the runtime directory before its workers start; each worker
 maps that file when edgegw.wasm.shared is imported. Without a runtime directory (one
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from edgegw.model import SharedDataConfig
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 
 ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
 TABLE_FILE = "shared_data"

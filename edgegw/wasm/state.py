@@ -14,16 +14,16 @@ from __future__ import annotations
 from edgegw.chain import Exchange
 from edgegw.headers import check_field
 from edgegw.types import Headers
-from edgegw.wasm import _phase
+from edgegw.wasm import _native
 
 
-class StreamState(_phase.State):
+class StreamState(_native.State):
     """What the filters of one request share: ``ex``, ``local_reply`` (a filter replied),
     ``resume`` (set while a filter paused), ``failure`` (a filter failed in a callback
     outside the chain's own calls, e.g. its http_call response, while the stream waited:
     the chain applies on_error), ``encoding_local`` (a local reply is going through the
     response callbacks), the bodies and trailers (made when first used: most requests
-    need none). The fields are in C (``_phase.State``): a Chain makes one without a
+    need none). The fields are in C (``_native.State``): a Chain makes one without a
     Python frame."""
 
     __slots__ = ()
@@ -86,7 +86,7 @@ class HeaderMap:
         return None
 
     # Every write a filter makes is checked (check_field raises InvalidHeader: the filter
-    # traps and its on_error applies); the common ones are checked in C (_fastcall.c).
+    # traps and its on_error applies); the common ones are checked in C (native/headers.c).
     def add(self, key: bytes, value: bytes) -> None:
         check_field(key, value)
         if key[:1] == b":" and self.PSEUDO:
@@ -122,7 +122,7 @@ class RequestMap(HeaderMap):
     """The request headers of ``ex``; pseudo-headers in Envoy's order."""
 
     __slots__ = ("ex",)
-    PSEUDO = _phase.REQUEST_PSEUDO  # the four below
+    PSEUDO = _native.REQUEST_PSEUDO  # the four below
 
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex
@@ -157,7 +157,7 @@ class ResponseMap(HeaderMap):
     through ``ex`` each time) with ``:status``."""
 
     __slots__ = ("ex",)
-    PSEUDO = _phase.RESPONSE_PSEUDO  # :status
+    PSEUDO = _native.RESPONSE_PSEUDO  # :status
 
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex

@@ -7,7 +7,7 @@ again for that request (Envoy never calls a failed VM again). A local or failure
 sent in the request direction goes through the response callbacks of the filters the
 request reached (Envoy's ``sendLocalReply``), in reverse order.
 
-The common case runs in C (``_phase.Chain``, which this ``Chain`` extends): create the
+The common case runs in C (``_native.Chain``, which this ``Chain`` extends): create the
 contexts, run a header phase while filters continue, end the streams. Whatever stops a
 loop comes back here, as do the body phases.
 """
@@ -27,7 +27,7 @@ from edgegw.headers import request_id
 from edgegw.problem import problem
 from edgegw.tracing.hooks import filter_ended, filter_span
 from edgegw.types import Headers
-from edgegw.wasm import _phase, faults, filter_metrics
+from edgegw.wasm import _native, faults, filter_metrics
 from edgegw.wasm.abi import Action
 from edgegw.wasm.plugin import Plugin
 from edgegw.wasm.state import StreamState
@@ -47,14 +47,16 @@ PAUSED: Final = _Paused.PAUSED  # `step is PAUSED` narrows the type for mypy
 _PAUSE = int(Action.PAUSE)  # an IntEnum member lookup is slow on Python 3.11
 # A hook's WasmError is its answer (``Chain._stopped``); a Chain's state a StreamState; a
 # closed VM's hooks are not called, a WasmClosed is their answer.
-_phase.set_types(WasmError, StreamState, WasmClosed)
+_native.set_types(WasmError, StreamState, WasmClosed)
+# C reads an Exchange's fields by slot offset (native/exchange.c), not by attribute name.
+_native.set_exchange(Exchange)
 
 Hook = Callable[..., int]
 _HEADER_PHASES = {1: "request_headers", -1: "response_headers"}  # by ``step``
 _BODY_PHASES = {True: "request_body", False: "response_body"}  # by ``request``
 
 
-class Plan(_phase.Plan):
+class Plan(_native.Plan):
     """What every request of one route needs of its filters, built once per route."""
 
     __slots__ = ()
@@ -92,11 +94,11 @@ def _refuse(exc: WasmVmFailed) -> Hook:
     return create
 
 
-class Chain(_phase.Chain):
+class Chain(_native.Chain):
     """The filters of one request; built by ``WasmRuntime.start``.
 
     Made, run through the header phases while every filter continues, and ended in C
-    (``_phase.Chain``): creating it creates each filter's stream context, one id shared
+    (``_native.Chain``): creating it creates each filter's stream context, one id shared
     by every VM of the chain (ids only need to be unique within a VM, as each Envoy VM
     numbers its own). Everything else is here.
 

@@ -1,5 +1,5 @@
 """proxy-wasm shared data and shared queues are host-wide: one table for every worker
-process of a gateway (edgegw/wasm/_shm.c), as Envoy shares them across worker threads.
+process of a gateway (edgegw/wasm/native/shm.c), as Envoy shares them across worker threads.
 
 Real gateways with `workers: 2` and `workers: 4` under granian and hypercorn, and real
 processes racing on the table file directly."""
@@ -133,7 +133,7 @@ def test_a_queue_crosses_workers_to_the_registering_vm(
 
 _INCREMENT = """
 import sys
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 t = Table(sys.argv[1], create=False)
 done = 0
 while done < int(sys.argv[2]):
@@ -145,7 +145,7 @@ while done < int(sys.argv[2]):
 
 
 def test_cas_races_from_four_processes_lose_no_update(tmp_path: Path) -> None:
-    from edgegw.wasm._shm import Table
+    from edgegw.wasm._native import Table
 
     path = tmp_path / "shared_data"
     table = Table(str(path), 1 << 20, 1024, True)
@@ -161,7 +161,7 @@ def test_cas_races_from_four_processes_lose_no_update(tmp_path: Path) -> None:
 
 _HOLD_LOCK = """
 import ctypes, mmap, os, sys, time
-from edgegw.wasm._shm import MUTEX_OFFSET
+from edgegw.wasm._native import MUTEX_OFFSET
 with open(sys.argv[1], "r+b") as f:
     mm = mmap.mmap(f.fileno(), 0)
 mutex = ctypes.addressof(ctypes.c_char.from_buffer(mm, MUTEX_OFFSET))
@@ -172,7 +172,7 @@ time.sleep(120)
 
 _SET_AFTER = """
 import sys
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 t = Table(sys.argv[1], create=False)
 assert t.set(b"k", b"after", 0) == 0
 assert t.get(b"k")[0] == b"after"
@@ -181,7 +181,7 @@ print(t.stats()["recoveries"])
 
 
 def test_a_process_killed_holding_the_lock_does_not_wedge_the_others(tmp_path: Path) -> None:
-    from edgegw.wasm._shm import Table
+    from edgegw.wasm._native import Table
 
     path = tmp_path / "shared_data"
     table = Table(str(path), 1 << 20, 1024, True)

@@ -8,11 +8,11 @@ from bisect import bisect_left
 from prometheus_client import REGISTRY
 
 from edgegw import metrics
-from edgegw.wasm import _phase, filter_metrics
+from edgegw.wasm import _native, filter_metrics
 
 
 def test_c_buckets_match_the_histogram_bounds() -> None:
-    vm = _phase.Vm()
+    vm = _native.Vm()
     values = [*filter_metrics.CALL_BUCKETS[:-1], 0.0, 3e-6, 7e-5, 0.02, 30.0]
     expected = [0] * len(filter_metrics.CALL_BUCKETS)
     for seconds in values:
@@ -24,7 +24,7 @@ def test_c_buckets_match_the_histogram_bounds() -> None:
     assert vm.take_calls() == (0, 0.0, (0,) * len(expected))  # taken: reset
 
 
-class _Plugin(_phase.Vm):  # as Plugin: a Python subclass, weakly referable
+class _Plugin(_native.Vm):  # as Plugin: a Python subclass, weakly referable
     pass
 
 

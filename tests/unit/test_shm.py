@@ -1,11 +1,11 @@
-"""The host-wide shared data table (edgegw/wasm/_shm.c) in one process: Envoy's semantics
+"""The host-wide shared data table (edgegw/wasm/native/shm.c) in one process: Envoy's semantics
 for get/set with CAS, the bounds, compaction, and the queue entries built on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 from edgegw.wasm.abi import Status
 from edgegw.wasm.shared import SharedQueues
 

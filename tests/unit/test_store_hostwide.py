@@ -13,13 +13,13 @@ from pathlib import Path
 from edgegw.store.base import FlagSnapshot
 from edgegw.store.hostwide import NS_STORE, SharedBuckets
 from edgegw.store.mirror import LEASE_KEY, FlagMirror
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 from tests.conftest import REPO
 
 COUNT = textwrap.dedent("""
     import sys
     from edgegw.store.hostwide import SharedBuckets
-    from edgegw.wasm._shm import Table
+    from edgegw.wasm._native import Table
     buckets = SharedBuckets(Table(sys.argv[1], create=False))
     print(sum(bool(buckets.rate_limit("k", 1, 30, 3_600_000, 1).allowed) for _ in range(25)))
 """)
@@ -47,7 +47,7 @@ def test_the_store_takes_at_most_its_share_of_the_table() -> None:
 HOLD = textwrap.dedent("""
     import asyncio, sys
     from edgegw.store.mirror import FlagMirror
-    from edgegw.wasm._shm import Table
+    from edgegw.wasm._native import Table
 
     class Store:
         def subscribe(self, listener):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ from edgegw.app import GatewayApp, wasm_chains
 from edgegw.chain import Exchange
 from edgegw.config import parse_config
 from edgegw.types import Headers
-from edgegw.wasm import _fastcall, fastcall
+from edgegw.wasm import _native, fastcall
 from edgegw.wasm.fastcall import RawFunc
 from edgegw.wasm.plugin import Plugin
 from edgegw.wasm.state import RequestMap, ResponseMap, StreamState
@@ -34,9 +35,9 @@ routes: [{{match: {{prefix: /}}, filters: [f], backend: api}}]
     plugin = app.pipeline.chains.plugins["f"]  # type: ignore[union-attr]
     assert isinstance(plugin, Plugin)
     assert all(isinstance(f, RawFunc) for f in plugin.funcs.values())
-    # Every import is a raw unchecked callback into _fastcall, none a wasmtime-py Func.
+    # Every import is a raw unchecked callback into _native, none a wasmtime-py Func.
     assert plugin._callbacks
-    assert all(isinstance(cb, _fastcall.Host) for cb in plugin._callbacks)
+    assert all(isinstance(cb, _native.Host) for cb in plugin._callbacks)
     guest, host = fastcall.calls()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw"
@@ -139,7 +140,7 @@ def test_string_arguments_are_read_in_c() -> None:
 
 class _Guest:
     """A WAT module whose imports named in ``imports`` (name -> (parameter count, string
-    positions)) are _fastcall Hosts recording their calls in ``seen`` and answering
+    positions)) are _native Hosts recording their calls in ``seen`` and answering
     ``status``; ``owner.current`` is the stream their C paths read (a Plugin's)."""
 
     def __init__(
@@ -187,8 +188,8 @@ class _Guest:
         return raw_func(self.store, export, name, 10**6)
 
 
-class _Owner:  # what Host.set_fast_edit reads: a Plugin's current stream
-    current: StreamState | None = None
+class _Owner(_native.Vm):  # what Host.set_fast_edit reads: a Plugin's current stream
+    pass
 
 
 def _exchange(headers: Headers) -> Exchange:
@@ -461,9 +462,9 @@ def test_a_failing_truth_test_is_raised_not_left_pending() -> None:
 
     # Was: the error left set under a returned object (SystemError).
     with pytest.raises(ValueError, match="no truth here"):
-        _fastcall.Host(impl, "h", [Unknowable()], True)
+        _native.Host(impl, "h", [Unknowable()], True)
     with pytest.raises(ValueError, match="bad signed parameter"):
-        _fastcall.Host(impl, "h", [True], True, (), False, (1,))
+        _native.Host(impl, "h", [True], True, (), False, (1,))
 
 
 def test_the_fast_objects_keep_their_store_alive() -> None:
@@ -498,3 +499,44 @@ def test_the_fast_objects_keep_their_store_alive() -> None:
     del alloc, answer
     gc.collect()
     assert store() is None
+
+
+def test_exchange_fields_are_read_by_slot_and_any_other_object_by_attribute() -> None:
+    # C reads an Exchange's fields at their slot offsets (native/exchange.c); an object
+    # of another class, a subclass included, is read by attribute as before.
+    class Seen(Exchange):
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> object:
+            value = object.__getattribute__(self, name)
+            return "/seen" if name == "path" else value
+
+    guest = _Guest(_GET_WAT, {"get": (5, (1,))}, status=2)
+    guest.hosts["get"].set_fast_edit(guest.owner, "get", guest.func("alloc"))
+    get, memory, store = guest.func("get"), guest.memory, guest.store
+
+    def answer() -> bytes:
+        at, size = (int.from_bytes(memory.read(store, p, p + 4), "little") for p in (200, 204))
+        return memory.read(store, at, at + size)
+
+    ex = _exchange([])
+    guest.owner.current = StreamState(ex)
+    assert get(0, 48, 5, 200, 204) == 0 and answer() == b"/"
+    seen = Seen(**{name: getattr(ex, name) for name in Exchange.__dataclass_fields__})
+    guest.owner.current = StreamState(seen)
+    assert get(0, 48, 5, 200, 204) == 0 and answer() == b"/seen"
+    assert guest.seen == []  # both answered in C
+
+
+def test_the_exchange_layout_and_the_fast_paths_take_only_what_they_read() -> None:
+    @dataclass
+    class NoSlots:
+        path: str = "/"
+
+    with pytest.raises(TypeError, match="not a slot"):
+        _native.set_exchange(NoSlots)
+    with pytest.raises(TypeError):
+        _native.set_exchange(object())  # type: ignore[arg-type]
+    guest = _Guest(_GET_WAT, {"get": (5, (1,))}, status=2)
+    with pytest.raises(TypeError, match="a Vm"):  # C reads its current stream as a field
+        guest.hosts["get"].set_fast_edit(object(), "get", guest.func("alloc"))  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """limits.cpu bounds a whole guest callback, hostcalls included, and a failed guest call
-is classified by wasmtime's trap code (edgegw/wasm/_fastcall.c), never by its text."""
+is classified by wasmtime's trap code (edgegw/wasm/native/call.c), never by its text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A request's filter chain in C (edgegw/wasm/_phase*.c), driven with Python callables
+"""A request's filter chain in C (edgegw/wasm/native/phase*.c), driven with Python callables
 in place of guest hooks: where a phase goes on, where it stops and what it hands back;
 how a Chain creates and ends its filters' streams."""
 
@@ -14,14 +14,14 @@ import pytest
 from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError, WasmTrap
 from edgegw.types import Headers
-from edgegw.wasm import _phase
+from edgegw.wasm import _native
 from edgegw.wasm.state import StreamState
 from edgegw.wasm.stream import Chain
 
 REPLY = LocalReply(418)
 
 
-class FakePlugin(_phase.Vm):
+class FakePlugin(_native.Vm):
     def __init__(self, name: str = "f") -> None:
         self.name = name
 
@@ -73,7 +73,7 @@ class Run:
         )
         self.ex = exchange(self.headers)
         none = (None,) * n
-        plan = _phase.Plan(
+        plan = _native.Plan(
             self.plugins, none, self.hooks, none, ((),) * n, False, lambda _plugin: None
         )
         self.chain = Chain(plan, self.ex)
@@ -167,10 +167,10 @@ def test_the_header_phases_hand_a_stop_to_python() -> None:
 def plan(
     plugins: tuple[FakePlugin, ...], create: tuple[Callable[[int, int], int] | None, ...],
     ends: tuple[tuple[Callable[[int], int], ...], ...] | None = None,
-) -> _phase.Plan:  # fmt: skip
+) -> _native.Plan:  # fmt: skip
     none = (None,) * len(plugins)
     ends = ((),) * len(plugins) if ends is None else ends
-    return _phase.Plan(plugins, create, none, none, ends, False, lambda _plugin: None)
+    return _native.Plan(plugins, create, none, none, ends, False, lambda _plugin: None)
 
 
 def test_a_chain_creates_a_context_in_every_filter() -> None:
@@ -194,7 +194,7 @@ def test_a_chain_creates_a_context_in_every_filter() -> None:
     state = first.state
     assert type(state) is StreamState and state.ex is ex and state.local_reply is None
     context = seen[0][1]
-    assert seen == [(0, context, _phase.ROOT_CONTEXT), (1, context, _phase.ROOT_CONTEXT)]
+    assert seen == [(0, context, _native.ROOT_CONTEXT), (1, context, _native.ROOT_CONTEXT)]
     # The filter whose creation failed has no context and no stream, and is off with its
     # error; the others share one context id.
     assert first.contexts == [context, 0, context] and first.off == {1: trap}
@@ -315,14 +315,14 @@ def test_the_starter_makes_each_route_plan_once() -> None:
     plugins = (FakePlugin(),)
     made: list[str] = []
 
-    def make_plan(route: Route) -> _phase.Plan:
+    def make_plan(route: Route) -> _native.Plan:
         made.append(route.name)
         if route.name == "filtered":
             return plan(plugins, (None,))
         return plan((), ())
 
-    plans: dict[str, _phase.Plan] = {}
-    start = _phase.Starter(plans, make_plan, Chain)
+    plans: dict[str, _native.Plan] = {}
+    start = _native.Starter(plans, make_plan, Chain)
     ex = exchange([])
     for name in ("filtered", "plain", "filtered", "plain"):
         ex.route = Route(name)  # type: ignore[assignment]
@@ -336,8 +336,8 @@ def test_the_starter_makes_each_route_plan_once() -> None:
     start(ex)
     assert made == ["filtered", "plain", "filtered"]
     with pytest.raises(TypeError):  # make_plan gave something else than a Plan
-        _phase.Starter({}, lambda _route: object(), Chain)(ex)
+        _native.Starter({}, lambda _route: object(), Chain)(ex)
     with pytest.raises(TypeError):  # something else than a Plan where plans are kept
-        _phase.Starter({"filtered": object()}, make_plan, Chain)(ex)
+        _native.Starter({"filtered": object()}, make_plan, Chain)(ex)
     with pytest.raises(TypeError):
-        _phase.Starter({}, make_plan, object)  # type: ignore[arg-type]
+        _native.Starter({}, make_plan, object)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from edgegw import metrics
-from edgegw.wasm._shm import Table
+from edgegw.wasm._native import Table
 from edgegw.wasm.abi import MetricType, Status
 from edgegw.wasm.shared import Metrics, SharedQueues
 from tests.wat import load_plugin, proxy_wat, write_wasm

@@ -1,4 +1,4 @@
-/* edgegw.wasm._phase: a request's filter chain, its common case in C.
+/* edgegw.wasm._native, phase.c: a request's filter chain, its common case in C.
  *
  * Every request calls each of its filters a few times: create its stream context, run
  * the request and response header phases, end the stream. Written in Python
@@ -12,9 +12,9 @@
  *   phase_run    one header phase, from a filter on, while filters continue
  *   phase_close  end each filter's stream (proxy_on_log, proxy_on_done, proxy_on_delete)
  *
- * The objects they work on are in _phase_types.c and _phase_chain.c.
+ * The objects they work on are in phase_types.c and phase_chain.c.
  */
-#include "_phase.h"
+#include "native.h"
 
 #include <time.h>
 
@@ -65,7 +65,7 @@ static PyObject *
 closed_error(void)
 {
     if (closed_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_phase.set_types() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "_native.set_types() was not called");
         return NULL;
     }
     return PyObject_CallFunction(closed_type, "s", "the filter's VM was closed");
@@ -365,23 +365,13 @@ add_types(PyObject *module)
     return 0;
 }
 
-static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_phase", NULL, -1, methods,
-};
-
-PyMODINIT_FUNC
-PyInit__phase(void)
+int
+native_phase_add(PyObject *module)
 {
-    PyObject *module;
-
-    if ((module = PyModule_Create(&moduledef)) == NULL)
-        return NULL;
     if (PyModule_AddIntConstant(module, "ROOT_CONTEXT", ROOT_CONTEXT) < 0 ||
         PyModule_AddIntConstant(module, "REQUEST_PSEUDO", REQUEST_PSEUDO) < 0 ||
         PyModule_AddIntConstant(module, "RESPONSE_PSEUDO", RESPONSE_PSEUDO) < 0 ||
-        add_types(module) < 0 || phase_chain_ready(module) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+        add_types(module) < 0 || phase_chain_ready(module) < 0)
+        return -1;
+    return PyModule_AddFunctions(module, methods);
 }

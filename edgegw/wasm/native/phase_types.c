@@ -1,10 +1,11 @@
-/* edgegw.wasm._phase: the long-lived objects of a filter chain and its shared state.
+/* edgegw.wasm._native, phase_types.c: the long-lived objects of a filter chain and its
+ * shared state.
  *
  *   Vm     what a chain touches of a filter's VM; hostcalls.Hostcalls (Plugin) extends it
  *   State  what the filters of one request share; state.StreamState adds its methods
  *   Plan   a route's filters and their hooks, checked once; stream.Plan builds it
  */
-#include "_phase.h"
+#include "native.h"
 
 /* --- Vm --------------------------------------------------------------------------- */
 
@@ -107,7 +108,7 @@ static PyMemberDef vm_members[] = {
 
 PyTypeObject PhaseVm_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgegw.wasm._phase.Vm",
+    .tp_name = "edgegw.wasm._native.Vm",
     .tp_basicsize = sizeof(PhaseVm),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Vm(): a filter VM's current stream, open streams and closed flag.",
@@ -201,7 +202,7 @@ static PyMemberDef state_members[] = {
 
 PyTypeObject PhaseState_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgegw.wasm._phase.State",
+    .tp_name = "edgegw.wasm._native.State",
     .tp_basicsize = sizeof(PhaseState),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "State(ex): what the filters of one request share (state.StreamState).",
@@ -306,7 +307,7 @@ static PyMemberDef plan_members[] = {
 
 PyTypeObject PhasePlan_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgegw.wasm._phase.Plan",
+    .tp_name = "edgegw.wasm._native.Plan",
     .tp_basicsize = sizeof(PhasePlan),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Plan(plugins, context_create, request_headers, response_headers, ends, "

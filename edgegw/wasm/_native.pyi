@@ -1,10 +1,78 @@
+"""edgegw.wasm._native: the one C extension (edgegw/wasm/native/, native.h lists its
+files): guest calls and hostcalls (call.c, host.c, headers.c), a request's filter chain
+(phase*.c) and the shared data table (shm.c)."""
+
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 from edgegw.chain import Exchange, LocalReply
 from edgegw.errors import WasmError
 from edgegw.types import Headers
+
+# guest calls and hostcalls (call.c, host.c, headers.c)
+
+class Func:
+    ticks: int
+    @property
+    def name(self) -> str: ...
+    def __init__(
+        self,
+        ctx: int,
+        func_ptr: int,
+        owner: object,
+        nparams: int,
+        nresults: int,
+        ticks: int,
+        name: str,
+        on_error: Callable[[str, bool, int, int], NoReturn],
+    ) -> None: ...
+    def __call__(self, *args: int) -> int: ...
+
+class Answer:
+    def __init__(
+        self, ctx: int, memory_ptr: int, owner: object, alloc: Callable[[int], int]
+    ) -> None: ...
+    def __call__(self, data: bytes, ptr_ptr: int, size_ptr: int, /) -> int: ...
+
+class Host:
+    @property
+    def address(self) -> int: ...
+    def __init__(
+        self,
+        impl: Callable[..., int],
+        name: str,
+        is64: Sequence[bool],
+        has_result: bool,
+        strings: Sequence[int] = (),
+        lower_first: bool = False,
+        signed: Sequence[int] = (),
+    ) -> None: ...
+    def set_memory(self, ctx: int, memory_ptr: int, owner: object) -> None: ...
+    def set_clock(self) -> None: ...
+    def set_fast_edit(
+        self, plugin: Vm, edit: str, alloc: Callable[[int], int] | None = None, /
+    ) -> None: ...
+
+def init(
+    call_unchecked: int,
+    set_epoch_deadline: int,
+    trap_new: int,
+    increment_epoch: int,
+    memory_data: int,
+    memory_data_size: int,
+    trap_code: int,
+    interrupt_code: int,
+) -> int: ...
+def set_deadline(ctx: int, ticks: int) -> None: ...
+def start_ticker(engine_ptr: int, engine: Any, interval_ns: int) -> None: ...
+def counts() -> tuple[int, int]: ...
+
+# an Exchange's fields by slot offset (exchange.c)
+
+def set_exchange(cls: type[Exchange], /) -> None: ...
+
+# a request's filter chain (phase.c, phase_types.c, phase_chain.c)
 
 ROOT_CONTEXT: int
 REQUEST_PSEUDO: int
@@ -103,3 +171,22 @@ class Starter:
     def __call__(self, ex: Exchange, /) -> Any: ...
 
 def set_types(error: type[Exception], state: type[State], closed: type[Exception], /) -> None: ...
+
+# the shared data table (shm.c)
+
+MUTEX_OFFSET: int
+MAX_KEY: int
+
+class Table:
+    def __init__(
+        self,
+        path: str | None = None,
+        max_bytes: int = ...,
+        max_keys: int = ...,
+        create: bool = True,
+    ) -> None: ...
+    def get(self, key: bytes, /) -> tuple[bytes, int] | None: ...
+    def set(self, key: bytes, value: bytes, cas: int, /) -> int: ...
+    def nsget(self, ns: int, key: bytes, /) -> tuple[bytes, int] | None: ...
+    def nsset(self, ns: int, key: bytes, value: bytes, cas: int, /) -> int: ...
+    def stats(self) -> dict[str, int]: ...

@@ -1,4 +1,4 @@
-/* edgegw.wasm._phase: one request's filters.
+/* edgegw.wasm._native, phase_chain.c: one request's filters.
  *
  *   Chain    made (every filter's stream context created), run through both header
  *            phases while every filter continues, and ended, all in C; stream.Chain
@@ -13,10 +13,9 @@
  * per-filter context list and the dict of filters that are off are made only when a
  * filter needs them.
  */
-#include "_phase.h"
+#include "native.h"
 
-static PyObject *str_request_headers, *str_response_headers, *str_after_stop;
-static PyObject *str_encode_stopped, *str_end_failed, *str_wake, *str_route, *str_name;
+static PyObject *str_after_stop, *str_encode_stopped, *str_end_failed, *str_wake, *str_name;
 static PyObject *int_request_pseudo, *int_response_pseudo, *int_forward, *int_backward;
 static uint32_t last_context = ROOT_CONTEXT;
 
@@ -123,7 +122,7 @@ chain_phase(PhaseChain *self, PyObject *const *args, Py_ssize_t nargs, int forwa
         return NULL;
     }
     hooks = forward ? self->plan->request_headers : self->plan->response_headers;
-    headers = PyObject_GetAttr(args[0], forward ? str_request_headers : str_response_headers);
+    headers = native_ex_get(args[0], forward ? EX_REQUEST_HEADERS : EX_RESPONSE_HEADERS);
     if (headers == NULL)
         return NULL;
     index = phase_run(self, hooks, headers, forward ? REQUEST_PSEUDO : RESPONSE_PSEUDO,
@@ -300,7 +299,7 @@ static PyGetSetDef chain_getset[] = {
 
 PyTypeObject PhaseChain_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgegw.wasm._phase.Chain",
+    .tp_name = "edgegw.wasm._native.Chain",
     .tp_basicsize = sizeof(PhaseChain),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Chain(plan, ex): one request's filters, their contexts created "
@@ -334,8 +333,10 @@ starter_call(PhaseStarter *self, PyObject *const *args, size_t nargsf, PyObject 
         PyErr_SetString(PyExc_TypeError, "start(ex)");
         return NULL;
     }
-    if ((route = PyObject_GetAttr(args[0], str_route)) == NULL)
+    if ((route = native_ex_get(args[0], EX_ROUTE)) == NULL)
         return NULL;
+    /* A Route is a frozen dataclass without slots (edgegw/model.py): its name is read by
+     * attribute. */
     if ((name = PyObject_GetAttr(route, str_name)) == NULL) {
         Py_DECREF(route);
         return NULL;
@@ -410,7 +411,7 @@ starter_dealloc(PhaseStarter *self)
 
 PyTypeObject PhaseStarter_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgegw.wasm._phase.Starter",
+    .tp_name = "edgegw.wasm._native.Starter",
     .tp_basicsize = sizeof(PhaseStarter),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "Starter(plans, make_plan, chain_class): called with an Exchange, the "
@@ -428,21 +429,17 @@ int
 phase_chain_ready(PyObject *module)
 {
     (void)module;
-    str_request_headers = PyUnicode_InternFromString("request_headers");
-    str_response_headers = PyUnicode_InternFromString("response_headers");
     str_after_stop = PyUnicode_InternFromString("_after_stop");
     str_encode_stopped = PyUnicode_InternFromString("_encode_stopped");
     str_end_failed = PyUnicode_InternFromString("_end_failed");
     str_wake = PyUnicode_InternFromString("wake");
-    str_route = PyUnicode_InternFromString("route");
     str_name = PyUnicode_InternFromString("name");
     int_request_pseudo = PyLong_FromLong(REQUEST_PSEUDO);
     int_response_pseudo = PyLong_FromLong(RESPONSE_PSEUDO);
     int_forward = PyLong_FromLong(1);
     int_backward = PyLong_FromLong(-1);
-    return str_request_headers == NULL || str_response_headers == NULL ||
-                   str_after_stop == NULL || str_encode_stopped == NULL ||
-                   str_end_failed == NULL || str_wake == NULL || str_route == NULL ||
+    return str_after_stop == NULL || str_encode_stopped == NULL ||
+                   str_end_failed == NULL || str_wake == NULL ||
                    str_name == NULL || int_request_pseudo == NULL ||
                    int_response_pseudo == NULL || int_forward == NULL ||
                    int_backward == NULL

@@ -1,4 +1,4 @@
-/* edgegw.wasm._shm: proxy-wasm shared data for every worker process of one gateway.
+/* edgegw.wasm._native, shm.c: proxy-wasm shared data for every worker process.
  *
  * Envoy keeps shared data once per process, seen by all its worker threads; edgegw's
  * workers are processes, so the table lives in a shared mapping: a file in the runtime
@@ -24,8 +24,7 @@
  * Namespaces keep the host's own entries (shared queues, ns 1 and 2) apart from filter
  * keys (ns 0), whatever bytes a filter uses.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "native.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -470,7 +469,7 @@ static PyMethodDef Table_methods[] = {
 };
 
 static PyTypeObject TableType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "edgegw.wasm._shm.Table",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "edgegw.wasm._native.Table",
     .tp_basicsize = sizeof(Table),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -480,22 +479,11 @@ static PyTypeObject TableType = {
     .tp_doc = "A shared data table in a shared mapping (see the module comment).",
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "edgegw.wasm._shm", "Host-wide proxy-wasm shared data.", -1, NULL,
-};
-
-PyMODINIT_FUNC PyInit__shm(void) {
-    if (PyType_Ready(&TableType) < 0)
-        return NULL;
-    PyObject *m = PyModule_Create(&module);
-    if (!m)
-        return NULL;
-    Py_INCREF(&TableType);
-    if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0 ||
-        PyModule_AddIntConstant(m, "MUTEX_OFFSET", (long)offsetof(Header, mutex)) < 0 ||
-        PyModule_AddIntConstant(m, "MAX_KEY", MAX_KEY) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+int native_shm_add(PyObject *module) {
+    if (PyType_Ready(&TableType) < 0 ||
+        PyModule_AddObjectRef(module, "Table", (PyObject *)&TableType) < 0 ||
+        PyModule_AddIntConstant(module, "MUTEX_OFFSET", (long)offsetof(Header, mutex)) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_KEY", MAX_KEY) < 0)
+        return -1;
+    return 0;
 }
