@@ -1,5 +1,5 @@
 """Rate limiting through the store, and flag propagation across replicas, side by side
-with the code before #22 (``--baseline``, default: the merge base with main) in one run.
+with the code before #22 (``--baseline``, default: main when #22 began) in one run.
 
     .venv/bin/python bench/store.py [--baseline REF] [--rounds N] [--duration S]
 
@@ -42,6 +42,7 @@ RATE = str(ROOT / "filters/dist/rate_limit.wasm")
 AB = str(ROOT / "filters/dist/ab_flags.wasm")
 FLAG_TRIALS = int(os.environ.get("FLAG_TRIALS", "20"))
 EXACT_N, EXACT_M = 300, 900
+BEFORE = "42626d8"  # main before issue #22: redis-py, one EVALSHA per request
 
 
 @contextlib.contextmanager
@@ -190,14 +191,49 @@ class _Echo(BaseHTTPRequestHandler):
         return
 
 
-def flag_propagation(store: str, ref: str | None, echo_port: int) -> list[float]:
-    prefix = f"flags{time.time_ns()}"
-    ports = [(free_port(), free_port()) for _ in range(3)]
-    latencies: list[float] = []
+def _flag_trial(admin: httpx.Client, replicas: list[int], flag: str) -> list[float]:
+    """Write ``flag`` through ``admin`` while each replica is polled by its own thread;
+    ms from the edit to the end of the first request on each that shows it."""
+    seen: list[float] = []
+    start = [0.0]
+    go = threading.Event()
+
+    def poll(port: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+            c.get("/")
+            go.wait()
+            while time.perf_counter() - start[0] < 5:
+                if f"{flag}=on" in c.get("/").text:
+                    seen.append((time.perf_counter() - start[0]) * 1000)
+                    return
+
+    threads = [threading.Thread(target=poll, args=(p,)) for p in replicas]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    start[0] = time.perf_counter()
+    go.set()
+    admin.put(f"/admin/flags/{flag}", json=True).raise_for_status()
+    for t in threads:
+        t.join()
+    if len(seen) != len(replicas):
+        raise RuntimeError("a flag never reached a replica")
+    return seen
+
+
+def flag_propagation(
+    store: str, trees: dict[str, str | None], echo_port: int
+) -> dict[str, list[float]]:
+    """Three replicas per tree, all running; trials alternate between the trees."""
+    latencies: dict[str, list[float]] = {name: [] for name in trees}
+    sets: dict[str, tuple[httpx.Client, list[int]]] = {}
     with contextlib.ExitStack() as stack:
-        tree = stack.enter_context(source_tree(ref))
-        for port, admin in ports:
-            stack.enter_context(gateway(tree, f"""version: 1
+        for name, ref in trees.items():
+            tree = stack.enter_context(source_tree(ref))
+            prefix = f"flags{time.time_ns()}"
+            ports = [(free_port(), free_port()) for _ in range(3)]
+            for port, admin in ports:
+                stack.enter_context(gateway(tree, f"""version: 1
 listen: 127.0.0.1:{port}
 admin: {{listen: "127.0.0.1:{admin}"}}
 access_log: false
@@ -206,50 +242,18 @@ backends: {{echo: "http://127.0.0.1:{echo_port}"}}
 filters: {{ab: {{wasm: {AB}, config: '{{}}'}}}}
 routes: [{{match: {{prefix: /}}, filters: [ab], backend: echo}}]
 """, port))  # fmt: skip
-        admin_client = httpx.Client(base_url=f"http://127.0.0.1:{ports[0][1]}", timeout=5)
+            admin_client = httpx.Client(base_url=f"http://127.0.0.1:{ports[0][1]}", timeout=5)
+            stack.callback(admin_client.close)
+            sets[name] = (admin_client, [p for p, _ in ports[1:]])
         for i in range(FLAG_TRIALS):
-            seen: list[float] = []
-            start = [0.0]
-            go = threading.Event()
-
-            def poll(
-                port: int,
-                flag: str = f"f{i}=on",
-                seen: list[float] = seen,
-                start: list[float] = start,
-                go: threading.Event = go,
-            ) -> None:
-                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
-                    c.get("/")
-                    go.wait()
-                    while time.perf_counter() - start[0] < 5:
-                        if flag in c.get("/").text:
-                            seen.append((time.perf_counter() - start[0]) * 1000)
-                            return
-
-            threads = [threading.Thread(target=poll, args=(p,)) for p, _ in ports[1:]]
-            for t in threads:
-                t.start()
-            time.sleep(0.05)
-            start[0] = time.perf_counter()
-            go.set()
-            admin_client.put(f"/admin/flags/f{i}", json=True).raise_for_status()
-            for t in threads:
-                t.join()
-            if len(seen) != 2:
-                raise RuntimeError("a flag never reached a replica")
-            latencies += seen
-        admin_client.close()
+            for name, (admin_client, replicas) in sets.items():
+                latencies[name] += _flag_trial(admin_client, replicas, f"f{i}")
     return latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    base = ["git", "merge-base", "HEAD", "main"]
-    merge_base = subprocess.run(base, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    parser.add_argument(
-        "--baseline", default=merge_base or "HEAD", help="git ref of the 'before' code"
-    )
+    parser.add_argument("--baseline", default=BEFORE, help="git ref of the 'before' code")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args()
@@ -259,18 +263,17 @@ def main() -> None:
     with redis() as store, nginx_backend() as backend:
         lines = throughput(args, store, backend)
         lines += ["", exactness(store, backend), ""]
-        echo_port = echo.server_address[1]
-        flags = {
-            "before (baseline tree)": flag_propagation(store, args.baseline, echo_port),
-            "now (one mirror per host)": flag_propagation(store, None, echo_port),
-        }
+        trees = {"before (every worker subscribes, re-reads the table)": args.baseline,
+                 "now (one mirror per host, snapshot in the message)": None}  # fmt: skip
+        flags = flag_propagation(store, trees, echo.server_address[1])
     echo.shutdown()
     lines += ["| flag edit → first request that sees it on another replica | median ms | max ms |",
               "|---|---:|---:|"]  # fmt: skip
     for name, values in flags.items():
         lines.append(f"| {name} | {statistics.median(values):.1f} | {max(values):.1f} |")
-    lines += ["", f"{FLAG_TRIALS} edits through replica 1's admin API, replicas 2 and 3 polled "
-              f"continuously; baseline {args.baseline[:10]}; {time.ctime()}"]  # fmt: skip
+    lines += ["", f"{FLAG_TRIALS} edits per tree through replica 1's admin API, alternating "
+              "between the trees (six replicas running), replicas 2 and 3 polled continuously; "
+              f"baseline {args.baseline[:10]}; {time.ctime()}"]  # fmt: skip
     text = "\n".join(lines)
     print(text)
     write_block(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import hiredis
@@ -24,6 +25,8 @@ import hiredis
 from edgegw.errors import StoreError
 from edgegw.store.base import RateDecision
 from edgegw.store.resp import RespConnection
+
+log = logging.getLogger("edgegw.store")
 
 #: Requests per script call; a bigger batch is split (each part one call, pipelined),
 #: so one call never keeps Redis busy for long.
@@ -101,13 +104,21 @@ class Batcher:
         try:
             decisions = await self._send([step for step, _ in part])
         except StoreError as exc:
-            for _, fut in part:
-                if not fut.done():
-                    fut.set_exception(exc)
+            self._fail(part, exc)
+            return
+        except Exception as exc:  # a bug must not leave the batch's requests waiting
+            log.exception("rate-limit batch failed")
+            self._fail(part, StoreError(f"rate-limit batch failed: {exc!r}"))
             return
         for (_, fut), decision in zip(part, decisions, strict=True):
             if not fut.done():
                 fut.set_result(decision)
+
+    @staticmethod
+    def _fail(part: list[tuple[Step, asyncio.Future[RateDecision]]], exc: StoreError) -> None:
+        for _, fut in part:
+            if not fut.done():
+                fut.set_exception(exc)
 
     async def aclose(self) -> None:
         if self._tasks:

@@ -8,18 +8,21 @@ import asyncio
 import json
 import math
 import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgegw.errors import StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.store.api import StoreAPI
 from edgegw.store.base import RateDecision
 from edgegw.store.redis import RedisStore
 from edgegw.store.resp import pack, speaks
-from tests.conftest import free_port, start_redis
+from tests.conftest import free_port, start_redis, wait_port
 
 # Mixed keys, bursts and costs (0 reads without charging; a cost over the burst is
 # always denied), with repeats of a key inside one batch. T = 60 s per request, so the
@@ -150,3 +153,36 @@ async def test_a_bare_version_message_from_an_older_gateway_still_refreshes(
         assert (await store.get_flags()).flags == {"a": True, "b": True}
     finally:
         await store.aclose()
+
+
+async def _auth_checks(port: int) -> None:
+    good = RedisStore(StoreConfig(url=f"redis://:s3cret@127.0.0.1:{port}/3", prefix="p"))
+    bad = RedisStore(StoreConfig(url=f"redis://:wrong@127.0.0.1:{port}/3", prefix="p"))
+    try:
+        assert (await good.rate_limit("k", 1, 5, 60_000, 1)).remaining == 4
+        with pytest.raises(StoreUnavailable):
+            await bad.rate_limit("k", 1, 5, 60_000, 1)
+    finally:
+        await good.aclose()
+        await bad.aclose()
+
+
+def test_the_lean_connection_authenticates_and_selects_the_urls_database(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", str(tmp_path), "--requirepass", "s3cret"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        assert wait_port("127.0.0.1", port, time.monotonic() + 15)
+        asyncio.run(_auth_checks(port))
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(pack("AUTH", "s3cret") + pack("SELECT", 3) + pack("EXISTS", "p:rl:k"))
+            replies = b""
+            while replies.count(b"\r\n") < 3:
+                replies += sock.recv(100)
+        assert replies == b"+OK\r\n+OK\r\n:1\r\n"  # the bucket is in database 3
+    finally:
+        proc.kill()
+        proc.wait()
