@@ -33,7 +33,8 @@ def runtime_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def record(status: int = 200, path: str = "/a?b=1", request_id: bytes = b"abc") -> tuple:  # type: ignore[type-arg]
-    return (WHEN, "r", "POST", path, status, 0.0123456, None, 3, 4, request_id, "", SCOPE)
+    return (WHEN, "r", "POST", path, status, 0.0123456, None, 3, 4, request_id, "",
+            "203.0.113.7", SCOPE)  # fmt: skip
 
 
 def line(config: AccessLogConfig, rec: tuple, tmp_path: Path) -> str:  # type: ignore[type-arg]
@@ -138,6 +139,7 @@ async def test_trace_id_comes_from_the_request_context(tmp_path: Path) -> None:
 
     await asyncio.gather(request("4bf92f3577b34da6a3ce929d0e0e4736"), request(""))
     assert [r[10] for r in log.records] == ["4bf92f3577b34da6a3ce929d0e0e4736", ""]
+    assert [r[11:] for r in log.records] == [("203.0.113.7", None)] * 2  # no scope kept
     log.records.clear()
 
 
