@@ -102,6 +102,7 @@ test-fast: $(DEV_STAMP) filters
 # the store, fan-out and reload. Figures go to docs/benchmarks.md.
 bench: $(DEV_STAMP) bench-deps filters
 	$(PY) bench/run.py
+	$(PY) bench/access_log.py
 	$(PY) bench/wasm_calls.py
 	$(PY) bench/chain.py
 	$(PY) bench/clients.py

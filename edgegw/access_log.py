@@ -4,8 +4,9 @@ A request appends one tuple of raw values to ``AccessLog.records`` (``add``); li
 formatted and written in batches by a loop timer at most ``FLUSH_SECONDS`` later, sooner
 once ``BATCH`` records wait, and at shutdown (the app's lifespan shutdown, and ``atexit``
 for anything left). One ``write`` per batch, none per request: the per-request cost is the
-tuple (docs/benchmarks.md, scenario plain-log). Header values (user agent, referer) are read
-from the ASGI scope at formatting time, so fields nobody asked for cost nothing.
+tuple (docs/benchmarks.md, scenario plain-log). The tuple holds atoms only (no container
+the garbage collector would traverse while it waits); the ASGI scope, read for the user
+agent, referer and protocol when the line is written, is kept only when those are logged.
 
 A file is opened for appending (``O_APPEND``: the workers' batches never overwrite each
 other) and reopened before the next batch once ``request_reopen`` ran: the supervisor calls
@@ -25,7 +26,7 @@ from pathlib import Path
 from random import random
 
 from edgegw.access_log_config import DEFAULT_FIELDS
-from edgegw.access_log_formats import formatter
+from edgegw.access_log_formats import formatter, needs_scope
 from edgegw.model import AccessLogConfig
 from edgegw.types import Scope
 
@@ -33,8 +34,10 @@ FLUSH_SECONDS = 0.2
 BATCH = 1024  # records that make a flush due at once
 REOPEN_FILE = "reopen-logs"
 #: One record: time, route, method, path, status, seconds, backend, bytes in, bytes out,
-#: request id, trace id, the ASGI scope.
-Record = tuple[float, str, str, str, int, float, str | None, int, int, bytes, str, Scope]
+#: request id, trace id, client address, the ASGI scope (None unless a field needs it).
+Record = tuple[
+    float, str, str, str, int, float, str | None, int, int, bytes, str, str, Scope | None
+]
 
 _logs: dict[AccessLogConfig, AccessLog] = {}
 _runtime_dir: Path | None = None
@@ -48,7 +51,9 @@ class AccessLog:
         self.config = config
         self.records: list[Record] = []
         self.sample = config.sample_2xx
-        self._format = formatter(config.format, config.fields or DEFAULT_FIELDS)
+        fields = config.fields or DEFAULT_FIELDS
+        self._format = formatter(config.format, fields)
+        self._keep_scope = needs_scope(config.format, fields)
         self._fd = -1
         self._reopen_seen = _marker()
         self._timer: asyncio.TimerHandle | None = None
@@ -71,9 +76,11 @@ class AccessLog:
         if self.sample < 1.0 and 200 <= status < 300 and random() >= self.sample:
             return
         records = self.records
+        client = scope.get("client")
         records.append(
             (time.time(), route, method, path, status, seconds, backend, bytes_in,
-             bytes_out, request_id, trace_id, scope)
+             bytes_out, request_id, trace_id, client[0] if client else "",
+             scope if self._keep_scope else None)
         )  # fmt: skip
         if self._timer is None:
             self._schedule(FLUSH_SECONDS)

@@ -35,10 +35,6 @@ def _header(scope: Any, name: bytes) -> str:
     return value.decode("latin-1") if value is not None else ""
 
 
-def _client(scope: Any) -> str:
-    return str((scope.get("client") or ("", 0))[0])
-
-
 def _protocol(scope: Any) -> str:
     return "HTTP/" + str(scope.get("http_version", "1.1"))
 
@@ -55,15 +51,15 @@ def _json_getters() -> dict[str, Callable[[Any], str]]:
         "route": lambda r: _quote(r[1]),
         "method": lambda r: _quote(r[2]),
         "path": lambda r: _quote(r[3]),
-        "protocol": lambda r: _quote(_protocol(r[11])),
+        "protocol": lambda r: _quote(_protocol(r[12])),
         "status": lambda r: str(r[4]),
         "duration_ms": lambda r: f"{r[5] * 1000:.3f}",
         "backend": lambda r: null if r[6] is None else _quote(r[6]),
         "bytes_in": lambda r: str(r[7]),
         "bytes_out": lambda r: str(r[8]),
-        "client": lambda r: _quote(_client(r[11])),
-        "user_agent": lambda r: _quote(_header(r[11], b"user-agent")),
-        "referer": lambda r: _quote(_header(r[11], b"referer")),
+        "client": lambda r: _quote(r[11]),
+        "user_agent": lambda r: _quote(_header(r[12], b"user-agent")),
+        "referer": lambda r: _quote(_header(r[12], b"referer")),
         "request_id": lambda r: _quote(r[9].decode("latin-1")),
         "trace_id": lambda r: _quote(r[10]),
     }
@@ -92,7 +88,7 @@ def _default_json() -> Format:
             f'"method":{q(r[2])},"path":{q(r[3])},"status":{r[4]},'
             f'"duration_ms":{r[5] * 1000:.3f},'
             f'"backend":{"null" if backend is None else q(backend)},'
-            f'"bytes_in":{r[7]},"bytes_out":{r[8]},"client":{q(_client(r[11]))},'
+            f'"bytes_in":{r[7]},"bytes_out":{r[8]},"client":{q(r[11])},'
             f'"request_id":{q(r[9].decode("latin-1"))},"trace_id":{q(r[10])}}}\n'
         )
 
@@ -116,16 +112,24 @@ def combined_format() -> Format:
     )
 
     def line(r: Any) -> str:
-        scope = r[11]
+        scope = r[12]
         referer = _plain(_header(scope, b"referer")) or "-"
         agent = _plain(_header(scope, b"user-agent")) or "-"
         request = f"{r[2]} {_plain(r[3])} {_protocol(scope)}"
         return (
-            f'{_client(scope) or "-"} - - [{stamp(r[0])}] "{request}" {r[4]} {r[8]} '
-            f'"{referer}" "{agent}"\n'
+            f'{r[11] or "-"} - - [{stamp(r[0])}] "{request}" {r[4]} {r[8]} "{referer}" "{agent}"\n'
         )
 
     return line
+
+
+#: Fields read from the request's ASGI scope when the line is written: a record keeps the
+#: scope (and its header list) alive until then only when one of these is logged.
+SCOPE_FIELDS = frozenset({"protocol", "user_agent", "referer"})
+
+
+def needs_scope(kind: str, fields: tuple[str, ...]) -> bool:
+    return kind == "combined" or not SCOPE_FIELDS.isdisjoint(fields)
 
 
 def formatter(kind: str, fields: tuple[str, ...]) -> Format:

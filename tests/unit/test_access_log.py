@@ -33,7 +33,8 @@ def runtime_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def record(status: int = 200, path: str = "/a?b=1", request_id: bytes = b"abc") -> tuple:  # type: ignore[type-arg]
-    return (WHEN, "r", "POST", path, status, 0.0123456, None, 3, 4, request_id, "", SCOPE)
+    return (WHEN, "r", "POST", path, status, 0.0123456, None, 3, 4, request_id, "",
+            "203.0.113.7", SCOPE)  # fmt: skip
 
 
 def line(config: AccessLogConfig, rec: tuple, tmp_path: Path) -> str:  # type: ignore[type-arg]
@@ -136,6 +137,13 @@ def test_trace_id_is_a_field(tmp_path: Path) -> None:
     lines = [json.loads(t) for t in path.read_text().splitlines()]
     assert [line["trace_id"] for line in lines] == ["4bf92f3577b34da6a3ce929d0e0e4736", ""]
     log.close()
+
+
+async def test_only_the_client_address_is_kept_by_default() -> None:
+    log = access_log.AccessLog(AccessLogConfig(path="stdout"))
+    log.add("r", "GET", "/", 200, 0.001, None, 0, 0, b"id", "", SCOPE)
+    assert [r[11:] for r in log.records] == [("203.0.113.7", None)]  # no scope kept
+    log.records.clear()
 
 
 def test_reopen_after_rotation(tmp_path: Path, runtime_dir: Path) -> None:
