@@ -35,7 +35,8 @@ class RouteTotals:
 class Sample:
     at: float
     routes: dict[str, RouteTotals]
-    filter_failures: dict[str, float]
+    filter_calls: dict[str, float]  # calls into the filter's stream callbacks
+    filter_failures: dict[str, float]  # those that failed (outcome "fail")
     circuit_open: dict[str, float]
 
 
@@ -55,6 +56,7 @@ def read_sample() -> Sample:
     """The cumulative totals now (file I/O in multiprocess mode: call off the loop, after
     ``metrics.flush()`` on it)."""
     routes: dict[str, RouteTotals] = {}
+    calls: dict[str, float] = {}
     failures: dict[str, float] = {}
     circuit: dict[str, float] = {}
     index = {bound: i for i, bound in enumerate(metrics.BUCKETS)}
@@ -69,11 +71,14 @@ def read_sample() -> Sample:
                 i = index.get(float(s.labels["le"]))
                 if i is not None:  # cumulative counts, as exposed
                     routes.setdefault(s.labels["route"], RouteTotals()).buckets[i] += s.value
-            elif s.name == "edgegw_filter_failures_total":
-                failures[s.labels["filter"]] = failures.get(s.labels["filter"], 0) + s.value
+            elif s.name == "edgegw_filter_outcomes_total":  # edgegw/wasm/filter_metrics.py
+                name = s.labels["filter"]
+                calls[name] = calls.get(name, 0) + s.value
+                if s.labels["outcome"] == "fail":
+                    failures[name] = failures.get(name, 0) + s.value
             elif s.name == "edgegw_upstream_circuit_open_total":
                 circuit[s.labels["backend"]] = circuit.get(s.labels["backend"], 0) + s.value
-    return Sample(time.time(), routes, failures, circuit)
+    return Sample(time.time(), routes, calls, failures, circuit)
 
 
 def quantile(q: float, cumulative: list[float]) -> float | None:

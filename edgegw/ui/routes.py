@@ -65,6 +65,7 @@ async def _live(request: web.Request) -> web.Response:
         {
             "routes": live.series(names),
             "route_totals": {n: t.count for n, t in latest.routes.items()} if latest else {},
+            "filter_calls": latest.filter_calls if latest else {},
             "filter_failures": latest.filter_failures if latest else {},
             "circuit_open": latest.circuit_open if latest else {},
         }

@@ -27,7 +27,7 @@ from edgegw.headers import request_id
 from edgegw.problem import problem
 from edgegw.tracing.hooks import filter_ended, filter_span
 from edgegw.types import Headers
-from edgegw.wasm import _native, faults, filter_metrics
+from edgegw.wasm import _native, filter_metrics
 from edgegw.wasm.abi import Action
 from edgegw.wasm.plugin import Plugin
 from edgegw.wasm.state import StreamState
@@ -220,7 +220,6 @@ class Chain(_native.Chain):
         else:
             rid = request_id(self.state.ex.request_headers)
             log.error("filter '%s' failed (%s): %s request_id=%s", plugin.name, policy, exc, rid)
-            faults.failed(plugin.name)
             self.plan.reload(plugin)  # on_trap: the guest stopped halfway, its state is suspect
         if policy == "fail_open":
             return None
@@ -316,5 +315,4 @@ class Chain(_native.Chain):
             plugin = self.plugins[index]
             log.error("filter '%s' failed at the end of a request: %s request_id=%s",
                       plugin.name, exc, rid)  # fmt: skip
-            faults.failed(plugin.name)
             self.plan.reload(plugin)  # on_trap

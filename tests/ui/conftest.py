@@ -31,8 +31,10 @@ TOKEN = "ui-test-token-0123456789"
 SHOTS = os.environ.get("EDGEGW_UI_SCREENSHOTS", "")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API runs an event loop in this thread
+    # while it is open, and pytest-asyncio cannot start the loop of an async test then.
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium)")
     from playwright.sync_api import sync_playwright

@@ -57,8 +57,8 @@ def test_series_gives_rates_between_samples() -> None:
     m = live.LiveMetrics()
     first = live.RouteTotals(count=10, errors=0)
     second = live.RouteTotals(count=30, errors=5)
-    m.add(live.Sample(100.0, {"r": first}, {}, {}))
-    m.add(live.Sample(102.0, {"r": second}, {}, {}))
+    m.add(live.Sample(100.0, {"r": first}, {}, {}, {}))
+    m.add(live.Sample(102.0, {"r": second}, {}, {}, {}))
     point = m.series(["r", "idle"])["r"]["points"][0]
     assert point["rps"] == 10.0 and point["error_rate"] == 0.25
     assert m.series(["idle"])["idle"]["points"][0]["rps"] == 0.0

@@ -65,14 +65,12 @@ export async function refresh(ctx) {
       { text: w.last_error || "—", title: w.last_error || "", class: "wrap last-error" }],
   ]));
   const worker = status.workers[0] || { filters: {} };
-  const routes = ctx.config.routes;
   const specs = ctx.config.filters || {};
   const names = [...new Set([...Object.keys(specs), ...Object.keys(worker.filters)])];
   fillRows(document.querySelector("#filters-table tbody"), names.map((name) => {
     const f = worker.filters[name] || {};
     const spec = specs[name] || {};
-    const calls = routes.filter((r) => (r.filters || []).includes(name))
-      .reduce((sum, r) => sum + (live.route_totals[r.name] || 0), 0);
+    const calls = live.filter_calls[name] || 0;
     const errors = status.workers.map((w) => (w.filters[name] || {}).last_error).filter(Boolean);
     return [name, [
       name, { text: spec.wasm || "", title: spec.wasm || "" },
