@@ -120,6 +120,8 @@ def child(name: str, backend_port: int, profile: bool) -> None:
                 prof.enable()
                 print(f"{await drive(app, scope, REQUESTS):.2f}", flush=True)
                 prof.disable()
+                if os.environ.get("INPROC_PSTATS"):
+                    prof.dump_stats(os.environ["INPROC_PSTATS"])
                 pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(35)
             else:
                 for _ in range(int(os.environ.get("INPROC_ROUNDS", "1"))):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ from edgegw.headers import (
     upstream_request_headers,
     with_forwarded,
 )
-from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names
+from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names, new_request_id
 from edgegw.model import GatewayConfig, Route
 from edgegw.paths import normalize
 from edgegw.problem import problem
@@ -137,13 +136,15 @@ class Pipeline:
             scope["headers"], len(method) + len(raw_path) + len(query), version == "1.1",
             target_authority,
         )  # fmt: skip
-        headers = [] if isinstance(inbound, tuple) else inbound.headers
+        if isinstance(inbound, tuple):
+            headers, request_id = [], None
+        else:
+            headers, request_id = inbound.headers, inbound.request_id
         # Before anything is answered: every reply and log line carries the request's id.
-        request_id = get(headers, REQUEST_ID)
         if request_id is None or _VALID_REQUEST_ID(request_id) is None:
             if request_id is not None:
                 headers = [(n, v) for n, v in headers if n != REQUEST_ID]
-            request_id = os.urandom(16).hex().encode()
+            request_id = new_request_id()
             headers.append((REQUEST_ID, request_id))
         counters = _Counters(request_id)
         sent = raw_path.decode("latin-1")
@@ -182,6 +183,7 @@ class Pipeline:
             scheme=scope.get("scheme", "http"),
             host=authority.encode("latin-1"),
             trusted=self.trusted,
+            sent=inbound.forwarded,
         )
         full_path = path + "?" + query.decode("latin-1") if query else path
         ex = Exchange(
