@@ -4,9 +4,11 @@ One pass over the client's header list (``RequestPolicy.inspect``) before routin
 before any filter runs. It drops what a client must not send on: hop-by-hop headers
 (RFC 9110 §7.6.1), ``x-edgegw-*`` (the gateway's and its filters' own headers), the
 configured ``request_headers_to_remove`` and, unless allowed, names with underscores; it
-keeps one normalized ``host`` and notes the framing headers. Every decision about a header
-name is made once per config and remembered (names repeat from request to request), so a
-request pays one dict lookup per header. Rejections are ``(status, detail)`` values.
+keeps one normalized ``host`` and notes the framing headers, the request id and whether
+X-Forwarded-* were sent (so the pipeline makes no pass of its own for them). Every
+decision about a header name is made once per config and remembered (names repeat from
+request to request), so a request pays one dict lookup per header. Rejections are
+``(status, detail)`` values.
 """
 
 from __future__ import annotations
