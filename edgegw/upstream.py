@@ -69,7 +69,7 @@ class UpstreamResponse:
 class _Chunks:
     """``UpstreamResponse.chunks``: an iterator, not an async generator, because the event
     loop keeps every async generator in a WeakSet until it is finalized (sys asyncgen
-    hooks): two WeakSet operations per proxied request."""
+    hooks): WeakSet additions and removals on every proxied request."""
 
     __slots__ = ("_conn",)
 
