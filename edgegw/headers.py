@@ -41,19 +41,37 @@ def strip_hop_by_hop(
     once (``extra`` costs two sets per call). Repeats (Set-Cookie) and order are kept."""
     drop = _hop_names(headers, base)
     if extra:
-        drop = set(drop) | set(extra)
+        drop = drop | frozenset(extra)
     return [(n, v) for n, v in headers if n not in drop]
 
 
-def _hop_names(
-    headers: Headers, base: frozenset[bytes] = HOP_BY_HOP
-) -> set[bytes] | frozenset[bytes]:
-    drop: set[bytes] | frozenset[bytes] = base
+def _hop_names(headers: Headers, base: frozenset[bytes] = HOP_BY_HOP) -> frozenset[bytes]:
+    drop = base
     for name, value in headers:
         if name == b"connection":
-            drop = set(drop) if isinstance(drop, frozenset) else drop
-            drop.update(t.strip().lower() for t in value.split(b",") if t.strip())
+            tokens = connection_tokens(value)
+            if not tokens <= drop:  # "keep-alive", "close" name nothing more to drop
+                drop = drop | tokens
     return drop
+
+
+_TOKENS: dict[bytes, frozenset[bytes]] = {}
+_MAX_TOKENS = 1024  # distinct Connection values remembered (a peer may invent many)
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The lower-cased options of one Connection field value (RFC 9110 §7.6.1). Backends
+    send the same few values ("keep-alive", "close") on every response: each is parsed
+    once."""
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        tokens = frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+        if len(_TOKENS) < _MAX_TOKENS:
+            _TOKENS[value] = tokens
+    return tokens
+
+
+_MAX_PEERS = 4096  # trust decisions remembered
 
 
 class TrustedProxies:
@@ -61,6 +79,7 @@ class TrustedProxies:
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         self._networks = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+        self._known: dict[str, bool] = {}  # decisions by address (peers come back)
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -68,11 +87,17 @@ class TrustedProxies:
     def trusts(self, address: str) -> bool:
         if not self._networks:
             return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:  # a unix socket path or an unknown peer
-            return False
-        return any(ip in net for net in self._networks)
+        known = self._known.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:  # a unix socket path or an unknown peer
+                known = False
+            else:
+                known = any(ip in net for net in self._networks)
+            if len(self._known) < _MAX_PEERS:
+                self._known[address] = known
+        return known
 
     def client_address(self, peer: str, headers: Headers) -> str:
         """The original client: walk X-Forwarded-For from the right while the hop is a
@@ -97,6 +122,7 @@ class TrustedProxies:
 # Set by the pipeline and edgegw.upstream, never copied from the request a filter chain
 # leaves: the framing (RFC 9112 §6) and Host.
 _SET_UPSTREAM = frozenset({b"content-length", b"host"})
+_UPSTREAM_DROP = (HOP_BY_HOP | _SET_UPSTREAM) - _FORWARDED
 
 
 def with_forwarded(
@@ -106,6 +132,7 @@ def with_forwarded(
     scheme: str,
     host: bytes,
     trusted: TrustedProxies,
+    sent: bool = True,
 ) -> Headers:
     """``headers`` with X-Forwarded-For appended with the peer and -Proto/-Host set, as
     they will reach the backend. Client-sent X-Forwarded-* are kept (and extended) only
@@ -114,7 +141,16 @@ def with_forwarded(
     The pipeline applies it before the request filters run, so that a filter reading
     X-Forwarded-For (rate_limit's ``trusted_hops``) sees the peer as its right-most entry,
     as filters do in Envoy at the edge (``use_remote_address``): counting hops from the
-    right then never lands on a value the client wrote."""
+    right then never lands on a value the client wrote.
+
+    ``sent=False`` says the client sent no X-Forwarded-* (edgegw.ingress knows): then,
+    from an untrusted peer, the three are appended to ``headers`` itself, not a copy."""
+    if not sent and not trusted.trusts(peer):
+        headers.append((XFF, peer.encode()))
+        headers.append((XFP, scheme.encode()))
+        if host:
+            headers.append((XFH, host))
+        return headers
     if trusted.trusts(peer):
         prior = b", ".join(v for n, v in headers if n == XFF)
         proto = next((v for n, v in headers if n == XFP), scheme.encode())
@@ -137,7 +173,11 @@ def upstream_request_headers(headers: Headers) -> Headers:
     them would hide the client address from the backend. Content-Length and Host are
     dropped too: the pipeline and edgegw.upstream set them from what is actually sent
     (RFC 9112 §6: the framing is never copied from the client)."""
-    drop = (_hop_names(headers) | _SET_UPSTREAM) - _FORWARDED
+    drop = _UPSTREAM_DROP
+    for name, _value in headers:
+        if name == b"connection":  # a filter set one: what it names goes too
+            drop = (_hop_names(headers) | _SET_UPSTREAM) - _FORWARDED
+            break
     return [(n, v) for n, v in headers if n not in drop]
 
 

@@ -4,30 +4,35 @@ One pass over the client's header list (``RequestPolicy.inspect``) before routin
 before any filter runs. It drops what a client must not send on: hop-by-hop headers
 (RFC 9110 §7.6.1), ``x-edgegw-*`` (the gateway's and its filters' own headers), the
 configured ``request_headers_to_remove`` and, unless allowed, names with underscores; it
-keeps one normalized ``host`` and notes the framing headers. Every decision about a header
-name is made once per config and remembered (names repeat from request to request), so a
-request pays one dict lookup per header. Rejections are ``(status, detail)`` values.
+keeps one normalized ``host`` and notes the framing headers, the request id and whether
+X-Forwarded-* were sent (so the pipeline makes no pass of its own for them). Every
+decision about a header name is made once per config and remembered (names repeat from
+request to request), so a request pays one dict lookup per header. Rejections are
+``(status, detail)`` values.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edgegw.headers import HOP_BY_HOP
+from edgegw.headers import HOP_BY_HOP, REQUEST_ID, XFF, XFH, XFP
 from edgegw.model import UnderscoreAction
 from edgegw.types import Headers
 
 INTERNAL_PREFIX = b"x-edgegw-"
 # What inspect() does with a header name.
-_KEEP, _DROP, _HOST, _LENGTH, _CODING, _CONNECTION, _REJECT = range(7)
+_KEEP, _DROP, _HOST, _LENGTH, _CODING, _CONNECTION, _REJECT, _NOTED_ID, _FORWARDED = range(9)
 _SPECIAL = {
     b"host": _HOST,
     b"content-length": _LENGTH,
     b"transfer-encoding": _CODING,
     b"connection": _CONNECTION,
 }
+# Kept, and noted on the way: the pipeline then needs no pass of its own for them.
+_NOTED = {REQUEST_ID: _NOTED_ID, XFF: _FORWARDED, XFP: _FORWARDED, XFH: _FORWARDED}
 _MAX_REMEMBERED = 4096  # distinct header names whose decision is kept (a client may invent many)
 # RFC 9110 §7.2: Host = uri-host [ ":" port ]; uri-host is an IP-literal or a reg-name
 # (RFC 3986 §3.2.2). An empty host is invalid for http(s) URIs (RFC 9110 §4.2.1).
@@ -46,6 +51,8 @@ class Inbound:
     length: int | None  # Content-Length (validated), None when absent
     chunked: bool  # Transfer-Encoding: chunked
     nominated: frozenset[bytes]  # header names the Connection header lists (to drop)
+    request_id: bytes | None  # the first X-Request-Id value, as sent
+    forwarded: bool  # X-Forwarded-For, -Proto or -Host were sent
 
 
 Rejection = tuple[int, str]
@@ -74,7 +81,7 @@ class RequestPolicy:
                 # (CGI, nginx, Django's META) as the same key as x-user-id.
                 action = _REJECT if self.underscores == "reject_request" else _DROP
             else:
-                action = _KEEP
+                action = _NOTED.get(name, _KEEP)
         if len(self._actions) < _MAX_REMEMBERED:
             self._actions[name] = action
         return action
@@ -104,6 +111,8 @@ class RequestPolicy:
         lengths: list[bytes] = []
         codings: list[bytes] = []
         connection: list[bytes] = []
+        request_id = None
+        forwarded = False
         for name, value in raw:
             size += len(name) + len(value)
             action = actions.get(name)
@@ -115,6 +124,13 @@ class RequestPolicy:
                 continue
             elif action == _HOST:
                 hosts.append(value)
+            elif action == _NOTED_ID:
+                kept.append((name, value))
+                if request_id is None:
+                    request_id = value
+            elif action == _FORWARDED:
+                kept.append((name, value))
+                forwarded = True
             elif action == _LENGTH:
                 lengths.append(value)
                 kept.append((name, value))
@@ -166,7 +182,22 @@ class RequestPolicy:
         # One host field, the authority routing used (filters see it as :authority).
         if authority:
             kept.append((b"host", authority.encode("latin-1")))
-        return Inbound(kept, authority, length, chunked, nominated)
+        return Inbound(kept, authority, length, chunked, nominated, request_id, forwarded)
+
+
+_ID_BATCH = 256  # request ids per draw of random bytes
+_ids: list[bytes] = []
+os.register_at_fork(after_in_child=_ids.clear)  # a child never repeats its parent's ids
+
+
+def new_request_id() -> bytes:
+    """A fresh request id: 32 hex digits, 128 bits from ``os.urandom``. The bytes are drawn
+    for ``_ID_BATCH`` ids at a time (one system call per batch, not per request), as
+    Envoy's random generator buffers its own for its request-id UUIDs."""
+    if not _ids:
+        digits = os.urandom(16 * _ID_BATCH).hex().encode()
+        _ids.extend(digits[i : i + 32] for i in range(0, len(digits), 32))
+    return _ids.pop()
 
 
 def absolute_form(target: str) -> tuple[str, str] | None:

@@ -8,7 +8,6 @@ failures, translated to problem+json answers here.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from urllib.parse import parse_qsl, quote
 from edgegw import access_log, metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
+from edgegw.disconnect import CLIENT_GONE, Watcher
 from edgegw.errors import UpstreamError, UpstreamOverloaded
 from edgegw.front.edge import Front
 from edgegw.front.rewrite import rewrite_path
@@ -30,7 +30,7 @@ from edgegw.headers import (
     upstream_request_headers,
     with_forwarded,
 )
-from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names
+from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names, new_request_id
 from edgegw.model import GatewayConfig, Route
 from edgegw.paths import normalize
 from edgegw.problem import problem
@@ -51,12 +51,6 @@ _NO_BODY_STATUS = frozenset({204, 304})
 # §6.3). HTTP/2 and /3 frame bodies themselves (RFC 9113 §8.1): only the stream tells.
 _HTTP1 = frozenset({"1.1", "1.0"})
 _connection_ids = iter(range(1, 1 << 62))
-# The status the access log and metrics give a request whose client left first (nginx's
-# and Envoy's convention; no response reaches anyone).
-CLIENT_GONE = 499
-# A request still waiting on its backend, or still streaming a response, after this many
-# seconds starts listening for its client leaving (``Pipeline._sweep``).
-WATCH_AFTER = 0.1
 
 
 class _Abort(Exception):
@@ -75,7 +69,7 @@ class _Counters:
     reading: bool = False  # the request body is still being read (by ``_body``)
     gone: bool = False  # the client left before the response ended
     ended: bool = False  # the response's last bytes went to the server
-    watcher: asyncio.Task[None] | None = None  # waits for the client to leave (``_watch``)
+    watcher: asyncio.Task[None] | None = None  # waits for the client to leave (edgegw.disconnect)
     span: Span | None = None  # the request's span when tracing is on (edgegw.tracing)
     tunnel: Tunnel | None = None  # a WebSocket upgrade (edgegw/wsproxy.py)
 
@@ -112,11 +106,7 @@ class Pipeline:
         self.tracer = tracer_for(config)  # None: tracing off, no span is made
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
-        # Running requests, for ``_sweep``: task -> (the sweep generation it started in,
-        # its receive, its counters).
-        self._open: dict[asyncio.Task[None], tuple[int, Receive, _Counters]] = {}
-        self._generation = 0
-        self._sweeper: asyncio.TimerHandle | None = None
+        self.watcher = Watcher()  # running requests, for noticing their clients leave
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request uses this pipeline; False if ``timeout`` passed first."""
@@ -131,9 +121,7 @@ class Pipeline:
 
     async def aclose(self) -> None:
         """Release pools and filter VMs; call once no request uses this pipeline."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self.watcher.close()
         await self.upstream.aclose()
         if self.chains is not None:
             await self.chains.aclose()
@@ -157,13 +145,15 @@ class Pipeline:
             scope["headers"], len(method) + len(raw_path) + len(query), version == "1.1",
             target_authority,
         )  # fmt: skip
-        headers = [] if isinstance(inbound, tuple) else inbound.headers
+        if isinstance(inbound, tuple):
+            headers, request_id = [], None
+        else:
+            headers, request_id = inbound.headers, inbound.request_id
         # Before anything is answered: every reply and log line carries the request's id.
-        request_id = get(headers, REQUEST_ID)
         if request_id is None or _VALID_REQUEST_ID(request_id) is None:
             if request_id is not None:
                 headers = [(n, v) for n, v in headers if n != REQUEST_ID]
-            request_id = os.urandom(16).hex().encode()
+            request_id = new_request_id()
             headers.append((REQUEST_ID, request_id))
         counters = _Counters(request_id)
         counters.tunnel = scope.get(TUNNEL)
@@ -219,6 +209,7 @@ class Pipeline:
             scheme=scope.get("scheme", "http"),
             host=authority.encode("latin-1"),
             trusted=self.trusted,
+            sent=inbound.forwarded,
         )
         full_path = path + "?" + query.decode("latin-1") if query else path
         ex = Exchange(
@@ -241,16 +232,14 @@ class Pipeline:
         task = asyncio.current_task()
         if task is not None:
             counters.reading = True  # not known yet: _run tells
-            self._open[task] = (self._generation, receive, counters)
-            if self._sweeper is None:
-                self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
+            self.watcher.add(task, receive, counters)
         try:
             http1 = version in _HTTP1
             await self._run(ex, params, filters, receive, send, counters, http1, inbound)
         except asyncio.CancelledError:
             if not counters.gone:
                 raise
-            # Cancelled by _watch, the client gone: the backend exchange was aborted on the
+            # Cancelled by the watcher, the client gone: the backend exchange was aborted on the
             # way out (its connection closed, never pooled); the request itself is over.
             if task is not None:
                 task.uncancel()
@@ -258,9 +247,7 @@ class Pipeline:
             counters.gone = True
         finally:
             if task is not None:
-                del self._open[task]
-            if counters.watcher is not None:
-                counters.watcher.cancel()
+                self.watcher.remove(task, counters)
             if counters.gone:
                 counters.status = CLIENT_GONE
             self.inflight -= 1
@@ -292,7 +279,7 @@ class Pipeline:
             if first["type"] == "http.disconnect":
                 return
             has_body = bool(first.get("body")) or first.get("more_body", False)
-        counters.reading = has_body  # until then a watcher (_sweep) would steal messages
+        counters.reading = has_body  # until then a watcher would steal messages
         if filters is not None:
             pending = filters.request_headers(ex, not has_body)
             reply = await pending if pending is not None else None
@@ -361,26 +348,6 @@ class Pipeline:
             await self._respond(ex, resp.status, resp.headers, chunks, filters, send, counters)
         finally:
             resp.release()
-
-    def _sweep(self) -> None:
-        """Every ``WATCH_AFTER`` while requests run: a request already open at the previous
-        sweep (so for at least that long) gets a task waiting for its client to leave.
-
-        The ASGI servers report a client leaving only through ``receive()``
-        (``http.disconnect``) and drop what is sent after it, so something must be reading
-        while a request waits on its backend or streams a response; otherwise a backend
-        streams to nobody, or a pool slot stays taken until the backend's timeout. Most
-        requests end before a second sweep and cost two dict operations; none is watched
-        while ``_body`` reads its body (two readers would steal each other's messages;
-        ``_body`` sees the disconnect itself)."""
-        self._generation += 1
-        for task, (generation, receive, counters) in self._open.items():
-            if generation < self._generation - 1 and counters.watcher is None:
-                if not counters.reading:
-                    counters.watcher = asyncio.ensure_future(_watch(receive, counters, task))
-        self._sweeper = None
-        if self._open:
-            self._sweeper = asyncio.get_running_loop().call_later(WATCH_AFTER, self._sweep)
 
     def _backend(self, route: Route, headers: Headers) -> str:
         if route.backend is not None:
@@ -575,19 +542,6 @@ class Pipeline:
                 route, method, path, counters.status, seconds, backend,
                 counters.bytes_in, counters.bytes_out, counters.request_id, trace_id, scope,
             )  # fmt: skip
-
-
-async def _watch(receive: Receive, counters: _Counters, task: asyncio.Task[None]) -> None:
-    """Wait for the client to leave (``Pipeline._sweep`` starts this), then cancel its
-    request: the backend exchange is aborted on the way out."""
-    # The first message may be the (empty) body nobody read: only a disconnect counts.
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    # A disconnect once the last bytes went out (the client closing right after a complete
-    # response) leaves nothing to abort, and the response was delivered: not a 499.
-    if not counters.ended:
-        counters.gone = True
-        task.cancel()
 
 
 async def _with_eos(

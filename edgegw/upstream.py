@@ -55,19 +55,38 @@ class UpstreamResponse:
         self._conn: Conn | None = conn
         self._pool = pool
 
-    async def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
+    def chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
         """Body chunks with "this is the last one" when known (it saves the server a
         separate empty end-of-body message)."""
-        conn = self._conn
-        assert conn is not None
-        while chunk := await conn.read():
-            yield chunk, conn.at_eof()
+        assert self._conn is not None
+        return _Chunks(self._conn)
 
     def release(self) -> None:
         """Give the connection back (kept alive only if the exchange completed)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             self._pool.release(conn)
+
+
+class _Chunks:
+    """``UpstreamResponse.chunks``: an iterator, not an async generator, because the event
+    loop keeps every async generator in a WeakSet until it is finalized (sys asyncgen
+    hooks): WeakSet additions and removals on every proxied request."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, bool]:
+        conn = self._conn
+        chunk = await conn.read()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk, conn.at_eof()
 
 
 class Upstream(Protocol):

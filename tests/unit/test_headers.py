@@ -84,3 +84,45 @@ def test_filters_get_the_forwarded_for_the_backend_gets() -> None:
     # A client naming X-Forwarded-For in Connection cannot strip the gateway's own.
     out = upstream_request_headers([*seen, (b"x-a", b"1")])
     assert [n for n, _v in out] == [b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"]
+
+
+def test_connection_set_by_a_filter_still_strips_what_it_names() -> None:
+    # upstream_request_headers skips its Connection parsing when no Connection header is
+    # left (the common case); one a filter added must still remove what it nominates.
+    plain = [(b"host", b"h"), (b"x-secret", b"1"), (b"x-a", b"2")]
+    assert upstream_request_headers(plain) == [(b"x-secret", b"1"), (b"x-a", b"2")]
+    for _ in range(2):  # the parsed Connection value is remembered: the same answer twice
+        nominated = [*plain, (b"connection", b"X-Secret, keep-alive")]
+        assert upstream_request_headers(nominated) == [(b"x-a", b"2")]
+    keep_alive = [(b"connection", b"keep-alive"), (b"keep-alive", b"timeout=5"), (b"x-a", b"2")]
+    assert strip_hop_by_hop(keep_alive) == [(b"x-a", b"2")]
+
+
+def test_forwarded_headers_appended_in_place_when_the_client_sent_none() -> None:
+    headers = [(b"a", b"1")]
+    trusted = TrustedProxies(["192.168.0.0/16"])
+    out = with_forwarded(
+        headers, peer="10.1.2.3", scheme="http", host=b"gw", trusted=trusted, sent=False
+    )
+    assert out is headers
+    assert out == [
+        (b"a", b"1"),
+        (b"x-forwarded-for", b"10.1.2.3"),
+        (b"x-forwarded-proto", b"http"),
+        (b"x-forwarded-host", b"gw"),
+    ]
+    # A trusted peer takes the full path even then (its own X-Forwarded-* are believed).
+    out = with_forwarded(
+        [(b"a", b"1")], peer="192.168.0.9", scheme="http", host=b"gw", trusted=trusted, sent=False
+    )
+    assert out[1] == (b"x-forwarded-for", b"192.168.0.9")
+
+
+def test_trust_decisions_are_the_same_when_remembered() -> None:
+    trusted = TrustedProxies(["10.0.0.0/8", "::1/128"])
+    for _ in range(2):
+        assert trusted.trusts("10.9.8.7")
+        assert trusted.trusts("::1")
+        assert not trusted.trusts("11.0.0.1")
+        assert not trusted.trusts("not an address")
+        assert not trusted.trusts("")
