@@ -38,7 +38,7 @@ def strip_hop_by_hop(
 ) -> Headers:
     """Headers without hop-by-hop ones and without those the Connection header names;
     ``extra`` names more to drop, as does ``base``, a superset of ``HOP_BY_HOP`` made
-    once (``extra`` costs two sets per call). Repeats (Set-Cookie) and order are kept."""
+    once (``extra`` costs a set per call). Repeats (Set-Cookie) and order are kept."""
     drop = _hop_names(headers, base)
     if extra:
         drop = drop | frozenset(extra)
