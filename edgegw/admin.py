@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from edgegw import metrics
 from edgegw.model import Address, GatewayConfig
+from edgegw.observe import metrics
 
 Extension = Callable[[web.Application], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -194,8 +194,8 @@ async def _reload_workers(state: AdminState, **extra: Any) -> web.Response:
 
 
 async def _get_log_levels(request: web.Request) -> web.Response:
-    """The admin overrides and each filter's configured level (edgegw/loglevels.py)."""
-    from edgegw.loglevels import read_overrides
+    """The admin overrides and each filter's configured level (edgegw/observe/loglevels.py)."""
+    from edgegw.observe.loglevels import read_overrides
 
     state = request.app[STATE]
     overrides = await asyncio.to_thread(read_overrides, state.runtime_dir)
@@ -206,7 +206,7 @@ async def _get_log_levels(request: web.Request) -> web.Response:
 async def _put_log_levels(request: web.Request) -> web.Response:
     """``{"<logger>": "<level>" | null}``: set (null: drop) overrides, then every worker
     applies them by a reload (the config is re-read too, as by POST /admin/reload)."""
-    from edgegw.loglevels import validate, write_overrides
+    from edgegw.observe.loglevels import validate, write_overrides
 
     try:
         changes = validate(await request.json())

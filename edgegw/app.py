@@ -16,11 +16,11 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from edgegw import access_log, load_metrics, loglevels, metrics
 from edgegw.chain import FilterChains, HttpCall
 from edgegw.config import load_config
 from edgegw.errors import StoreError
 from edgegw.model import GatewayConfig
+from edgegw.observe import access_log, load_metrics, loglevels, metrics
 from edgegw.pipeline import Pipeline
 from edgegw.reload import Reloader
 from edgegw.store import open_store

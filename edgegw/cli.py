@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgegw import __version__
-from edgegw.loglevels import LEVELS
+from edgegw.observe.loglevels import LEVELS
 
 if TYPE_CHECKING:
     from edgegw.model import GatewayConfig

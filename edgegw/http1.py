@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from edgegw import load_metrics
 from edgegw.errors import (
     UpstreamConnectTimeout,
     UpstreamProtocolError,
@@ -24,6 +23,7 @@ from edgegw.errors import (
     UpstreamUnreachable,
 )
 from edgegw.model import Backend
+from edgegw.observe import load_metrics
 from edgegw.types import Headers
 
 _READ_HIGH = 256 * 1024  # response bytes buffered before the socket stops being read

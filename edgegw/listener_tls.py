@@ -21,7 +21,7 @@ from pathlib import Path
 
 import watchfiles
 
-from edgegw.listener_config import VERSIONS, check_pair
+from edgegw.config.listener import VERSIONS, check_pair
 from edgegw.model import ListenerTLS
 
 log = logging.getLogger("edgegw.tls")

@@ -168,7 +168,7 @@ class FilterSpec:
     limits: Limits = field(default_factory=Limits)
     root_id: str = ""  # proxy-wasm root id; defaults to the filter name
     background: bool = False  # root-only plugin: never gets HTTP stream contexts
-    log_level: str = ""  # its proxy_log threshold (edgegw/loglevels.py); "" inherits
+    log_level: str = ""  # its proxy_log threshold (edgegw/observe/loglevels.py); "" inherits
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ class SharedDataConfig:
 
 @dataclass(frozen=True)
 class AccessLogConfig:
-    """``access_log:`` (edgegw/access_log.py writes it; docs/operations.md)."""
+    """``access_log:`` (edgegw/observe/access_log.py writes it; docs/operations.md)."""
 
     enabled: bool = True
     path: str = "stdout"  # or a file, opened for appending and reopened on SIGUSR1

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
-from edgegw import access_log, metrics
 from edgegw.aggregate import Values, run_aggregate
 from edgegw.chain import Exchange, FilterChains, LocalReply, StreamFilters
 from edgegw.disconnect import CLIENT_GONE, Watcher
@@ -32,6 +31,7 @@ from edgegw.headers import (
 )
 from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names, new_request_id
 from edgegw.model import GatewayConfig, Route
+from edgegw.observe import access_log, metrics
 from edgegw.paths import normalize
 from edgegw.problem import problem
 from edgegw.routing import Router

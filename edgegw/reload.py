@@ -23,10 +23,10 @@ from typing import Any
 import watchfiles
 from prometheus_client import Counter
 
-from edgegw import loglevels
 from edgegw.config import load_config
 from edgegw.errors import ConfigError, EdgegwError, FilterLoadError
 from edgegw.model import GatewayConfig
+from edgegw.observe import loglevels
 
 log = logging.getLogger("edgegw.reload")
 

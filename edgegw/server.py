@@ -333,8 +333,9 @@ def _sighup(runtime: Runtime) -> None:
 
 
 def _reopen_on_sigusr1(runtime: Runtime) -> None:
-    """SIGUSR1 (logrotate): every worker reopens its access log file (edgegw/access_log.py)."""
-    from edgegw.access_log import request_reopen
+    """SIGUSR1 (logrotate): every worker reopens its access log file
+    (edgegw/observe/access_log.py)."""
+    from edgegw.observe.access_log import request_reopen
 
     signal.signal(signal.SIGUSR1, lambda _sig, _frame: request_reopen(runtime.path))
 
@@ -418,7 +419,7 @@ def serve(config: GatewayConfig, config_path: Path, log_level: str = "info") -> 
     ``config`` must already be validated (the CLI does it) and may carry command-line
     overrides (server, workers); workers re-read ``config_path`` themselves.
     """
-    from edgegw.loglevels import ENV_LOG_LEVEL, LEVELS
+    from edgegw.observe.loglevels import ENV_LOG_LEVEL, LEVELS
 
     LOG_CONFIG["loggers"]["edgegw"]["level"] = LEVELS[log_level]
     os.environ[ENV_LOG_LEVEL] = log_level  # the workers' edgegw level (edgegw/app.py)

@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Protocol
 
-from edgegw import load_metrics, metrics
 from edgegw.balance import Balancer, client_context
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import (
@@ -26,6 +25,7 @@ from edgegw.errors import (
 )
 from edgegw.http1 import Conn, Pool
 from edgegw.model import Backend
+from edgegw.observe import load_metrics, metrics
 from edgegw.tracing import CURRENT
 from edgegw.tracing.hooks import answered, failed, upstream_try
 from edgegw.types import Headers

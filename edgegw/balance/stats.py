@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from edgegw import metrics
+from edgegw.observe import metrics
 
 log = logging.getLogger("edgegw.balance")
 

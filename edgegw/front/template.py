@@ -15,8 +15,8 @@ import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from edgegw.config.yamlnodes import did_you_mean
 from edgegw.types import Headers
-from edgegw.yamlnodes import did_you_mean
 
 Part = str | tuple[str, str]  # a literal, or (source, name)
 SOURCES = ("header", "param", "geo", "claim")

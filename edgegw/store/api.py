@@ -22,10 +22,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from edgegw import metrics
 from edgegw.chain import CallResponse
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
+from edgegw.observe import metrics
 from edgegw.store.base import FlagSnapshot, Store, check_rate_request
 from edgegw.store.memory import host_memory_store
 from edgegw.types import Headers

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from edgegw import metrics
+from edgegw.observe import metrics
 
 WINDOW = 60.0  # seconds of history kept
 MIN_STEP = 0.5  # seconds: polls closer than this share a sample

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from edgegw import metrics
+from edgegw.observe import metrics
 from edgegw.store.base import validate_flag
 from edgegw.ui import preview
 from edgegw.ui.live import LiveMetrics, read_sample

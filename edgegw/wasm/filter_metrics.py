@@ -13,7 +13,7 @@ import weakref
 
 from prometheus_client import Counter, Histogram
 
-from edgegw import metrics
+from edgegw.observe import metrics
 from edgegw.wasm._native import Vm
 
 #: A filter call takes microseconds; the C histogram's bounds (_phase_types.c) are these.

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import wasmtime
 
-from edgegw import loglevels
 from edgegw.chain import CallResponse, HttpCall
 from edgegw.errors import FilterLoadError, WasmClosed, WasmError
 from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
+from edgegw.observe import loglevels
 from edgegw.wasm import engine as engines
 from edgegw.wasm import filter_metrics
 from edgegw.wasm._native import ROOT_CONTEXT

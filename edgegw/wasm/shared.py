@@ -23,7 +23,7 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from edgegw import metrics
+from edgegw.observe import metrics
 from edgegw.wasm._native import Table
 from edgegw.wasm.abi import MetricType, Status
 from edgegw.wasm.shm import QUEUE_SOCKETS, open_table
@@ -251,7 +251,7 @@ class Metrics:
     """proxy_define_metric & co. Values are kept here too (proxy_get_metric) and exported
     as ``edgegw_filter_{counter,gauge,histogram}{filter,name}`` on /metrics. Counters and
     gauges reach prometheus_client in batches, as the request metrics do
-    (edgegw/metrics.py: a sample in a multi-worker gateway is an mmap write under a lock,
+    (edgegw/observe/metrics.py: a sample in a multi-worker gateway is an mmap write under a lock,
     and filters count on every request); histograms at once."""
 
     def __init__(self) -> None:
@@ -308,7 +308,7 @@ class Metrics:
 
     def flush(self) -> None:
         """Hand pending counter increases and gauge values to prometheus_client
-        (``edgegw.metrics.flush`` calls it)."""
+        (``edgegw.observe.metrics.flush`` calls it)."""
         for metric in self._metrics:
             if metric.pending:
                 metric.child.inc(metric.pending)  # type: ignore[attr-defined]

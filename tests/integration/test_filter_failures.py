@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from edgegw import metrics
 from edgegw.app import GatewayApp, wasm_chains
 from edgegw.config import parse_config
+from edgegw.observe import metrics
 from edgegw.ui.live import read_sample
 from tests.conftest import LoopbackBackend
 

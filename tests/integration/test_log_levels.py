@@ -1,5 +1,5 @@
 """Filter log levels of a real ``edgegw serve``: the command line's, a filter's
-``log_level`` and the admin API's overrides (edgegw/loglevels.py)."""
+``log_level`` and the admin API's overrides (edgegw/observe/loglevels.py)."""
 
 from __future__ import annotations
 

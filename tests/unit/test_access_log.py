@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgegw import access_log
-from edgegw.access_log_config import DEFAULT_FIELDS
 from edgegw.config import parse_config
+from edgegw.config.access_log import DEFAULT_FIELDS
 from edgegw.errors import ConfigError
 from edgegw.model import AccessLogConfig
+from edgegw.observe import access_log
 
 SCOPE = {
     "client": ("203.0.113.7", 4242),

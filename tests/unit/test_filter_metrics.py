@@ -7,7 +7,7 @@ from bisect import bisect_left
 
 from prometheus_client import REGISTRY
 
-from edgegw import metrics
+from edgegw.observe import metrics
 from edgegw.wasm import _native, filter_metrics
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgegw import loglevels
+from edgegw.observe import loglevels
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 
-from edgegw import metrics
+from edgegw.observe import metrics
 
 
 def sample(name: str, **labels: str) -> float:
@@ -70,7 +70,7 @@ def test_batched_histogram_equals_direct_observations() -> None:
 
 
 def test_private_histogram_writes_match_the_public_api() -> None:
-    # edgegw.metrics.add_observations writes prometheus_client's private per-bucket
+    # edgegw.observe.metrics.add_observations writes prometheus_client's private per-bucket
     # values. prometheus_client is only bounded below in pyproject.toml: if a version
     # changes these internals, this test fails; fix add_observations (or pin the
     # version) before upgrading.

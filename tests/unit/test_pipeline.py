@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 from prometheus_client import REGISTRY
 
-from edgegw import access_log, metrics
 from edgegw.app import GatewayApp
 from edgegw.config import parse_config
+from edgegw.observe import access_log, metrics
 from tests.conftest import LoopbackBackend, free_port
 
 MakeBackend = Callable[..., LoopbackBackend]

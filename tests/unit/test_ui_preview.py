@@ -4,7 +4,7 @@ test_preview_matches_the_ab_flags_filter."""
 
 from __future__ import annotations
 
-from edgegw import metrics
+from edgegw.observe import metrics
 from edgegw.ui import live, preview
 
 

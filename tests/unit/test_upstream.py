@@ -277,7 +277,7 @@ async def test_call_buffers_and_reports_failures_as_status_0(
 async def test_buffered_calls_are_timed_by_outcome(backend_factory: MakeBackend) -> None:
     from prometheus_client import REGISTRY
 
-    from edgegw import metrics
+    from edgegw.observe import metrics
 
     def count(backend: str, outcome: str) -> float:
         labels = {"backend": backend, "outcome": outcome}

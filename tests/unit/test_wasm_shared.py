@@ -1,5 +1,5 @@
 """Filter-defined metrics (edgegw/wasm/shared.py): kept exactly for proxy_get_metric,
-handed to prometheus_client in batches at edgegw.metrics.flush."""
+handed to prometheus_client in batches at edgegw.observe.metrics.flush."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from edgegw import metrics
+from edgegw.observe import metrics
 from edgegw.wasm._native import Table
 from edgegw.wasm.abi import MetricType, Status
 from edgegw.wasm.shared import Metrics, SharedQueues

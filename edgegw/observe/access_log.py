@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from random import random
 
-from edgegw.access_log_config import DEFAULT_FIELDS
-from edgegw.access_log_formats import formatter, needs_scope
+from edgegw.config.access_log import DEFAULT_FIELDS
 from edgegw.model import AccessLogConfig
+from edgegw.observe.access_log_formats import formatter, needs_scope
 from edgegw.types import Scope
 
 FLUSH_SECONDS = 0.2

@@ -6,7 +6,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from edgegw.front_config import read_cors, read_header_rules, read_rewrite
+from edgegw.config.front import read_cors, read_header_rules, read_rewrite
+from edgegw.config.yamlnodes import (
+    Node,
+    Reader,
+    as_bool,
+    as_duration,
+    as_size,
+    as_str,
+    did_you_mean,
+    plain,
+)
 from edgegw.model import (
     Aggregate,
     AggregateTarget,
@@ -16,16 +26,6 @@ from edgegw.model import (
     Route,
     Split,
     frozen_map,
-)
-from edgegw.yamlnodes import (
-    Node,
-    Reader,
-    as_bool,
-    as_duration,
-    as_size,
-    as_str,
-    did_you_mean,
-    plain,
 )
 
 ROUTE_KEYS = (

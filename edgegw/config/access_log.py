@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgegw.config.yamlnodes import Node, Reader, as_bool, as_str, did_you_mean, one_of
 from edgegw.model import AccessLogConfig
-from edgegw.yamlnodes import Node, Reader, as_bool, as_str, did_you_mean, one_of
 
-#: Every field a JSON line may hold (edgegw/access_log.py formats them).
+#: Every field a JSON line may hold (edgegw/observe/access_log.py formats them).
 FIELDS = (
     "time",
     "route",

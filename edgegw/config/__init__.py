@@ -16,12 +16,26 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from edgegw.access_log_config import read_access_log
-from edgegw.backends_config import read_backends
+from edgegw.config.access_log import read_access_log
+from edgegw.config.backends import read_backends
+from edgegw.config.front import read_header_rules, read_security_headers
+from edgegw.config.listener import read_listener_tls
+from edgegw.config.routes import read_header_names, read_routes
+from edgegw.config.tracing import read_tracing
+from edgegw.config.yamlnodes import (
+    Node,
+    Reader,
+    as_bool,
+    as_duration,
+    as_int,
+    as_size,
+    as_str,
+    did_you_mean,
+    one_of,
+    parse_tree,
+    plain,
+)
 from edgegw.errors import ConfigError
-from edgegw.front_config import read_header_rules, read_security_headers
-from edgegw.listener_config import read_listener_tls
-from edgegw.loglevels import LEVELS
 from edgegw.model import (
     Address,
     AdminConfig,
@@ -41,22 +55,8 @@ from edgegw.model import (
     UnderscoreAction,
     frozen_map,
 )
-from edgegw.routes_config import read_header_names, read_routes
+from edgegw.observe.loglevels import LEVELS
 from edgegw.store.base import validate_flag
-from edgegw.tracing_config import read_tracing
-from edgegw.yamlnodes import (
-    Node,
-    Reader,
-    as_bool,
-    as_duration,
-    as_int,
-    as_size,
-    as_str,
-    did_you_mean,
-    one_of,
-    parse_tree,
-    plain,
-)
 
 TOP_KEYS = (
     "version",

@@ -9,8 +9,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgegw.config.yamlnodes import Node, Reader, as_bool, as_str
 from edgegw.model import TracingConfig, frozen_map
-from edgegw.yamlnodes import Node, Reader, as_bool, as_str
 
 TRACING_KEYS = ("otlp_endpoint", "sample_ratio", "service_name", "headers", "trust_incoming")
 #: The OTLP/HTTP traces path (OTLP spec, "OTLP/HTTP Request"): added to an endpoint

@@ -9,6 +9,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgegw.config.yamlnodes import Node, Reader, as_bool, as_duration, as_str, did_you_mean
 from edgegw.front import template
 from edgegw.front.model import (
     TLS_ONLY,
@@ -19,7 +20,6 @@ from edgegw.front.model import (
     SecurityHeaders,
 )
 from edgegw.headers import HOP_BY_HOP
-from edgegw.yamlnodes import Node, Reader, as_bool, as_duration, as_str, did_you_mean
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 §5.6.2
 _HOP = frozenset(n.decode() for n in HOP_BY_HOP)

@@ -7,8 +7,8 @@ import ssl
 from pathlib import Path
 from typing import Any, cast
 
+from edgegw.config.yamlnodes import Node, Reader, as_str
 from edgegw.model import ListenerTLS, TlsVersion
-from edgegw.yamlnodes import Node, Reader, as_str
 
 TLS_KEYS = ("cert", "key", "min_version")
 VERSIONS: dict[str, ssl.TLSVersion] = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}

@@ -1,4 +1,4 @@
-"""Request metrics (prometheus_client); the access log is edgegw/access_log.py.
+"""Request metrics (prometheus_client); the access log is edgegw/observe/access_log.py.
 
 In ``serve`` every worker writes its samples under PROMETHEUS_MULTIPROC_DIR and the admin
 listener sums them (edgegw/admin.py). Each sample written there is an mmap write under a

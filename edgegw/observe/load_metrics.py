@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from edgegw import metrics
+from edgegw.observe import metrics
 
 IN_FLIGHT = Gauge(
     "edgegw_requests_in_flight",

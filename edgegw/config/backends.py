@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from edgegw.config.yamlnodes import Node, Reader, as_bool, as_duration, as_int, as_str, did_you_mean
 from edgegw.model import (
     Backend,
     BackendLimits,
@@ -22,7 +23,6 @@ from edgegw.model import (
     Retry,
     UpstreamTLS,
 )
-from edgegw.yamlnodes import Node, Reader, as_bool, as_duration, as_int, as_str, did_you_mean
 
 BACKEND_KEYS = (
     "url",

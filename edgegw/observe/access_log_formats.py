@@ -1,5 +1,5 @@
 """Access log line formats: ``json`` (the fields chosen, in order) and ``combined`` (the
-Apache/nginx combined log format), each a function of one record (edgegw/access_log.py)."""
+Apache/nginx combined log format), each a function of one record (edgegw/observe/access_log.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder's string quoting
 from typing import Any
 
-from edgegw.access_log_config import DEFAULT_FIELDS
+from edgegw.config.access_log import DEFAULT_FIELDS
 from edgegw.headers import get
 
 Format = Callable[[Any], str]
