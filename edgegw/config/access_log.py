@@ -32,20 +32,7 @@ FIELDS = (
 )
 #: A JSON line's fields when ``fields`` is not given: the ones of edgegw's earlier access
 #: log, then the start time and the trace id.
-DEFAULT_FIELDS = (
-    "time",
-    "route",
-    "method",
-    "path",
-    "status",
-    "duration_ms",
-    "backend",
-    "bytes_in",
-    "bytes_out",
-    "client",
-    "request_id",
-    "trace_id",
-)
+DEFAULT_FIELDS = tuple(f for f in FIELDS if f not in ("protocol", "user_agent", "referer"))
 KEYS = ("enabled", "path", "format", "fields", "sample_2xx")
 
 

@@ -25,6 +25,7 @@ from edgegw.errors import StoreError
 from edgegw.store.base import FlagSnapshot
 from edgegw.store.hostwide import NS_STORE, host_table
 from edgegw.wasm._native import Table
+from edgegw.wasm.shm import pid_alive
 
 log = logging.getLogger("edgegw.store")
 FLAGS_KEY = b"edgegw.flags"
@@ -43,16 +44,6 @@ def mirror_flags(snapshot: FlagSnapshot) -> None:
     if snapshot.version == 0:
         return
     SHARED_DATA.set(FLAGS_KEY, json.dumps(snapshot.as_json()).encode(), 0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FlagMirror:
@@ -92,7 +83,7 @@ class FlagMirror:
                 holder = _PID.unpack(current[0])[0]
                 if holder == me:
                     return True
-                if holder and _alive(holder):
+                if holder and pid_alive(holder):
                     return False
             cas = current[1] if current is not None else -1
             status = self._table.nsset(NS_STORE, LEASE_KEY, _PID.pack(me), cas)

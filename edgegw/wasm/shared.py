@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from edgegw.observe import metrics
 from edgegw.wasm._native import Table
 from edgegw.wasm.abi import MetricType, Status
-from edgegw.wasm.shm import QUEUE_SOCKETS, open_table
+from edgegw.wasm.shm import QUEUE_SOCKETS, open_table, pid_alive
 
 log = logging.getLogger("edgegw.wasm")
 
@@ -55,16 +55,6 @@ _U32 = struct.Struct("<I")
 _ABSENT = -1  # Table.set's cas for "only if the key does not exist yet"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class SharedQueues:
     """proxy-wasm shared queues, host-wide. The owner of a queue is the process that
     registered it first (Envoy: the registering thread), or the next one to register it
@@ -91,7 +81,7 @@ class SharedQueues:
                 status = self._table.nsset(_NS_QUEUES, key, _U32.pack(me), _ABSENT)
             else:
                 owner = _U32.unpack_from(current[0])[0]
-                if owner == me or _alive(owner):
+                if owner == me or pid_alive(owner):
                     break
                 value = _U32.pack(me) + current[0][4:]
                 status = self._table.nsset(_NS_QUEUES, key, value, current[1])

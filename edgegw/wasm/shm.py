@@ -37,3 +37,14 @@ def open_table() -> tuple[Table, Path | None]:
         return Table(str(Path(runtime) / TABLE_FILE), create=False), Path(runtime)
     default = SharedDataConfig()
     return Table(None, default.max_bytes, default.max_keys, True), None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (the owner of a queue, the holder of a lease)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
