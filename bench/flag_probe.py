@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
@@ -124,3 +125,41 @@ class Pollers:
             proc.join(10)
             if proc.is_alive():
                 proc.terminate()
+
+
+class WokenThreads:
+    """The probe before: one thread per replica in this process, woken with the edit
+    (kept to show what it measured, side by side)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._ports = ports
+
+    def trial(self, edit: Any, flag: str) -> list[float]:
+        seen: list[int] = []
+        go = threading.Event()
+
+        def poll(port: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                client.get("/")
+                go.wait()
+                deadline = time.monotonic() + WATCH_SECONDS
+                while time.monotonic() < deadline:
+                    if f"{flag}=on" in client.get("/").text:
+                        seen.append(time.monotonic_ns())
+                        return
+
+        threads = [threading.Thread(target=poll, args=(p,)) for p in self._ports]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        start = time.monotonic_ns()
+        go.set()
+        edit()
+        for t in threads:
+            t.join()
+        if len(seen) != len(self._ports):
+            raise RuntimeError(f"flag {flag} never reached a replica")
+        return [(s - start) / 1e6 for s in seen]
+
+    def close(self) -> None:
+        return
