@@ -9,8 +9,9 @@ with the code before #22 (``--baseline``, default: main when #22 began) in one r
    Redis' own CPU per request from INFO commandstats (EVALSHA/EVAL time / requests).
 2. Exactness: three replicas of this tree, one Redis, M requests for a burst of N.
 3. Flag propagation: three replicas per tree share one Redis; a flag is written through
-   replica 1's admin API while replicas 2 and 3 are polled continuously (one thread
-   each); the time from the edit to the end of the first request that sees the flag.
+   replica 1's admin API while replicas 2 and 3 are polled continuously (one process
+   each, bench/flag_probe.py); the time from the PUT sent to the end of the first
+   request that sees the flag. ``--flags-only`` runs this part alone.
 """
 
 from __future__ import annotations
@@ -24,17 +25,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import redis as redis_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flag_probe import Echo, Pollers, WokenThreads
 from harness import ROOT, Result, free_port, nginx_backend, process, write_block, wrk
 
 CONNECTIONS = 32
@@ -57,8 +57,8 @@ def redis() -> Iterator[str]:
 
 @contextlib.contextmanager
 def source_tree(ref: str | None) -> Iterator[Path]:
-    """This tree (None) or ``ref`` exported aside, with this tree's built C extensions
-    (their sources must be the same) and filters."""
+    """This tree (None) or ``ref`` exported aside, with this tree's filters and built C
+    extensions (built for ``ref`` when their sources differ)."""
     if ref is None:
         yield ROOT
         return
@@ -67,12 +67,17 @@ def source_tree(ref: str | None) -> Iterator[Path]:
         archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
                                  check=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        diff = ["git", "diff", "--stat", ref, "--", "edgegw/wasm/*.c"]
+        diff = ["git", "diff", "--stat", ref, "--", "edgegw/wasm/*.c", "edgegw/wasm/native"]
         changed = subprocess.run(diff, cwd=ROOT, capture_output=True, text=True).stdout
-        if changed:
-            raise SystemExit(f"the C extensions changed since {ref}: cannot reuse them")
-        for built in (ROOT / "edgegw/wasm").glob("*.so"):
-            shutil.copy(built, tree / "edgegw/wasm" / built.name)
+        if changed:  # the C extensions of ``ref`` are not this tree's: build its own
+            # setup.py alone: the venv's setuptools may not read that pyproject.toml.
+            (tree / "pyproject.toml").rename(tree / "pyproject.toml.aside")
+            build = [sys.executable, "setup.py", "-q", "build_ext", "--inplace"]
+            subprocess.run(build, cwd=tree, check=True, capture_output=True)
+            (tree / "pyproject.toml.aside").rename(tree / "pyproject.toml")
+        else:
+            for built in (ROOT / "edgegw/wasm").glob("*.so"):
+                shutil.copy(built, tree / "edgegw/wasm" / built.name)
         (tree / "filters/dist").symlink_to(ROOT / "filters/dist")
         yield tree
 
@@ -176,57 +181,14 @@ def exactness(store: str, backend: int) -> str:
     )
 
 
-class _Echo(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
-
-    def do_GET(self) -> None:
-        body = (self.headers.get("x-edgegw-flags") or "").encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
-def _flag_trial(admin: httpx.Client, replicas: list[int], flag: str) -> list[float]:
-    """Write ``flag`` through ``admin`` while each replica is polled by its own thread;
-    ms from the edit to the end of the first request on each that shows it."""
-    seen: list[float] = []
-    start = [0.0]
-    go = threading.Event()
-
-    def poll(port: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
-            c.get("/")
-            go.wait()
-            while time.perf_counter() - start[0] < 5:
-                if f"{flag}=on" in c.get("/").text:
-                    seen.append((time.perf_counter() - start[0]) * 1000)
-                    return
-
-    threads = [threading.Thread(target=poll, args=(p,)) for p in replicas]
-    for t in threads:
-        t.start()
-    time.sleep(0.05)
-    start[0] = time.perf_counter()
-    go.set()
-    admin.put(f"/admin/flags/{flag}", json=True).raise_for_status()
-    for t in threads:
-        t.join()
-    if len(seen) != len(replicas):
-        raise RuntimeError("a flag never reached a replica")
-    return seen
-
-
 def flag_propagation(
     store: str, trees: dict[str, str | None], echo_port: int
-) -> dict[str, list[float]]:
-    """Three replicas per tree, all running; trials alternate between the trees."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Three replicas per tree, all running; trials alternate between the trees. Returns
+    ms edit -> first request seeing it (per replica) and ms edit -> PUT answered."""
     latencies: dict[str, list[float]] = {name: [] for name in trees}
-    sets: dict[str, tuple[httpx.Client, list[int]]] = {}
+    answered: dict[str, list[float]] = {name: [] for name in trees}
+    sets: dict[str, tuple[httpx.Client, Pollers | WokenThreads]] = {}
     with contextlib.ExitStack() as stack:
         for name, ref in trees.items():
             tree = stack.enter_context(source_tree(ref))
@@ -244,11 +206,52 @@ routes: [{{match: {{prefix: /}}, filters: [ab], backend: echo}}]
 """, port))  # fmt: skip
             admin_client = httpx.Client(base_url=f"http://127.0.0.1:{ports[0][1]}", timeout=5)
             stack.callback(admin_client.close)
-            sets[name] = (admin_client, [p for p, _ in ports[1:]])
+            procs = Pollers([p for p, _ in ports[1:]])
+            stack.callback(procs.close)
+            sets[name] = (admin_client, procs)
+            if ref is None:  # this tree also through the probe before, to compare probes
+                woken = f"{name}, probed by threads woken with the edit (the probe before)"
+                sets[woken] = (admin_client, WokenThreads([p for p, _ in ports[1:]]))
+                latencies[woken], answered[woken] = [], []
         for i in range(FLAG_TRIALS):
-            for name, (admin_client, replicas) in sets.items():
-                latencies[name] += _flag_trial(admin_client, replicas, f"f{i}")
-    return latencies
+            for name, (admin_client, pollers) in sets.items():
+
+                def edit(
+                    client: httpx.Client = admin_client,
+                    flag: str = f"f{i}",
+                    times: list[float] = answered[name],
+                ) -> None:
+                    t0 = time.monotonic_ns()
+                    client.put(f"/admin/flags/{flag}", json=True).raise_for_status()
+                    times.append((time.monotonic_ns() - t0) / 1e6)
+
+                latencies[name] += pollers.trial(edit, f"f{i}")
+    return latencies, answered
+
+
+def flag_lines(args: argparse.Namespace, store: str) -> list[str]:
+    echo = Echo(free_port())
+    try:
+        trees = {"before (every worker subscribes, re-reads the table)": args.baseline,
+                 "now (one mirror per host, snapshot in the message)": None}  # fmt: skip
+        flags, answered = flag_propagation(store, trees, echo.port)
+    finally:
+        echo.close()
+    lines = ["| flag edit → first request that sees it on another replica | median ms | "
+             "p90 ms | max ms | over 50 ms | PUT answered, median ms |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, values in flags.items():
+        p90 = statistics.quantiles(values, n=10)[-1]
+        over = sum(v > 50 for v in values)
+        lines.append(f"| {name} | {statistics.median(values):.1f} | {p90:.1f} | "
+                     f"{max(values):.1f} | {over} of {len(values)} | "
+                     f"{statistics.median(answered[name]):.1f} |")  # fmt: skip
+    load = os.getloadavg()[0]
+    lines += ["", f"{FLAG_TRIALS} edits per tree through replica 1's admin API, alternating "
+              "between the trees (six replicas running), replicas 2 and 3 polled continuously "
+              "by one process each (bench/flag_probe.py), timed from the PUT sent; baseline "
+              f"{args.baseline[:10]}; load average {load:.1f}; {time.ctime()}"]  # fmt: skip
+    return lines
 
 
 def main() -> None:
@@ -256,24 +259,20 @@ def main() -> None:
     parser.add_argument("--baseline", default=BEFORE, help="git ref of the 'before' code")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--flags-only", action="store_true", help="only part 3")
     args = parser.parse_args()
-    echo = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    echo.daemon_threads = True
-    threading.Thread(target=echo.serve_forever, daemon=True).start()
-    with redis() as store, nginx_backend() as backend:
-        lines = throughput(args, store, backend)
-        lines += ["", exactness(store, backend), ""]
-        trees = {"before (every worker subscribes, re-reads the table)": args.baseline,
-                 "now (one mirror per host, snapshot in the message)": None}  # fmt: skip
-        flags = flag_propagation(store, trees, echo.server_address[1])
-    echo.shutdown()
-    lines += ["| flag edit → first request that sees it on another replica | median ms | max ms |",
-              "|---|---:|---:|"]  # fmt: skip
-    for name, values in flags.items():
-        lines.append(f"| {name} | {statistics.median(values):.1f} | {max(values):.1f} |")
-    lines += ["", f"{FLAG_TRIALS} edits per tree through replica 1's admin API, alternating "
-              "between the trees (six replicas running), replicas 2 and 3 polled continuously; "
-              f"baseline {args.baseline[:10]}; {time.ctime()}"]  # fmt: skip
+    with redis() as store:
+        if args.flags_only:
+            text = "\n".join(flag_lines(args, store))
+            print(text)
+            write_block(
+                "store-flags", text, "Store: flag propagation (`bench/store.py --flags-only`)"
+            )
+            return
+        with nginx_backend() as backend:
+            lines = throughput(args, store, backend)
+            lines += ["", exactness(store, backend), ""]
+        lines += flag_lines(args, store)
     text = "\n".join(lines)
     print(text)
     write_block(

@@ -27,6 +27,8 @@ _MAX_KEYS = 100_000  # bound memory: expired buckets are swept past this many
 
 
 class MemoryStore:
+    versions_only_grow = True  # one flags file per gateway run (edgegw/store/mirror.py)
+
     def __init__(self, flags_file: Path | None = None, shared: SharedBuckets | None = None) -> None:
         self._shared = shared
         self._tats: dict[str, int] = {}
@@ -97,7 +99,7 @@ class MemoryStore:
         if self._shared is not None:
             # Host-wide shared data is this host's flag mirror: written here, every worker
             # sees the edit at once instead of at its next poll of the file.
-            mirror_flags(snapshot)
+            mirror_flags(snapshot, newer_only=True)
         self._notify()
         return snapshot.version
 

@@ -35,15 +35,39 @@ _PID = struct.Struct("<I")
 _OK, _CAS_MISMATCH = 0, 8
 
 
-def mirror_flags(snapshot: FlagSnapshot) -> None:
+def mirror_flags(snapshot: FlagSnapshot, newer_only: bool = False) -> None:
     """Write ``snapshot`` to shared data ``edgegw.flags``. A store that never held a
     flag (version 0) leaves the key absent, so filters use the flags of their own
-    config, as they do in Envoy."""
+    config, as they do in Envoy.
+
+    ``newer_only``: leave a newer version in place (compare-and-swap on the key), for a
+    store with several writers on one host whose versions never go back (memory://: the
+    process answering a PUT writes the edit while a worker's poll of the flags file may
+    still be writing the version before it). A Redis store's versions restart with an
+    emptied Redis, and its one mirror per host writes in the order Redis published."""
     from edgegw.wasm.shared import SHARED_DATA
 
     if snapshot.version == 0:
         return
-    SHARED_DATA.set(FLAGS_KEY, json.dumps(snapshot.as_json()).encode(), 0)
+    value = json.dumps(snapshot.as_json()).encode()
+    if not newer_only:
+        SHARED_DATA.set(FLAGS_KEY, value, 0)
+        return
+    while True:
+        current = SHARED_DATA.get(FLAGS_KEY)
+        if current is not None and _version(current[0]) >= snapshot.version:
+            return
+        # cas 0 sets always: an absent key has no cas to compare with.
+        if SHARED_DATA.set(FLAGS_KEY, value, current[1] if current else 0) != _CAS_MISMATCH:
+            return
+
+
+def _version(value: bytes) -> int:
+    try:
+        version = json.loads(value)["version"]
+    except (ValueError, TypeError, KeyError):
+        return -1
+    return version if isinstance(version, int) else -1
 
 
 class FlagMirror:
@@ -54,6 +78,8 @@ class FlagMirror:
         self._table = table if table is not None else host_table()
         self._task: asyncio.Task[None] | None = None
         self.holding = False
+        # A store whose versions only grow (memory://) says so; see mirror_flags.
+        self._newer_only = bool(getattr(store, "versions_only_grow", False))
 
     async def start(self) -> None:
         """Mirror now, or watch the holder. Either way the flags are in shared data
@@ -62,7 +88,7 @@ class FlagMirror:
 
         if SHARED_DATA.get(FLAGS_KEY) is None:
             try:
-                mirror_flags(await self._store.get_flags())
+                mirror_flags(await self._store.get_flags(), self._newer_only)
             except StoreError as exc:  # the subscription reads them once the store is back
                 log.warning("cannot read flags now: %s", exc)
         if self._table is None or self._try_claim():
@@ -72,7 +98,10 @@ class FlagMirror:
 
     def _hold(self) -> None:
         self.holding = True
-        self._store.subscribe(mirror_flags)
+        self._store.subscribe(self._mirror)
+
+    def _mirror(self, snapshot: FlagSnapshot) -> None:
+        mirror_flags(snapshot, self._newer_only)
 
     def _try_claim(self) -> bool:
         assert self._table is not None

@@ -41,6 +41,9 @@ class SharedData:
     allows. Both answers are the C table's own: the hot path is one C call."""
 
     def __init__(self, table: Table) -> None:
+        self.use(table)
+
+    def use(self, table: Table) -> None:
         self.table = table
         self.get: Callable[[bytes], tuple[bytes, int] | None] = table.get
         self.set: Callable[[bytes, bytes, int], int] = table.set

@@ -27,6 +27,13 @@ def create_table(runtime_dir: Path, config: SharedDataConfig) -> Table:
     fresh = runtime_dir / f".{TABLE_FILE}.{os.getpid()}"
     table = Table(str(fresh), config.max_bytes, config.max_keys, True)
     os.replace(fresh, runtime_dir / TABLE_FILE)
+    # The creating process (the supervisor) imported edgegw.wasm.shared to reach this
+    # module, and that import mapped a private table (the file did not exist yet): its
+    # shared data, which the admin listener's store writes (memory:// flag edits, the
+    # /store API's buckets), must be this table, which the workers map.
+    from edgegw.wasm.shared import SHARED_DATA
+
+    SHARED_DATA.use(table)
     return table
 
 
