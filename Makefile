@@ -108,6 +108,7 @@ bench: $(DEV_STAMP) bench-deps filters
 	$(PY) bench/clients.py
 	$(PY) bench/balance.py
 	$(PY) bench/filters.py
+	$(PY) bench/rate_limit.py
 	$(PY) bench/store.py
 	$(PY) bench/aggregate.py
 	$(PY) bench/reload.py

@@ -26,7 +26,7 @@ from edgegw.chain import CallResponse
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.observe import metrics
-from edgegw.store.base import FlagSnapshot, Store, check_rate_request
+from edgegw.store.base import FlagSnapshot, RateDecision, Store, check_rate_request
 from edgegw.store.memory import host_memory_store
 from edgegw.types import Headers
 
@@ -67,7 +67,8 @@ class StoreAPI:
         ``remote``: it came over the network (the admin port), not from a filter."""
         path = path.partition("?")[0]
         if path == "/v1/ratelimit" and method == "POST":
-            return await self._rate_limit(body, remote)
+            status, doc = await self._rate_limit(body, remote)
+            return status, doc.as_json() if isinstance(doc, RateDecision) else doc
         if path == "/v1/flags" and method == "GET":
             return 200, (await self.flags()).as_json()
         return 404, {"title": "Not Found", "status": 404, "detail": f"no store API at {path}"}
@@ -115,7 +116,7 @@ class StoreAPI:
         except StoreError as exc:
             log.error("store refused a rate-limit request: %s", exc)
             return 500, {"title": "Internal Server Error", "status": 500, "detail": str(exc)}
-        return 200, decision.as_json()
+        return 200, decision
 
     async def flags(self) -> FlagSnapshot:
         started = time.perf_counter()
@@ -139,7 +140,12 @@ class StoreAPI:
         timeout: float,
     ) -> CallResponse:
         """``edgegw.chain.HttpCall`` for the in-process ``edgegw.store`` cluster."""
-        status, doc = await self.handle(method, path, body)
+        if method == "POST" and path == "/v1/ratelimit":  # one per rate-limited request
+            status, doc = await self._rate_limit(body, False)
+            if isinstance(doc, RateDecision):
+                return CallResponse(status, list(JSON), doc.json_bytes())
+        else:
+            status, doc = await self.handle(method, path, body)
         return CallResponse(status, list(JSON), json.dumps(doc).encode())
 
     async def aclose(self) -> None:

@@ -37,6 +37,20 @@ class RateDecision:
             "limit": self.limit,
         }
 
+    def json_bytes(self) -> bytes:
+        """``json.dumps(self.as_json()).encode()``, formatted directly: the store
+        answers one per rate-limited request (docs/benchmarks.md, rate_limit alone)."""
+        return (
+            b'{"allowed": %s, "remaining": %d, "reset_ms": %d, "retry_after_ms": %d, "limit": %d}'
+            % (
+                b"true" if self.allowed else b"false",
+                self.remaining,
+                self.reset_ms,
+                self.retry_after_ms,
+                self.limit,
+            )
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class FlagSnapshot:

@@ -91,11 +91,12 @@ def decode_pairs(data: bytes) -> Headers | None:
     if pos > len(data):
         return None
     out: Headers = []
-    for i in range(count):
-        klen, vlen = struct.unpack_from("<II", data, 4 + 8 * i)
-        end = pos + klen + 1 + vlen + 1
-        if end > len(data):
+    size = len(data)
+    for klen, vlen in struct.iter_unpack("<II", data[4 : 4 + 8 * count]):
+        value = pos + klen + 1
+        end = value + vlen + 1
+        if end > size:
             return None
-        out.append((data[pos : pos + klen], data[pos + klen + 1 : pos + klen + 1 + vlen]))
+        out.append((data[pos : pos + klen], data[value : value + vlen]))
         pos = end
     return out

@@ -102,14 +102,19 @@ class SharedHostcalls(Hostcalls):
         headers = decode_pairs(self.memory.read(headers_ptr, headers_size))
         if headers is None or cluster not in self.clusters:
             return BAD_ARGUMENT
-        pseudo = {k: v for k, v in headers if k[:1] == b":"}
+        pseudo: dict[bytes, bytes] = {}
+        others: list[tuple[bytes, bytes]] = []
+        for k, v in headers:  # one pass: every filter http_call (rate_limit: per request)
+            if k[:1] == b":":
+                pseudo[k] = v
+            else:
+                others.append((k.lower(), v))
         authority = pseudo.get(b":authority")
         # Envoy requires these three (proxy-wasm spec: proxy_http_call); of :authority
         # only that it is there: an empty one is sent as an empty Host (as Envoy does;
         # RFC 9112 §3.2 allows it), not refused.
         if not (pseudo.get(b":method") and pseudo.get(b":path")) or authority is None:
             return BAD_ARGUMENT
-        others = [(k.lower(), v) for k, v in headers if k[:1] != b":"]
         if not authority:  # an empty Host, not the cluster's default one
             others = [*((k, v) for k, v in others if k != b"host"), (b"host", b"")]
         token = self.dispatch_call(

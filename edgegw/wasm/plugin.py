@@ -212,7 +212,15 @@ class Plugin(SharedHostcalls):
             rid = get(state.ex.request_headers, REQUEST_ID)
             if rid is not None:
                 headers.append((REQUEST_ID, rid))
-        context = next((c for c, s in self.streams.items() if s is state), ROOT_CONTEXT)
+        context = ROOT_CONTEXT
+        if state is not None:
+            # Newest first: a filter calls out mostly from on_request_headers, just after
+            # its stream was created (the last entry), not from a stream started long ago.
+            streams = self.streams
+            for c in reversed(streams):
+                if streams[c] is state:
+                    context = c
+                    break
         self._calls[token] = context
         try:
             loop = asyncio.get_running_loop()

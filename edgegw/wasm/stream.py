@@ -37,6 +37,11 @@ log = logging.getLogger("edgegw.wasm")
 PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
 
 
+def _expire(resume: asyncio.Future[None]) -> None:
+    if not resume.done():
+        resume.set_exception(TimeoutError())
+
+
 class _Paused(enum.Enum):
     """The marker ``Chain._stopped`` returns when a filter paused the stream."""
 
@@ -201,12 +206,18 @@ class Chain(_native.Chain):
 
     async def _wait(self) -> bool:
         state = self.state
-        state.resume = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        resume = state.resume = loop.create_future()
+        # One timer on the future itself: wait_for would add a waiter future, a task
+        # step and callbacks to every pause (an http_call per request in rate_limit's
+        # global mode; docs/benchmarks.md, the rate_limit filter alone).
+        timer = loop.call_later(PAUSE_TIMEOUT, _expire, resume)
         try:
-            await asyncio.wait_for(state.resume, PAUSE_TIMEOUT)
+            await resume
         except TimeoutError:
             return False
         finally:
+            timer.cancel()
             state.resume = None
         return True
 

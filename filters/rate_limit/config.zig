@@ -48,9 +48,32 @@ pub const Policy = struct {
     path_prefixes: []const []const u8,
 };
 
+/// The request attributes some policy reads (its key, routes, path_prefixes): only
+/// these are asked of the host per request, each being a hostcall.
+pub const Needs = struct {
+    ip: bool = false,
+    path: bool = false,
+    route: bool = false,
+    method: bool = false,
+    host: bool = false,
+
+    fn add(self: *Needs, p: *const Policy) void {
+        if (p.routes.len > 0) self.route = true;
+        if (p.path_prefixes.len > 0) self.path = true;
+        for (p.key) |part| {
+            if (std.mem.eql(u8, part, "ip")) self.ip = true;
+            if (std.mem.eql(u8, part, "path")) self.path = true;
+            if (std.mem.eql(u8, part, "route")) self.route = true;
+            if (std.mem.eql(u8, part, "method")) self.method = true;
+            if (std.mem.eql(u8, part, "host")) self.host = true;
+        }
+    }
+};
+
 pub const Config = struct {
     parsed: std.json.Parsed(ConfigJson),
     policies: []Policy,
+    needs: Needs,
 
     pub fn raw(self: *const Config) *const ConfigJson {
         return &self.parsed.value;
@@ -116,5 +139,7 @@ pub fn load(bytes: []const u8) ?Config {
             .path_prefixes = p.path_prefixes,
         };
     }
-    return .{ .parsed = parsed, .policies = policies };
+    var needs = Needs{};
+    for (policies) |*p| needs.add(p);
+    return .{ .parsed = parsed, .policies = policies, .needs = needs };
 }

@@ -12,15 +12,20 @@ pub const Request = struct {
     method: []const u8,
     host: []const u8,
 
-    pub fn read(trusted_hops: u32) !Request {
-        const full = (try pw.request_headers.get(":path")) orelse "/";
-        const q = std.mem.indexOfAny(u8, full, "?#") orelse full.len;
+    /// Reads only what `needs` names (a hostcall each); the others stay "" and no
+    /// policy looks at them.
+    pub fn read(trusted_hops: u32, needs: config.Needs) !Request {
+        var path: []const u8 = "";
+        if (needs.path) {
+            const full = (try pw.request_headers.get(":path")) orelse "/";
+            path = full[0 .. std.mem.indexOfAny(u8, full, "?#") orelse full.len];
+        }
         return .{
-            .ip = try clientIp(trusted_hops),
-            .path = full[0..q],
-            .route = try routeName(),
-            .method = (try pw.request_headers.get(":method")) orelse "",
-            .host = (try pw.request_headers.get(":authority")) orelse "",
+            .ip = if (needs.ip) try clientIp(trusted_hops) else "",
+            .path = path,
+            .route = if (needs.route) try routeName() else "",
+            .method = if (needs.method) (try pw.request_headers.get(":method")) orelse "" else "",
+            .host = if (needs.host) (try pw.request_headers.get(":authority")) orelse "" else "",
         };
     }
 };

@@ -60,7 +60,7 @@ const Stream = struct {
         _ = n_headers;
         _ = eos;
         const c = self.root.cfg orelse return .@"continue";
-        const req = try keys.Request.read(c.raw().trusted_hops);
+        const req = try keys.Request.read(c.raw().trusted_hops, c.needs);
         for (c.policies) |*p| {
             if (!keys.applies(p, &req)) continue;
             const key = (try keys.build(c.raw().key_prefix, p, &req)) orelse continue;
