@@ -31,7 +31,10 @@ TOKEN = "ui-test-token-0123456789"
 SHOTS = os.environ.get("EDGEGW_UI_SCREENSHOTS", "")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open, its event loop counts as
+# running in this thread, so every asyncio test that ran after tests/ui in the same
+# process failed with "Runner.run() cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (apt-get install chromium)")
