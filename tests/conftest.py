@@ -44,49 +44,11 @@ T = TypeVar("T")
 SUITES = ("unit", "integration", "conformance", "adversarial", "filters", "ui")
 
 
-# `make test` runs the suite on several pytest-xdist workers with `--dist loadgroup`: the
-# tests of one xdist_group run on one worker, one after the other, in file order
-# (docs/contributing.md, "Test suite speed"). Modules whose callbacks run under a
-# wall-clock CPU deadline (limits.cpu, an epoch deadline) share one group, so no two of
-# them load the CPU at once.
-CPU_DEADLINE = {
-    "tests/filters/test_jwt_auth.py",  # RSA/ECDSA verification in wasm under limits.cpu
-    "tests/adversarial/test_filter_faults.py",
-    "tests/unit/test_wasm_limits.py",
-    "tests/unit/test_wasm_stream.py",
-}
-
-
-# Modules whose tests depend on an earlier test of the module, in the same process: the
-# conformance cases compare edgegw's run with Envoy's, recorded first; tests/ui shares one
-# browser and one gateway, and its last test breaks a filter.
-IN_ORDER = (
-    "tests/conformance/test_probe.py",
-    "tests/conformance/test_two_filters.py",
-    "tests/ui/",
-)
-
-
-def _xdist_group(item: pytest.Item, path: str) -> str | None:
-    if path in CPU_DEADLINE:
-        return "cpu-deadline"
-    # A module-scoped fixture (a shared gateway, keys, a built filter) is set up once only
-    # when its module stays on one worker.
-    fixtures = getattr(item, "_fixtureinfo", None)
-    defs = fixtures.name2fixturedefs.values() if fixtures is not None else ()
-    if path.startswith(IN_ORDER) or any(d[-1].scope == "module" for d in defs if d):
-        return path
-    return None
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = item.path.relative_to(REPO / "tests").parts
         if len(parts) > 1 and parts[0] in SUITES:
             item.add_marker(parts[0])
-        group = _xdist_group(item, "/".join(("tests", *parts)))
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # ---------------------------------------------------------------------------------------
