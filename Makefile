@@ -89,8 +89,13 @@ lint: $(DEV_STAMP) lock-check
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
+# The suite on PYTEST_WORKERS pytest-xdist workers (most tests wait on processes and
+# sockets, not the CPU); --dist loadfile keeps each test file on one worker, in file
+# order: module fixtures start once, and tests/ui and tests/conformance rely on the
+# order. PYTEST_WORKERS=0 runs it in this process (docs/contributing.md).
+PYTEST_WORKERS ?= 4
 unit: $(DEV_STAMP) system-deps filters
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck unit
 

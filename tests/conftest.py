@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,9 +56,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+# free_port() hands out ports below Linux's ephemeral range (net.ipv4.ip_local_port_range,
+# 32768-60999 by default), where the kernel never puts a client socket or a port-0
+# listener, in a slice of its own for each pytest-xdist worker. A port picked by binding
+# port 0 could be taken, before the server bound it, by another worker's connection
+# (thousands in tests/adversarial/test_exhaustion.py) or free_port(): "address already
+# in use" under `make test`'s parallel workers.
+_PORT_BASE, _PORT_SPAN = 20000, 12000
+_port_cursor = [random.randrange(1 << 16)]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that was free a moment ago (bound, then closed), from this worker's slice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    index = int(worker) if worker.isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = _PORT_SPAN // max(count, index + 1)
+    for _ in range(size):
+        port = _PORT_BASE + index * size + _port_cursor[0] % size
+        _port_cursor[0] += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # the slice is all taken
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

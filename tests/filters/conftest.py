@@ -113,7 +113,14 @@ def gateway_factory(
         upstreams = {"backend": backend_port, **(clusters or {})}
         doc = {
             "backends": {n: {"url": f"http://127.0.0.1:{p}"} for n, p in upstreams.items()},
-            "filters": {n: {"wasm": str(filter_wasm[n]), "config": c} for n, c in filters},
+            # limits.cpu 1s, not the default 50 ms wall-clock deadline: Envoy has none, and
+            # on a loaded CPU (make test's parallel workers) jwt_auth's ES384 verification
+            # of a valid token overran 50 ms and answered 503. The deadline has its own
+            # tests (tests/unit/test_wasm_limits.py, tests/adversarial/test_filter_faults.py).
+            "filters": {
+                n: {"wasm": str(filter_wasm[n]), "config": c, "limits": {"cpu": "1s"}}
+                for n, c in filters
+            },
             "routes": [
                 {
                     "name": name,

@@ -41,7 +41,10 @@ def test_routes_split_and_aggregation_balance_and_admin_shows_endpoints(
         "backends": {
             "pool": {
                 "endpoints": [e0.url, e1.url],
-                "health_check": {"interval": "200ms", "timeout": "500ms", "unhealthy": 1},
+                # A 2 s timeout: with 500 ms, a check of a live endpoint that a loaded CPU
+                # (parallel tests) delayed marked it unhealthy and /direct missed it. The
+                # killed endpoint below is refused at once, whatever the timeout.
+                "health_check": {"interval": "200ms", "timeout": "2s", "unhealthy": 1},
             },
             "tight": {"url": slow.url, "limits": {"max_requests": 1}},
         },

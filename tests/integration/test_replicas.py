@@ -106,8 +106,13 @@ def test_flag_set_by_cli_reaches_every_replica(
         r = httpx.get(gw.url + "/x", headers={"x-user-id": "u1"}, timeout=10)
         return dict((k, v) for k, v in r.json()["headers"]).get("x-edgegw-flags", "")
 
+    # gateway.yaml seeds the store; a gateway opens its port before its flag mirror's
+    # first read, so under load the first answer could still have no flags: wait (bounded).
+    deadline = time.monotonic() + 10
     for gw in gateways:
-        assert flags_seen(gw) == "seeded=on"  # gateway.yaml seeds the store
+        while flags_seen(gw) != "seeded=on" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert flags_seen(gw) == "seeded=on"
     cmd = [sys.executable, "-m", "edgegw", "flags", "--admin", gateways[0].admin_url,
            "set", "fresh", '{"enabled": true}']  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=REPO)
