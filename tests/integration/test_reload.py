@@ -55,7 +55,8 @@ class Load:
 
     def __init__(self, url: str, threads: int = 3) -> None:
         self.url = url
-        self.answers: list[tuple[int, str]] = []
+        # (status, backend, when the request was sent)
+        self.answers: list[tuple[int, str, float]] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
@@ -64,8 +65,9 @@ class Load:
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self._stop.is_set() and len(self.answers) < 20000:
                 try:
+                    sent = time.monotonic()
                     r = client.get("/x")
-                    self.answers.append((r.status_code, r.json().get("backend", "?")))
+                    self.answers.append((r.status_code, r.json().get("backend", "?"), sent))
                 except (httpx.HTTPError, ValueError) as exc:
                     self.errors.append(repr(exc))
 
@@ -94,14 +96,19 @@ def test_route_edits_under_load_drop_nothing(
             write(path, {**doc, "routes": [{**doc["routes"][0], "backend": target}]})
             generation += 1
             wait_generation(gw, generation)
-            seen = len(load.answers)
-            deadline = time.monotonic() + 10
-            while len(load.answers) == seen and time.monotonic() < deadline:
+            # A request sent before the swap may still answer from the old route: judge
+            # only those sent once the worker reported the new generation.
+            swapped = time.monotonic()
+            deadline = swapped + 10
+            while time.monotonic() < deadline and not any(
+                sent >= swapped for _, _, sent in load.answers[-10:]
+            ):
                 time.sleep(0.01)
-            assert load.answers[-1][1] == target  # the new route serves
+            after = [backend for _, backend, sent in load.answers if sent >= swapped]
+            assert after and set(after) == {target}  # the new route serves
     assert load.errors == []
-    assert load.answers and all(status == 200 for status, _ in load.answers)
-    assert {backend for _, backend in load.answers} == {"a", "b"}
+    assert load.answers and all(status == 200 for status, _, _ in load.answers)
+    assert {backend for _, backend, _ in load.answers} == {"a", "b"}
 
 
 def test_broken_yaml_is_rejected_and_old_config_keeps_serving(
