@@ -126,6 +126,18 @@ def process(cmd: list[str], port: int, what: str, **kw: object) -> Iterator[None
 
 
 @contextlib.contextmanager
+def redis_server(core: str | None = None) -> Iterator[str]:
+    """A throwaway redis-server on loopback (no persistence); yields its URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port),
+               "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp]  # fmt: skip
+        kw = {} if core is None else {"core": core}
+        with process(cmd, port, "redis-server", **kw):
+            yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
 def nginx_backend() -> Iterator[int]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()

@@ -44,7 +44,7 @@ from pathlib import Path
 import redis as redis_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ROOT, cpu_model, free_port, process, write_block
+from harness import ROOT, cpu_model, redis_server, write_block
 
 from edgegw.app import STORE_CLUSTER
 from edgegw.chain import CallResponse, Exchange
@@ -177,16 +177,6 @@ async def profile(mode: str, redis_url: str, sort: str) -> None:
 
 
 @contextlib.contextmanager
-def redis() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port),
-               "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp]  # fmt: skip
-        with process(cmd, port, "redis-server"):
-            yield f"redis://127.0.0.1:{port}/0"
-
-
-@contextlib.contextmanager
 def baseline_tree(ref: str) -> Iterator[Path]:
     """``ref`` exported aside with this tree's built C extensions (their sources must be
     the same) and its own rate_limit.wasm built there."""
@@ -227,7 +217,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        url = args.redis or stack.enter_context(redis())
+        url = args.redis or stack.enter_context(redis_server())
         if args.profile:
             asyncio.run(profile(args.profile, url, args.sort))
             return

@@ -35,7 +35,7 @@ import redis as redis_py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flag_probe import Echo, Pollers, WokenThreads
-from harness import ROOT, Result, free_port, nginx_backend, process, write_block, wrk
+from harness import ROOT, Result, free_port, nginx_backend, process, redis_server, write_block, wrk
 
 CONNECTIONS = 32
 RATE = str(ROOT / "filters/dist/rate_limit.wasm")
@@ -43,16 +43,6 @@ AB = str(ROOT / "filters/dist/ab_flags.wasm")
 FLAG_TRIALS = int(os.environ.get("FLAG_TRIALS", "20"))
 EXACT_N, EXACT_M = 300, 900
 BEFORE = "42626d8"  # main before issue #22: redis-py, one EVALSHA per request
-
-
-@contextlib.contextmanager
-def redis() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(port),
-               "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp]  # fmt: skip
-        with process(cmd, port, "redis-server", core="1"):
-            yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextlib.contextmanager
@@ -261,7 +251,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--flags-only", action="store_true", help="only part 3")
     args = parser.parse_args()
-    with redis() as store:
+    with redis_server(core="1") as store:
         if args.flags_only:
             text = "\n".join(flag_lines(args, store))
             print(text)

@@ -86,6 +86,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll ``check`` until it returns something truthy (bounded); returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 def wait_port(host: str, port: int, deadline: float) -> bool:
     """Poll until ``host:port`` accepts a connection or ``deadline`` (monotonic) passes."""
     while time.monotonic() < deadline:

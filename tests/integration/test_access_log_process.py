@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import GatewayProcess, LoopbackBackend
+from tests.conftest import GatewayProcess, LoopbackBackend, wait_for
 
 RunGateway = Callable[..., GatewayProcess]
 MakeBackend = Callable[..., LoopbackBackend]
@@ -33,15 +32,6 @@ def ids_in(log: Path) -> list[str]:
     if not log.exists():
         return []
     return [json.loads(line)["request_id"] for line in log.read_text().splitlines()]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("server", ["granian", "hypercorn"])
@@ -69,13 +59,13 @@ def test_sigusr1_reopens_the_file_after_rotation(
     gw = run_gateway(config(backend_factory(), log, admin=None, workers=2), env=env)
     with httpx.Client(base_url=gw.url, timeout=TIMEOUT) as client:
         assert client.get("/", headers={"x-request-id": "before"}).status_code == 200
-        assert wait_for(lambda: ids_in(log) == ["before"]), gw.output()
+        assert wait_for(lambda: ids_in(log) == ["before"], 20), gw.output()
         log.rename(rotated)  # logrotate's rename, then its postrotate: kill -USR1
         gw.proc.send_signal(signal.SIGUSR1)
-        assert wait_for((runtime / "reopen-logs").exists), gw.output()  # the handler ran
+        assert wait_for((runtime / "reopen-logs").exists, 20), gw.output()  # the handler ran
         after = [f"after-{i}" for i in range(6)]  # over both workers
         for rid in after:
             assert client.get("/", headers={"x-request-id": rid}).status_code == 200
-    assert wait_for(lambda: sorted(ids_in(log)) == after), (ids_in(log), gw.output())
+    assert wait_for(lambda: sorted(ids_in(log)) == after, 20), (ids_in(log), gw.output())
     assert ids_in(rotated) == ["before"]
     assert gw.proc.poll() is None  # SIGUSR1 killed nothing

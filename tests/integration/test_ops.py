@@ -19,6 +19,7 @@ from tests.conftest import (
     free_port,
     start_redis,
     stop_process,
+    wait_for,
 )
 
 RunGateway = Callable[..., GatewayProcess]
@@ -40,16 +41,6 @@ def metric(gw: GatewayProcess, name: str, **labels: str) -> float | None:
         if got == name and found == labels:
             return float(value)
     return None
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded); returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_readyz_and_metrics_agree_that_memory_store_is_up(
