@@ -19,6 +19,10 @@ import wasmtime
 from edgegw.wasm import fastcall
 
 TICK_SECONDS = 0.005  # one epoch per 5 ms: limits.cpu is counted in ticks
+# The deadline of a VM's start (instantiate, _initialize/_start, the root context's
+# create, vm_start and configure): once per load, not per request, and a filter may do
+# its heavy set-up there (jwt_auth parses its keys), so limits.cpu does not apply.
+START_SECONDS = 10.0
 
 _lock = threading.Lock()
 _engine: wasmtime.Engine | None = None

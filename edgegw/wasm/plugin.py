@@ -131,7 +131,7 @@ class Plugin(SharedHostcalls):
                 fast.append((export.fast, host))
             self._callbacks.append(host)
         # instantiate runs the start function, which may take a while
-        set_deadline(self.store, engines.cpu_ticks(10.0))
+        set_deadline(self.store, engines.cpu_ticks(engines.START_SECONDS))
         try:
             instance = linker.instantiate(self.store, module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
@@ -169,16 +169,27 @@ class Plugin(SharedHostcalls):
         try:
             for start in ("_initialize", "_start"):
                 if start in self.funcs:
-                    self.funcs[start].ticks = engines.cpu_ticks(10.0)  # may take a while
-                    self.call(start)
+                    self._start_call(start)
                     break
-            self.call("proxy_on_context_create", ROOT_CONTEXT, 0)
-            if not self.call("proxy_on_vm_start", ROOT_CONTEXT, len(self.spec.vm_config)):
+            self._start_call("proxy_on_context_create", ROOT_CONTEXT, 0)
+            if not self._start_call("proxy_on_vm_start", ROOT_CONTEXT, len(self.spec.vm_config)):
                 raise FilterLoadError(self.name, "proxy_on_vm_start returned false")
-            if not self.call("proxy_on_configure", ROOT_CONTEXT, len(self.spec.config)):
+            if not self._start_call("proxy_on_configure", ROOT_CONTEXT, len(self.spec.config)):
                 raise FilterLoadError(self.name, "proxy_on_configure rejected the configuration")
         except WasmError as exc:
             raise FilterLoadError(self.name, f"failed during start: {exc}") from exc
+
+    def _start_call(self, name: str, *args: int) -> int:
+        """``call`` under the start deadline (engine.START_SECONDS), not limits.cpu: the
+        same exports serve requests later (a stream's context create) with limits.cpu."""
+        func = self.funcs.get(name)
+        if func is None:
+            return 0
+        per_request, func.ticks = func.ticks, engines.cpu_ticks(engines.START_SECONDS)
+        try:
+            return func(*args)
+        finally:
+            func.ticks = per_request
 
     # --- calling into the guest --------------------------------------------------------
 

@@ -123,3 +123,47 @@ def test_a_trap_is_not_a_deadline_whatever_its_text_says(tmp_path: Path) -> None
     with pytest.raises(WasmTrap, match="boom: "):
         plugin.call("boom")
     plugin.close()
+
+
+# A filter whose set-up takes 200 ms of wall-clock time (it waits on the host's clock, so
+# the duration does not depend on the machine's speed), then serves a request that waits
+# just as long.
+_SLOW_START = proxy_wat(
+    """
+  (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
+""",
+    """
+  (func $wait_200ms (local $t0 i64)
+    (drop (call $now (i32.const 0)))
+    (local.set $t0 (i64.load (i32.const 0)))
+    (loop $again
+      (drop (call $now (i32.const 0)))
+      (br_if $again (i64.lt_u (i64.sub (i64.load (i32.const 0)) (local.get $t0))
+                              (i64.const 200000000)))))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (call $wait_200ms) i32.const 1)
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $wait_200ms) i32.const 0)
+""",
+    base="""
+  (memory (export "memory") 2)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 4096)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
+""",
+)
+
+
+def test_a_filter_start_runs_under_the_start_deadline_not_limits_cpu(tmp_path: Path) -> None:
+    from tests.wat import load_plugin
+
+    # A filter's heavy set-up (jwt_auth parsing its keys) runs once per load, in
+    # on_configure: under limits.cpu (50 ms here) a loaded CPU failed the load.
+    plugin = load_plugin(write_wasm(tmp_path, "slow_start", _SLOW_START), "slow-start", cpu=0.05)
+    try:
+        # Request callbacks keep limits.cpu.
+        with pytest.raises(WasmDeadline):
+            plugin.call("proxy_on_request_headers", 2, 0, 1)
+    finally:
+        plugin.close()
