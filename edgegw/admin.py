@@ -150,10 +150,23 @@ async def _metrics(_request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-async def _admin_config(request: web.Request) -> web.Response:
-    from edgegw.config import redacted
+async def running_config(state: AdminState) -> dict[str, Any]:
+    """The config the workers serve: the newest one a live worker loaded (a reload changes
+    it; the supervisor's own ``state.config`` is the one it started with), with the keys
+    only a restart changes as they are; the start config until a worker has reported."""
+    from edgegw.config import in_effect, redacted
+    from edgegw.reload import live_worker_files
 
-    return web.json_response(redacted(request.app[STATE].config))
+    started = redacted(state.config)
+    loaded = await asyncio.to_thread(live_worker_files, state.runtime_dir, "config")
+    if not loaded:
+        return started
+    newest = max(loaded, key=lambda doc: float(doc["loaded_at"]))
+    return in_effect(started, newest["config"])
+
+
+async def _admin_config(request: web.Request) -> web.Response:
+    return web.json_response(await running_config(request.app[STATE]))
 
 
 async def _admin_status(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from typing import Any
 import watchfiles
 from prometheus_client import Counter
 
-from edgegw.config import load_config
+from edgegw.config import load_config, redacted
 from edgegw.errors import ConfigError, EdgegwError, FilterLoadError
 from edgegw.model import GatewayConfig
 from edgegw.observe import loglevels
@@ -198,13 +198,19 @@ class Reloader:
             for name, spec in config.filters.items()
         }
         self._write_status()
+        # What /admin/config shows: the config this worker serves now (secrets redacted).
+        self._write("config", {"pid": os.getpid(), "loaded_at": now, "config": redacted(config)})
 
     def _write_status(self) -> None:
+        self._write("status", self.status.as_json())
+
+    def _write(self, kind: str, doc: dict[str, Any]) -> None:
+        """This worker's ``<kind>-<pid>.json`` in the runtime dir (``live_worker_files``)."""
         if self.runtime_dir is None:
             return
-        target = self.runtime_dir / f"status-{os.getpid()}.json"
+        target = self.runtime_dir / f"{kind}-{os.getpid()}.json"
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status.as_json()))
+        tmp.write_text(json.dumps(doc))
         tmp.replace(target)  # atomic: the admin never reads half a file
 
     def _read_request(self) -> bool:

@@ -411,6 +411,19 @@ def redacted(config: GatewayConfig) -> dict[str, Any]:
     return doc
 
 
+#: Top-level keys only a restart changes (docs/reload.md, "What a reload cannot change");
+#: ``limits.max_header_bytes`` too.
+RESTART_ONLY = ("listen", "server", "workers", "admin", "sched_batch", "tls", "http2")
+
+
+def in_effect(started: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    """The redacted config in effect: what the workers loaded last (``loaded``), with the
+    keys a reload cannot change as the processes started with them (``started``)."""
+    doc = {**loaded, **{key: started[key] for key in RESTART_ONLY}}
+    doc["limits"] = {**loaded["limits"], "max_header_bytes": started["limits"]["max_header_bytes"]}
+    return doc
+
+
 def _redact_url(text: str) -> str:
     """``text`` with the password of a URL's userinfo replaced (RFC 3986 §3.2.1)."""
     if "@" not in text or "://" not in text:

@@ -53,14 +53,14 @@ async def _static(request: web.Request) -> web.Response:
 
 async def _live(request: web.Request) -> web.Response:
     """Per route: req/s, error rate and p50/p99 of each window of the last minute."""
-    from edgegw.admin import STATE
+    from edgegw.admin import STATE, running_config
 
     live = request.app[LIVE]
     if live.due():
         metrics.flush()  # this process's pending samples, on the loop that records them
         live.add(await asyncio.to_thread(read_sample))
     latest = live.latest()
-    names = [route.name for route in request.app[STATE].config.routes]
+    names = [route["name"] for route in (await running_config(request.app[STATE]))["routes"]]
     return web.json_response(
         {
             "routes": live.series(names),

@@ -299,3 +299,25 @@ def test_fixing_a_rejected_file_back_to_the_running_config_is_logged(
     assert rejected and valid, gw.output()
     assert "INFO edgegw.reload: reload (" in lines[valid[0]]
     assert valid[0] > rejected[-1]
+
+
+def test_admin_config_shows_the_reloaded_config(
+    run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
+) -> None:
+    # /admin/config (and the admin UI reading it) showed the config the supervisor started
+    # with, whatever the workers had reloaded since.
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    gw = run_gateway(doc)
+    wait_generation(gw, 1)
+    listen = doc["listen"]
+    edited = {
+        **doc,
+        "listen": f"127.0.0.1:{free_port()}",  # only a restart changes it
+        "routes": [*doc["routes"], {"name": "new", "match": {"prefix": "/new"}, "backend": "b"}],
+    }
+    write(gw.config_path, edited)
+    wait_generation(gw, 2)
+    shown = httpx.get(gw.admin_url + "/admin/config", timeout=5).json()
+    assert [r["name"] for r in shown["routes"]] == ["r", "new"]
+    assert f"{shown['listen']['host']}:{shown['listen']['port']}" == listen  # still in effect
