@@ -45,6 +45,16 @@ def _app(text: str) -> GatewayApp:
     return GatewayApp(parse_config(text, env={}), chains_factory=wasm_chains)
 
 
+def _api_app(backend: LoopbackBackend, tracing: str) -> GatewayApp:
+    """Backend ``api`` behind one route, with ``tracing`` (a YAML flow mapping)."""
+    return _app(f"""
+version: 1
+backends: {{api: "{backend.url}"}}
+tracing: {tracing}
+routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
+""")
+
+
 def _by_id(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {s["span_id"]: s for s in spans}
 
@@ -119,12 +129,7 @@ async def test_a_trusted_client_trace_is_continued(
     asgi_client: Callable[..., Any],
 ) -> None:
     backend = backend_factory()
-    app = _app(f"""
-version: 1
-backends: {{api: "{backend.url}"}}
-tracing: {{otlp_endpoint: "{otlp_receiver.url}"}}
-routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
-""")
+    app = _api_app(backend, f'{{otlp_endpoint: "{otlp_receiver.url}"}}')
     client = asgi_client(app)
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     r = await client.get("/x", headers={"traceparent": parent, "tracestate": "vendor=v1"})
@@ -158,12 +163,7 @@ async def test_an_untrusted_or_invalid_traceparent_starts_a_new_trace(
 ) -> None:
     backend = backend_factory()
     trust = "false" if traceparent.endswith("331-01") and traceparent[3] == "0" else "true"
-    app = _app(f"""
-version: 1
-backends: {{api: "{backend.url}"}}
-tracing: {{otlp_endpoint: "{otlp_receiver.url}", trust_incoming: {trust}}}
-routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
-""")
+    app = _api_app(backend, f'{{otlp_endpoint: "{otlp_receiver.url}", trust_incoming: {trust}}}')
     r = await asgi_client(app).get("/x", headers={"traceparent": traceparent, "tracestate": "a=b"})
     assert r.status_code == 200
     sent = _seen(backend)
@@ -210,12 +210,7 @@ async def test_sample_ratio_samples_about_that_share(
     asgi_client: Callable[..., Any],
 ) -> None:
     backend = backend_factory()
-    app = _app(f"""
-version: 1
-backends: {{api: "{backend.url}"}}
-tracing: {{otlp_endpoint: "{otlp_receiver.url}", sample_ratio: 0.5}}
-routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
-""")
+    app = _api_app(backend, f'{{otlp_endpoint: "{otlp_receiver.url}", sample_ratio: 0.5}}')
     client = asgi_client(app)
     for _ in range(200):
         assert (await client.get("/x")).status_code == 200
@@ -236,12 +231,7 @@ async def test_a_dead_collector_costs_only_a_counter(
     and the spans the collector did not take are counted."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")
     backend = backend_factory()
-    app = _app(f"""
-version: 1
-backends: {{api: "{backend.url}"}}
-tracing: {{otlp_endpoint: "http://127.0.0.1:{free_port()}"}}
-routes: [{{name: api, match: {{prefix: /}}, backend: api}}]
-""")
+    app = _api_app(backend, f'{{otlp_endpoint: "http://127.0.0.1:{free_port()}"}}')
 
     def failed() -> float:
         value = REGISTRY.get_sample_value("edgegw_tracing_spans_total", {"outcome": "failed"})
