@@ -1,10 +1,12 @@
 """Each bundled filter alone, edgegw vs Envoy, same .wasm, same config, same core.
 
     .venv/bin/python bench/filters.py
+    BENCH_ROUNDS=3 BENCH_DURATION=5 .venv/bin/python bench/filters.py   # the defaults
 
 Per-request cost of a filter = 1/rps(with the filter) - 1/rps(plain proxying), per server.
 Requests carry a valid HS256 token (jwt_auth) and are all allowed (rate_limit's burst is
-far above the load), so every filter runs its full path.
+far above the load), so every filter runs its full path. Rounds alternate Envoy and
+edgegw and interleave the filters (bench/run.py's ``measure``); figures are medians.
 """
 
 from __future__ import annotations
@@ -17,21 +19,11 @@ from pathlib import Path
 
 import jwt
 
+os.environ.setdefault("BENCH_ROUNDS", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (
-    ROOT,
-    Filter,
-    Result,
-    Scenario,
-    nginx_backend,
-    run_edgegw,
-    run_envoy,
-    write_block,
-    wrk,
-)
+from harness import ROOT, Filter, Result, Scenario, nginx_backend, write_block
+from run import CONNECTIONS, DURATION, ROUNDS, measure
 
-DURATION = float(os.environ.get("BENCH_DURATION", "8"))
-CONNECTIONS = 32
 DIST = ROOT / "filters" / "dist"
 SECRET = "bench-secret-" + "x" * 40
 TOKEN = jwt.encode({"iss": "bench", "aud": "api", "sub": "u1", "exp": int(time.time()) + 86400},
@@ -47,28 +39,21 @@ CONFIGS = {
 }  # fmt: skip
 
 
-def measure(scenario: Scenario, backend_port: int) -> dict[str, Result]:
-    headers = (f"Authorization: Bearer {TOKEN}", "X-Country-Code: DE")
-    out: dict[str, Result] = {}
-    for name, runner in (("envoy", run_envoy), ("edgegw", run_edgegw)):
-        with runner(scenario, backend_port) as port:
-            url = f"http://127.0.0.1:{port}{scenario.path}"
-            wrk(url, duration=2, connections=CONNECTIONS, headers=headers)
-            out[name] = wrk(url, duration=DURATION, connections=CONNECTIONS, headers=headers)
-            if out[name].errors:
-                raise RuntimeError(f"{name} answered errors for {scenario.name}")
-    return out
-
-
 def main() -> None:
-    rows: list[tuple[str, int, dict[str, Result]]] = []
+    headers = (f"Authorization: Bearer {TOKEN}", "X-Country-Code: DE")
+    wasm = {name: DIST / f"{name}.wasm" for name in CONFIGS}
+    chosen = [Scenario("plain", "no filter", headers=headers)] + [
+        Scenario(name, name, filters=(Filter(name, wasm[name], json.dumps(config)),),
+                 headers=headers)
+        for name, config in CONFIGS.items()
+    ]  # fmt: skip
     with nginx_backend() as backend_port:
-        plain = measure(Scenario("plain", "no filter"), backend_port)
-        for name, config in CONFIGS.items():
-            wasm = DIST / f"{name}.wasm"
-            scenario = Scenario(name, name, filters=(Filter(name, wasm, json.dumps(config)),))
-            rows.append((name, wasm.stat().st_size, measure(scenario, backend_port)))
-            print(name, {k: str(v) for k, v in rows[-1][2].items()}, flush=True)
+        measured = measure(chosen, backend_port)
+    for name, by_server in measured.items():
+        if any(r.errors for r in by_server.values()):
+            raise RuntimeError(f"errors answered for {name}: {by_server}")
+    plain = measured["plain"]
+    rows = [(name, wasm[name].stat().st_size, measured[name]) for name in CONFIGS]
 
     def cost_us(r: dict[str, Result], server: str) -> float:
         return (1 / r[server].rps - 1 / plain[server].rps) * 1e6
@@ -86,7 +71,8 @@ def main() -> None:
             for n, size, r in rows
         ),
         "",
-        f"{DURATION:.0f} s per run, {CONNECTIONS} connections, wrk -t1; {time.ctime()}",
+        f"median of {ROUNDS} alternating rounds of {DURATION:.0f} s, {CONNECTIONS} "
+        f"connections, wrk -t1; {time.ctime()}",
     ]
     text = "\n".join(lines)
     print(text)
