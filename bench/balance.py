@@ -17,6 +17,8 @@ then times each once (the order rotates per round); medians of the alternating r
     .venv/bin/python bench/balance.py                          # this checkout, docs table
     .venv/bin/python bench/balance.py --trees /tmp/base,.      # two checkouts, alternated
     BENCH_REQUESTS=5000 BENCH_ROUNDS=3 .venv/bin/python bench/balance.py   # a quicker run
+    .venv/bin/python bench/balance.py --callgrind      # + instructions per request
+    BENCH_CASES=one,round_robin BENCH_ROUNDS=1 ...    # some cases only (not for the docs)
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -38,6 +42,8 @@ from harness import cpu_model, nginx_backend, save_results, write_block
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 WARMUP = max(REQUESTS // 10, 2000)
+CG_REQUESTS = int(os.environ.get("BENCH_CG_REQUESTS", "3000"))  # under callgrind
+INNER = 4  # each case is timed in this many turns per process, the cases interleaved
 
 CASES = {
     "url": "one `url`",
@@ -47,6 +53,8 @@ CASES = {
     "guarded": "three `endpoints`, round_robin, `retry` + `health_check`",
     "least_request": "three `endpoints`, least_request",
 }
+if os.environ.get("BENCH_CASES"):  # a subset, "url,one" (url is the reference)
+    CASES = {c: CASES[c] for c in ["url", *os.environ["BENCH_CASES"].split(",")]}
 
 
 def backend(case: str, ports: list[int]) -> Any:
@@ -75,17 +83,19 @@ def backend(case: str, ports: list[int]) -> Any:
 
 
 async def timed(app: Any, requests: int) -> tuple[float, float]:
-    """(CPU µs, wall µs) per request of ``clients.drive``."""
+    """(CPU µs, wall µs) spent in ``requests`` requests of ``clients.drive``."""
     from clients import drive
 
     cpu = time.thread_time()
-    wall = await drive(app, requests)
-    return (time.thread_time() - cpu) / requests * 1e6, wall
+    wall = await drive(app, requests) * requests
+    return (time.thread_time() - cpu) * 1e6, wall
 
 
-def child(ports: list[int], first: int) -> None:
-    """In a checkout (cwd): warm every case up, time each once from case ``first`` on,
-    print {case: [cpu, wall]} as JSON."""
+def child(ports: list[int], first: int, callgrind: bool) -> None:
+    """In a checkout (cwd): warm every case up, then INNER times each case in turn (the
+    order rotated, starting at case ``first``), REQUESTS in all per case; print
+    {case: [CPU µs, wall µs] per request} as JSON. Under callgrind, each case's timed
+    requests are one dump (``--dump-before=getppid``: os.getppid marks the phases)."""
     sys.path.insert(0, os.getcwd())
     import uvloop
     from clients import edgegw_proxy
@@ -95,33 +105,65 @@ def child(ports: list[int], first: int) -> None:
     os.sched_setaffinity(0, {0})
     names = list(CASES)
     order = names[first:] + names[:first]
+    inner = 1 if callgrind else INNER
+    share = REQUESTS // inner
 
     async def run() -> dict[str, tuple[float, float]]:
         upstreams = {c: HttpUpstream({"backend": backend(c, ports)}) for c in names}
         apps = {c: edgegw_proxy(up) for c, up in upstreams.items()}
+        totals = {case: [0.0, 0.0] for case in names}
         try:
             for case in order:
                 await timed(apps[case], WARMUP)  # connections, caches
-            return {case: await timed(apps[case], REQUESTS) for case in order}
+            for turn in range(inner):
+                for case in order[turn % len(order) :] + order[: turn % len(order)]:
+                    os.getppid()  # a callgrind dump: what came before
+                    cpu, wall = await timed(apps[case], share)
+                    os.getppid()  # a callgrind dump: this case
+                    totals[case][0] += cpu
+                    totals[case][1] += wall
         finally:
             for up in upstreams.values():
                 await up.aclose()
+        return {case: (cpu / REQUESTS, wall / REQUESTS) for case, (cpu, wall) in totals.items()}
 
-    print(json.dumps(uvloop.run(run())))
+    print(json.dumps({"order": order, "us": uvloop.run(run())}))
+
+
+def instructions(tree: str, ports: list[int]) -> dict[str, float]:
+    """Instructions per request of each case (user space, callgrind; repeatable under
+    load, blind to time in the kernel)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        cmd = ["valgrind", "--tool=callgrind", "--dump-before=getppid", "--dump-instr=no"]
+        cmd += [f"--callgrind-out-file={out}", sys.executable, __file__, "--child", "0"]
+        cmd += ["--ports", ",".join(map(str, ports)), "--callgrind"]
+        env = dict(os.environ, BENCH_REQUESTS=str(CG_REQUESTS))
+        done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=True, env=env)
+        order = json.loads(done.stdout.splitlines()[-1])["order"]
+        counts = []
+        for dump in sorted(Path(tmp).glob("cg.out.*"), key=lambda f: int(f.name.split(".")[-1])):
+            text = dump.read_text()
+            counts.append(int(re.search(r"^summary: (\d+)", text, re.M).group(1)))  # type: ignore[union-attr]
+        # Dumps: the start and warm-up, then per case: its requests, the gap to the next.
+        return {case: counts[2 * i + 1] / CG_REQUESTS for i, case in enumerate(order)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trees", default=".", help="checkouts, comma-separated")
+    parser.add_argument("--callgrind", action="store_true", help="instruction counts too")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child([int(p) for p in args.ports.split(",")], args.child)
+        child([int(p) for p in args.ports.split(",")], args.child, args.callgrind)
         return
     trees = [str(Path(t).resolve()) for t in args.trees.split(",")]
     cpu: dict[tuple[str, str], list[float]] = {}
     wall: dict[tuple[str, str], list[float]] = {}
+    delta: dict[tuple[str, str], list[float]] = {}  # case - url, in the same process
+    instr: dict[tuple[str, str], float] = {}
     loads = [os.getloadavg()[0]]
     with ExitStack() as stack:
         ports = [stack.enter_context(nginx_backend()) for _ in range(3)]
@@ -130,38 +172,58 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--child", str(number % len(CASES))]
                 cmd += ["--ports", ",".join(map(str, ports))]
                 out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, check=True)
-                for case, (c, w) in json.loads(out.stdout.splitlines()[-1]).items():
+                us = json.loads(out.stdout.splitlines()[-1])["us"]
+                for case, (c, w) in us.items():
                     cpu.setdefault((case, tree), []).append(c)
                     wall.setdefault((case, tree), []).append(w)
+                    delta.setdefault((case, tree), []).append(c - us["url"][0])
                 print(f"round {number + 1} {tree}: " + " ".join(
                     f"{case} {cpu[case, tree][-1]:.1f}" for case in CASES), flush=True)  # fmt: skip
             loads.append(os.getloadavg()[0])
+        if args.callgrind:
+            for tree in trees:
+                for case, count in instructions(tree, ports).items():
+                    instr[case, tree] = count
     med = {k: statistics.median(v) for k, v in cpu.items()}
+    med_delta = {k: statistics.median(v) for k, v in delta.items()}
     med_wall = {k: statistics.median(v) for k, v in wall.items()}
     load = f"load average {min(loads):.1f}-{max(loads):.1f}"
     for tree in trees:
         print(f"\n{tree}")
         for case in CASES:
-            us, delta = med[case, tree], med[case, tree] - med["url", tree]
-            rounds = " / ".join(f"{v:.1f}" for v in cpu[case, tree])
-            wall_us = med_wall[case, tree]
-            print(f"{case:14s} CPU {us:6.2f} µs ({delta:+5.2f})  wall {wall_us:6.2f} µs  {rounds}")
-    if len(trees) > 1:
-        return  # a comparison of checkouts: printed only
+            deltas = " ".join(f"{v:+.1f}" for v in delta[case, tree])
+            count = instr.get((case, tree))
+            counted = f"  {count:,.0f} instr ({count - instr['url', tree]:+,.0f})" if count else ""
+            print(f"{case:14s} CPU {med[case, tree]:6.2f} µs ({med_delta[case, tree]:+5.2f}: "
+                  f"{deltas})  wall {med_wall[case, tree]:6.2f} µs{counted}")  # fmt: skip
+    if len(trees) > 1 or os.environ.get("BENCH_CASES"):
+        return  # a comparison of checkouts, or some cases: printed only
     tree = trees[0]
-    base = med["url", tree]
-    rows = "".join(
-        f"| {label} | {med[case, tree]:.2f} | {med[case, tree] - base:+.2f} |"
-        f" {med_wall[case, tree]:.1f} | {' / '.join(f'{v:.1f}' for v in cpu[case, tree])} |\n"
-        for case, label in CASES.items()
+    rows = []
+    for case, label in CASES.items():
+        row = f"| {label} | {med[case, tree]:.2f} | {med_delta[case, tree]:+.2f} |"
+        if instr:
+            count, base = instr[case, tree], instr["url", tree]
+            row += f" {count / 1000:.1f}k | {(count - base) / 1000:+.1f}k |"
+        rows.append(row + f" {med_wall[case, tree]:.1f} |\n")
+    head = "| backend | CPU µs per request | vs one url |"
+    head += " instructions | vs one url |" if instr else ""
+    head += " wall µs |\n|---|---:|---:|" + ("---:|---:|" if instr else "") + "---:|\n"
+    counted = (
+        f" Instructions: user space, counted by callgrind in one run of {CG_REQUESTS:,} "
+        "requests per case (repeatable under load; time in the kernel is not in them)."
+        if instr
+        else ""
     )
     text = (
-        "| backend | CPU µs per request | vs one url | wall µs | rounds (CPU µs) |\n"
-        "|---|---:|---:|---:|---:|\n" + rows + f"\n_The in-process proxy of bench/clients.py "
-        f"(32 concurrent tasks, core 0, uvloop) to nginx on core 1; thread CPU time of the "
-        f"proxy per request, {REQUESTS:,} GET requests per case and round, median of "
-        f"{ROUNDS} rounds (a fresh process each, cases in rotating order, after a warm-up); "
-        f"{load}; {cpu_model()}; {time.ctime()}_"
+        head
+        + "".join(rows)
+        + "\n_The in-process proxy of bench/clients.py (32 concurrent tasks, core 0, uvloop) "
+        "to nginx on core 1. CPU: the proxy thread's CPU time per request "
+        f"(time.thread_time), {REQUESTS:,} GET requests per case in each of {ROUNDS} "
+        f"rounds (a fresh process each, the cases interleaved in {INNER} turns, after a "
+        'warm-up); the median of the rounds, and "vs one url" the median of each '
+        f"round's difference.{counted} {load}; {cpu_model()}; {time.ctime()}_"
     )
     print(text)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -175,7 +237,9 @@ def main() -> None:
             "load": loads,
             "cpu": cpu_model(),
             "cpu_us_per_request": {c: [round(v, 2) for v in cpu[c, tree]] for c in CASES},
+            "cpu_us_over_url": {c: [round(v, 2) for v in delta[c, tree]] for c in CASES},
             "wall_us_per_request": {c: [round(v, 2) for v in wall[c, tree]] for c in CASES},
+            "instructions_per_request": {c: round(instr[c, tree]) for c in CASES if instr},
         },
     )
     write_block("balance", text, "Balancing over endpoints (`bench/balance.py`)")

@@ -311,8 +311,9 @@ class HttpUpstream:
             resp = UpstreamResponse(status, resp_headers, conn, pool)
             if member is None or balancer is None:
                 return resp
-            balancer.answered(member, status)
-            if status not in balancer.retry_statuses:
+            # Below 500 the balancer has nothing to do unless the member had failed (its
+            # error run ends); retried statuses are 5xx (edgegw/config/backends.py).
+            if (status < 500 and not member.errors) or not balancer.answered(member, status):
                 return resp
             deadline = balancer.retry_deadline(status, method, timeout, started)
             if deadline is None:

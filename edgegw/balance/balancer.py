@@ -143,6 +143,7 @@ class Balancer:
         self.backing_off = 0  # requests waiting out a backoff before their next try
         self.pending = 0  # tries waiting for a free connection (MemberPool.queued)
         self.ready = False  # the first resolution is done (``resolved`` set)
+        self.plain: Policy[Member] | None = None  # see _replan
         self.next_return = math.inf  # when the next ejected member comes back
         self.resolved = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,6 +167,20 @@ class Balancer:
     def _set_resolved(self) -> None:
         self.ready = True
         self.resolved.set()
+        self._replan()
+
+    def _replan(self) -> None:
+        """``plain``: the policy when a first try needs no per-request check (resolved,
+        no hash key, no ejection to end, no request limits), else None (``_first``)."""
+        limits = self.limits
+        plain = (
+            self.ready
+            and self.key is None
+            and self.next_return == math.inf
+            and limits.max_requests is None
+            and limits.max_pending is None
+        )
+        self.plain = self.policy if plain else None
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
@@ -253,6 +268,7 @@ class Balancer:
         for member in self.members:
             state = member.healthy and member.ejected_until <= now
             stats.HEALTHY.labels(self.name, member.key).set(int(state))
+        self._replan()
         stats.changed()
 
     def pick(self, key: bytes | None, tried: list[Member] | None = None) -> Member:
@@ -277,6 +293,20 @@ class Balancer:
     def first(self, headers: Headers, body: Body) -> Member | None:
         """The member for a request's first try, counted in; None when the request must
         go through ``request``. Raises ``UpstreamOverloaded`` (a limit reached)."""
+        policy = self.plain
+        if policy is None or (
+            body is not None and self.retry is not None and not isinstance(body, bytes)
+        ):
+            return self._first(headers, body)
+        # The common case, as ``pick`` and ``enter`` would do it with nothing to check:
+        # every bytecode here is paid by every request (docs/upstream.md, cost).
+        member = policy.pick(None)
+        member.active += 1
+        member.tries += 1
+        self.active += 1
+        return member
+
+    def _first(self, headers: Headers, body: Body) -> Member | None:
         if not self.ready or (
             self.retry is not None and body is not None and not isinstance(body, bytes)
         ):
@@ -306,11 +336,14 @@ class Balancer:
         if isinstance(exc, UpstreamError) and not isinstance(exc, UpstreamInvalidRequest):
             self._failed(member)  # the endpoint failed (not the request's own fault)
 
-    def answered(self, member: Member, status: int) -> None:
+    def answered(self, member: Member, status: int) -> bool:
+        """A try on ``member`` got a response; True when ``retry`` lists its status (then
+        ``retry_deadline`` decides)."""
         if status >= 500:
             self._failed(member)
         elif member.errors:
             member.errors = 0
+        return status in self.retry_statuses
 
     def retry_deadline(
         self, failure: UpstreamError | int, method: str, timeout: float | None, started: float
@@ -456,7 +489,7 @@ class Balancer:
         except BaseException as exc:
             self.abandoned(member, exc)
             raise
-        self.answered(member, resp.status)
+        self.answered(member, resp.status)  # _tries decides on retries itself
         return resp
 
     def _overflow(self, limit: str, value: int) -> UpstreamOverloaded:

@@ -102,4 +102,4 @@ class MemberPool(Pool):
         member = self.member
         member.active -= 1
         member.balancer.active -= 1
-        super().release(conn)
+        Pool.release(self, conn)  # not super(): no super object per request
