@@ -69,16 +69,15 @@ def backend(case: str, ports: list[int]) -> Any:
         return Backend("backend", urls[0], max_connections=POOL, limits=BackendLimits())
     if case == "same3":  # not valid config (duplicate endpoints), fine for the balancer
         urls = [urls[0]] * 3
-    extra: dict[str, object] = {}
-    if case == "guarded":
-        extra = {"retry": Retry(attempts=2), "health_check": HealthCheck(path="/", interval=1.0)}
+    guarded = case == "guarded"
     return Backend(
         "backend",
         urls[0],
         max_connections=POOL,
         endpoints=tuple(Endpoint(u) for u in urls),
         lb="least_request" if case == "least_request" else "round_robin",
-        **extra,
+        retry=Retry(attempts=2) if guarded else None,
+        health_check=HealthCheck(path="/", interval=1.0) if guarded else None,
     )
 
 
@@ -192,8 +191,8 @@ def main() -> None:
         print(f"\n{tree}")
         for case in CASES:
             deltas = " ".join(f"{v:+.1f}" for v in delta[case, tree])
-            count = instr.get((case, tree))
-            counted = f"  {count:,.0f} instr ({count - instr['url', tree]:+,.0f})" if count else ""
+            n = instr.get((case, tree))
+            counted = f"  {n:,.0f} instr ({n - instr['url', tree]:+,.0f})" if n else ""
             print(f"{case:14s} CPU {med[case, tree]:6.2f} µs ({med_delta[case, tree]:+5.2f}: "
                   f"{deltas})  wall {med_wall[case, tree]:6.2f} µs{counted}")  # fmt: skip
     if len(trees) > 1 or os.environ.get("BENCH_CASES"):
