@@ -5,14 +5,16 @@ nothing fails).
 The minimal in-process proxy of bench/clients.py forwards GET requests through
 ``HttpUpstream`` to a backend of each case in turn (CASES): one ``url``; the balancer over
 that one endpoint (balancer code, one pool); three endpoints that are one nginx port
-(three pools); three endpoints on three nginx processes, round_robin, then with ``retry``
-+ ``health_check``, then least_request. The differences between neighbouring cases say
-where a cost lies (docs/upstream.md).
+(three pools); three endpoints on three nginx processes, round_robin, then with ``retry``,
+with ``retry`` + ``health_check``, then least_request. The differences between
+neighbouring cases say where a cost lies (docs/upstream.md).
 
 Figures are the thread CPU time of the proxy per request (``time.thread_time``: time the
-machine's other work takes from the core is not counted, nor nginx's), and wall time for
-reference. Each round is a fresh child process per checkout that warms every case up,
-then times each once (the order rotates per round); medians of the alternating rounds.
+machine's other work takes from the core is not counted, nor nginx's), wall time for
+reference, and with ``--callgrind`` user-space instructions per request (repeatable under
+load). Each round is a fresh child process per checkout that warms every case up, then
+times the cases interleaved in INNER turns (the order rotating); medians of the
+alternating rounds, and of each round's difference to one ``url``.
 
     .venv/bin/python bench/balance.py                          # this checkout, docs table
     .venv/bin/python bench/balance.py --trees /tmp/base,.      # two checkouts, alternated
@@ -50,6 +52,7 @@ CASES = {
     "one": "the balancer over one endpoint (`limits: {}`)",
     "same3": "three `endpoints` on one nginx port, round_robin",
     "round_robin": "three `endpoints`, round_robin",
+    "retry": "three `endpoints`, round_robin, `retry`",
     "guarded": "three `endpoints`, round_robin, `retry` + `health_check`",
     "least_request": "three `endpoints`, least_request",
 }
@@ -76,7 +79,7 @@ def backend(case: str, ports: list[int]) -> Any:
         max_connections=POOL,
         endpoints=tuple(Endpoint(u) for u in urls),
         lb="least_request" if case == "least_request" else "round_robin",
-        retry=Retry(attempts=2) if guarded else None,
+        retry=Retry(attempts=2) if guarded or case == "retry" else None,
         health_check=HealthCheck(path="/", interval=1.0) if guarded else None,
     )
 
