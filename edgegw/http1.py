@@ -284,6 +284,7 @@ class Pool:
                 return await self.connect(), False
             waiter = self.loop.create_future()
             self.waiters.append(waiter)
+            self.queued(1)
             try:
                 async with asyncio.timeout(seconds):
                     await waiter
@@ -291,8 +292,12 @@ class Pool:
                 detail = f"all {self.backend.max_connections} connections busy for {seconds:g}s"
                 raise UpstreamTimeout(self.name, detail) from exc
             finally:
+                self.queued(-1)
                 if not waiter.done():
                     waiter.cancel()
+
+    def queued(self, delta: int) -> None:
+        """A caller starts (1) or stops (-1) waiting for a free connection."""
 
     def watch(self, conn: Conn, seconds: float) -> None:
         """Fail ``conn``'s exchange with a timeout unless its response head arrives (or

@@ -89,6 +89,17 @@ class _Chunks:
         return chunk, conn.at_eof()
 
 
+def _outcome(exc: BaseException) -> str | None:
+    """The ``outcome`` label of a call that ended with ``exc`` (None: not timed)."""
+    if isinstance(exc, UpstreamError):
+        return exc.outcome
+    if isinstance(exc, asyncio.CancelledError):  # the gateway stopped waiting (client gone)
+        return CANCELLED
+    if isinstance(exc, Exception):  # the request body failed (client gone mid-upload, too large)
+        return ABORTED
+    return None
+
+
 class Upstream(Protocol):
     """Sends requests to the backends of one config."""
 
@@ -212,14 +223,24 @@ class HttpUpstream:
         *,
         observe: bool = True,
     ) -> UpstreamResponse:
-        """One try on ``pool`` when given (edgegw.balance chose the endpoint); else the
-        backend's balancer, or the one pool of a plain single-URL backend."""
+        """One try on ``pool`` when given (a retry: edgegw.balance chose the endpoint);
+        else the one pool of a plain single-URL backend, or the endpoint the backend's
+        balancer picks. A balanced request's first try runs here, in this coroutine (no
+        await layers of the balancer's); the balancer takes over for retries."""
+        member = balancer = None
         if pool is None:
             if backend in self._balanced:
-                balancer = self._balancer(backend)
-                return await balancer.request(method, path, headers, body, timeout)
-            pool = self._pool(backend)
+                balancer = self._balancers.get(backend) or self._balancer(backend)
+                member = balancer.first(headers, body)
+                if member is None:  # DNS not answered yet, or a streamed body to buffer
+                    return await balancer.request(method, path, headers, body, timeout)
+                pool = member.pool
+                observe = True  # each try of a balanced backend is timed (call() does not)
+            else:
+                pool = self._pool(backend)
         seconds = timeout or pool.backend.timeout
+        if balancer is not None and balancer.per_try is not None:
+            seconds = min(seconds, balancer.per_try)
         target = pool.base_path + path
         streamed = body is not None and not isinstance(body, bytes)
         if body is None:
@@ -243,10 +264,12 @@ class HttpUpstream:
         span = None
         if CURRENT.get() is not None:  # tracing on, in a request: a span for this try
             scheme = "http" if pool.ssl is None else "https"
-            span, headers = upstream_try(backend, method, scheme, pool.host, pool.port, target,
-                                         headers)  # fmt: skip
+            span, try_headers = upstream_try(backend, method, scheme, pool.host, pool.port,
+                                             target, headers)  # fmt: skip
+        else:
+            try_headers = headers
         try:
-            head = _head(method, target, headers, pool, framing)
+            head = _head(method, target, try_headers, pool, framing)
             while True:
                 conn, reused = await pool.acquire(seconds)
                 pool.watch(conn, seconds)
@@ -264,30 +287,40 @@ class HttpUpstream:
                 finally:
                     pool.unwatch(conn)
                 break
-        except UpstreamError as exc:
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            if outcome is not None:
+                if observe:
+                    metrics.observe_upstream(backend, outcome, time.perf_counter() - started)
+                if span is not None:
+                    failed(span, exc)
+            if member is None or balancer is None:
+                raise
+            balancer.abandoned(member, exc)
+            if not isinstance(exc, UpstreamError):
+                raise
+            deadline = balancer.retry_deadline(exc, method, timeout, started)
+            if deadline is None:
+                raise
+        else:
             if observe:
-                metrics.observe_upstream(backend, exc.outcome, time.perf_counter() - started)
+                metrics.observe_upstream(backend, OK, time.perf_counter() - started)
+                load_metrics.upstream_response(backend, status)
             if span is not None:
-                failed(span, exc)
-            raise
-        except asyncio.CancelledError as exc:  # the gateway stopped waiting (client gone, deadline)
-            if observe:
-                metrics.observe_upstream(backend, CANCELLED, time.perf_counter() - started)
-            if span is not None:
-                failed(span, exc)
-            raise
-        except Exception as exc:  # the request body failed (client gone mid-upload, too large)
-            if observe:
-                metrics.observe_upstream(backend, ABORTED, time.perf_counter() - started)
-            if span is not None:
-                failed(span, exc)
-            raise
-        if observe:
-            metrics.observe_upstream(backend, OK, time.perf_counter() - started)
-            load_metrics.upstream_response(backend, status)
-        if span is not None:
-            answered(span, status)
-        return UpstreamResponse(status, resp_headers, conn, pool)
+                answered(span, status)
+            resp = UpstreamResponse(status, resp_headers, conn, pool)
+            if member is None or balancer is None:
+                return resp
+            # Below 500 the balancer has nothing to do unless the member had failed (its
+            # error run ends); retried statuses are 5xx (edgegw/config/backends.py).
+            if (status < 500 and not member.errors) or not balancer.answered(member, status):
+                return resp
+            deadline = balancer.retry_deadline(status, method, timeout, started)
+            if deadline is None:
+                return resp
+            resp.release()  # its body never reached the client
+        assert body is None or isinstance(body, bytes)  # Balancer.first: streamed ones go there
+        return await balancer.resume(member, deadline, method, path, headers, body, timeout)
 
     async def _exchange(
         self,

@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import socket
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -123,7 +124,10 @@ class Balancer:
         self.tls = client_context(backend.tls) if https else None
         self.sni = backend.tls.sni if backend.tls else None
         self.limits = backend.limits or BackendLimits()
-        self.retry = backend.retry
+        retry = backend.retry
+        self.retry = retry if retry is not None and retry.attempts > 1 else None
+        # The first try's deadline: the retry's own when it is shorter than the whole.
+        self.per_try = self.retry.per_try_timeout if self.retry else None
         statuses = set(self.retry.statuses) if self.retry else set()
         if self.retry and "5xx" in self.retry.on:
             statuses.update(range(500, 600))
@@ -136,8 +140,10 @@ class Balancer:
         self.panic = False
         self.active = 0  # tries in flight (their responses not yet released)
         self.retrying = 0  # retries in flight (the retry budget counts them)
-        self.requests = 0  # requests with retries between their first try and answer
-        self.pending = 0  # tries that found no free connection
+        self.backing_off = 0  # requests waiting out a backoff before their next try
+        self.pending = 0  # tries waiting for a free connection (MemberPool.queued)
+        self.ready = False  # the first resolution is done (``resolved`` set)
+        self.plain: Policy[Member] | None = None  # see _replan
         self.next_return = math.inf  # when the next ejected member comes back
         self.resolved = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,12 +158,30 @@ class Balancer:
             self._spawn(self._resolve_forever(names))
         else:
             self._rebuild()
-            self.resolved.set()
+            self._set_resolved()
         if self.health is not None:
             self._spawn(self.health.run())
-        stats.register(id(self), self.report)
+        stats.register(id(self), self)
 
     # -- membership --------------------------------------------------------------------
+    def _set_resolved(self) -> None:
+        self.ready = True
+        self.resolved.set()
+        self._replan()
+
+    def _replan(self) -> None:
+        """``plain``: the policy when a first try needs no per-request check (resolved,
+        no hash key, no ejection to end, no request limits), else None (``_first``)."""
+        limits = self.limits
+        plain = (
+            self.ready
+            and self.key is None
+            and self.next_return == math.inf
+            and limits.max_requests is None
+            and limits.max_pending is None
+        )
+        self.plain = self.policy if plain else None
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
@@ -167,7 +191,7 @@ class Balancer:
         try:
             await self._resolve_loop(names)
         finally:  # requests waiting for the first resolution must not wait forever
-            self.resolved.set()
+            self._set_resolved()
 
     async def _resolve_loop(self, names: list[Endpoint]) -> None:
         while True:
@@ -185,7 +209,7 @@ class Balancer:
                     changed = True
             if changed or not self.resolved.is_set():  # the first pass builds in any case:
                 self._rebuild()  # endpoints given as addresses need no lookup
-            self.resolved.set()
+            self._set_resolved()
             await asyncio.sleep(DNS_REFRESH)
 
     def _rebuild(self) -> None:
@@ -202,6 +226,7 @@ class Balancer:
                     member = self._member(endpoint, address, total)
                 members.append(member)
         for gone in old.values():
+            stats.count(stats.REQUESTS, gone.labels, gone.take_tries())
             for conn in gone.pool.idle:
                 conn.abort()
             self._retired.append(gone.pool)
@@ -243,6 +268,7 @@ class Balancer:
         for member in self.members:
             state = member.healthy and member.ejected_until <= now
             stats.HEALTHY.labels(self.name, member.key).set(int(state))
+        self._replan()
         stats.changed()
 
     def pick(self, key: bytes | None, tried: list[Member] | None = None) -> Member:
@@ -259,23 +285,116 @@ class Balancer:
         return member
 
     # -- requests ----------------------------------------------------------------------
+    # A request's first try runs in HttpUpstream.request's own coroutine: ``first`` picks
+    # and counts the member, ``abandoned`` or ``answered`` account for the outcome. Retry
+    # state (deadline, members tried, RESEND) comes into being only once a try failed
+    # (``retry_deadline``, ``resume``). ``request`` takes what the first try cannot: a
+    # request before the first DNS answer, a streamed body to buffer for retries.
+    def first(self, headers: Headers, body: Body) -> Member | None:
+        """The member for a request's first try, counted in; None when the request must
+        go through ``request``. Raises ``UpstreamOverloaded`` (a limit reached)."""
+        policy = self.plain
+        if policy is None or (
+            body is not None and self.retry is not None and not isinstance(body, bytes)
+        ):
+            return self._first(headers, body)
+        # The common case, as ``pick`` and ``enter`` would do it with nothing to check:
+        # every bytecode here is paid by every request (docs/upstream.md, cost).
+        member = policy.pick(None)
+        member.active += 1
+        member.tries += 1
+        self.active += 1
+        return member
+
+    def _first(self, headers: Headers, body: Body) -> Member | None:
+        if not self.ready or (
+            self.retry is not None and body is not None and not isinstance(body, bytes)
+        ):
+            return None
+        max_requests = self.limits.max_requests
+        if max_requests is not None and self.active >= max_requests:
+            raise self._overflow("max_requests", max_requests)
+        member = self.pick(self.key(headers) if self.key is not None else None)
+        self.enter(member)
+        return member
+
+    def enter(self, member: Member) -> None:
+        """A try starts on ``member``; ``MemberPool.release`` or ``abandoned`` ends it."""
+        max_pending = self.limits.max_pending
+        if max_pending is not None and self.pending >= max_pending:
+            pool = member.pool
+            if not pool.idle and len(pool.conns) + pool.opening >= pool.backend.max_connections:
+                raise self._overflow("max_pending", max_pending)  # it would wait
+        member.active += 1
+        member.tries += 1
+        self.active += 1
+
+    def abandoned(self, member: Member, exc: BaseException) -> None:
+        """A try on ``member`` ended without a response."""
+        member.active -= 1  # no response: MemberPool.release will not run
+        self.active -= 1
+        if isinstance(exc, UpstreamError) and not isinstance(exc, UpstreamInvalidRequest):
+            self._failed(member)  # the endpoint failed (not the request's own fault)
+
+    def answered(self, member: Member, status: int) -> bool:
+        """A try on ``member`` got a response; True when ``retry`` lists its status (then
+        ``retry_deadline`` decides)."""
+        if status >= 500:
+            self._failed(member)
+        elif member.errors:
+            member.errors = 0
+        return status in self.retry_statuses
+
+    def retry_deadline(
+        self, failure: UpstreamError | int, method: str, timeout: float | None, started: float
+    ) -> float | None:
+        """After a failed first try (an error, or a status that ``retry`` lists), started
+        at ``started`` (perf_counter): the deadline of the retries, or None when there is
+        no retry. The caller calls ``resume`` next, with no await in between."""
+        if self.retry is None:
+            return None
+        deadline = self.loop.time() + (timeout or self.backend.timeout)
+        deadline -= time.perf_counter() - started  # the request's deadline, not this try's
+        idempotent = method in IDEMPOTENT
+        if isinstance(failure, int):
+            wanted = self._retry_status(failure, idempotent, deadline)
+        else:
+            wanted = self._retry_error(failure, idempotent, deadline)
+        return deadline if wanted else None
+
+    async def resume(
+        self,
+        tried: Member,
+        deadline: float,
+        method: str,
+        path: str,
+        headers: Headers,
+        body: bytes | None,
+        timeout: float | None,
+    ) -> UpstreamResponse:
+        """The retries after a first try on ``tried`` that ``retry_deadline`` retries."""
+        assert self.retry is not None
+        stats.count(stats.RETRIES, (self.name,))
+        key = self.key(headers) if self.key is not None else None
+        return await self._tries(self.retry, key, method, path, headers, body, deadline, [tried])
+
     async def request(
         self, method: str, path: str, headers: Headers, body: Body, timeout: float | None
     ) -> UpstreamResponse:
-        if not self.resolved.is_set():
+        """A whole request when ``first`` gave None."""
+        if not self.ready:
             await self.resolved.wait()
         max_requests = self.limits.max_requests
         if max_requests is not None and self.active >= max_requests:
             raise self._overflow("max_requests", max_requests)
         key = self.key(headers) if self.key is not None else None
         retry = self.retry
-        if retry is None or retry.attempts <= 1:
+        if retry is None:
             return await self._try(self.pick(key), method, path, headers, body, timeout)
-        self.requests += 1
-        try:
-            return await self._tries(retry, key, method, path, headers, body, timeout)
-        finally:
-            self.requests -= 1
+        if body is not None and not isinstance(body, bytes):
+            body = await buffered(body)
+        deadline = self.loop.time() + (timeout or self.backend.timeout)
+        return await self._tries(retry, key, method, path, headers, body, deadline, [])
 
     async def _tries(
         self,
@@ -285,18 +404,14 @@ class Balancer:
         path: str,
         headers: Headers,
         body: Body,
-        timeout: float | None,
+        deadline: float,
+        tried: list[Member],
     ) -> UpstreamResponse:
         """Tries until one succeeds or retrying is not allowed (``retry.on``, safety,
-        attempts, the budget, the deadline)."""
-        if body is not None and not isinstance(body, bytes):
-            body = await buffered(body)
+        attempts, the budget, the deadline); ``tried``: the members that failed so far."""
         replayable = not isinstance(body, AsyncIterable)
         idempotent = method in IDEMPOTENT
-        seconds = timeout or self.backend.timeout
-        deadline = self.loop.time() + seconds
-        tried: list[Member] = []
-        retries = 0
+        retries = len(tried)
         while True:
             # A retry counts against the budget from the decision (no await between the
             # check and this) until its try ended, however it ends (cancelled included).
@@ -305,23 +420,22 @@ class Balancer:
             resend = RESEND.set(retries)  # the try's span: http.request.resend_count
             try:
                 if retries:
-                    await asyncio.sleep(backoff(retry, retries))
+                    self.backing_off += 1
+                    try:
+                        await asyncio.sleep(backoff(retry, retries))
+                    finally:
+                        self.backing_off -= 1
                 member = self.pick(key, tried)
                 remaining = deadline - self.loop.time()
                 per_try = min(retry.per_try_timeout or remaining, remaining)
                 last = retries + 1 >= retry.attempts or not replayable
                 try:
                     resp = await self._try(member, method, path, headers, body, per_try)
-                except UpstreamOverloaded:
-                    raise
                 except UpstreamError as exc:
-                    why = condition(exc)
-                    safe = why == "connect-failure" or idempotent
-                    if last or why not in retry.on or not safe or not self._may_retry(deadline):
+                    if last or not self._retry_error(exc, idempotent, deadline):
                         raise
                 else:
-                    wanted = resp.status in self.retry_statuses and idempotent
-                    if last or not wanted or not self._may_retry(deadline):
+                    if last or not self._retry_status(resp.status, idempotent, deadline):
                         return resp
                     resp.release()  # its body never reached the client
             finally:
@@ -332,16 +446,27 @@ class Balancer:
             retries += 1
             stats.count(stats.RETRIES, (self.name,))
 
+    def _retry_error(self, exc: UpstreamError, idempotent: bool, deadline: float) -> bool:
+        """Whether a failed try (not the last) is retried: ``retry.on``, safety, budget."""
+        assert self.retry is not None
+        why = condition(exc)  # "" for UpstreamOverloaded and the like: never retried
+        safe = why == "connect-failure" or idempotent
+        return why in self.retry.on and safe and self._may_retry(deadline)
+
+    def _retry_status(self, status: int, idempotent: bool, deadline: float) -> bool:
+        wanted = status in self.retry_statuses and idempotent
+        return wanted and self._may_retry(deadline)
+
     def _may_retry(self, deadline: float) -> bool:
         """The retry budget (Envoy's): retries in flight stay within ``budget`` of the
         active requests (at least ``min_retry_concurrency``), and time is left. Active:
-        the requests between their first try and their answer, or the tries in flight
-        (responses still streaming included), whichever is more."""
+        the tries in flight (responses still streaming included) and the requests
+        waiting out a backoff."""
         retry = self.retry
         assert retry is not None
         if deadline - self.loop.time() <= retry.backoff_base:
             return False
-        active = max(self.requests, self.active)
+        active = self.active + self.backing_off
         allowed = max(retry.min_retry_concurrency, retry.budget * active)
         if self.retrying >= allowed:
             stats.count(stats.CIRCUIT_OPEN, (self.name, "retry_budget"))
@@ -357,31 +482,14 @@ class Balancer:
         body: Body,
         timeout: float | None,
     ) -> UpstreamResponse:
-        pool = member.pool
-        waits = not pool.idle and len(pool.conns) + pool.opening >= pool.backend.max_connections
-        if waits:
-            max_pending = self.limits.max_pending
-            if max_pending is not None and self.pending >= max_pending:
-                raise self._overflow("max_pending", max_pending)
-            self.pending += 1
-        member.active += 1
-        self.active += 1
-        stats.count(stats.REQUESTS, member.labels)
+        """One try of ``request`` or ``resume`` (a retry, or a first try ``first`` left)."""
+        self.enter(member)
         try:
-            resp = await self.send(self.name, method, path, headers, body, timeout, pool=pool)
+            resp = await self.send(self.name, method, path, headers, body, timeout, member.pool)
         except BaseException as exc:
-            member.active -= 1  # no response: MemberPool.release will not run
-            self.active -= 1
-            if isinstance(exc, UpstreamError) and not isinstance(exc, UpstreamInvalidRequest):
-                self._failed(member)  # the endpoint failed (not the request's own fault)
+            self.abandoned(member, exc)
             raise
-        finally:
-            if waits:
-                self.pending -= 1
-        if resp.status >= 500:
-            self._failed(member)
-        elif member.errors:
-            member.errors = 0
+        self.answered(member, resp.status)  # _tries decides on retries itself
         return resp
 
     def _overflow(self, limit: str, value: int) -> UpstreamOverloaded:
@@ -421,7 +529,13 @@ class Balancer:
             "endpoints": [m.as_json(now) for m in self.members],
         }
 
+    def tries(self) -> list[tuple[tuple[str, str], int]]:
+        """Tries per member since the last call (the metrics flush takes them)."""
+        return [(m.labels, m.take_tries()) for m in self.members if m.tries]
+
     async def aclose(self) -> None:
+        for labels, tries in self.tries():
+            stats.count(stats.REQUESTS, labels, tries)
         stats.unregister(id(self))
         tasks = list(self._tasks)
         for task in tasks:

@@ -30,6 +30,7 @@ class Member:
         "labels",
         "pool",
         "returned_at",
+        "tries",
         "url",
         "weight",
     )
@@ -52,6 +53,7 @@ class Member:
         self.weight = weight
         self.pool = MemberPool(self, backend, address, tls, sni)
         self.active = 0  # requests in flight here (least_request; released with the body)
+        self.tries = 0  # tries sent here since the last metrics flush (a plain int: hot)
         self.healthy = True  # by active health checks
         self.checks_passed = 0
         self.checks_failed = 0
@@ -59,6 +61,10 @@ class Member:
         self.ejections = 0  # the ejection multiplier
         self.ejected_until = 0.0
         self.returned_at = -math.inf
+
+    def take_tries(self) -> int:
+        tries, self.tries = self.tries, 0
+        return tries
 
     def state(self, now: float) -> str:
         if self.ejected_until > now:
@@ -89,8 +95,11 @@ class MemberPool(Pool):
         super().__init__(backend, address, tls, sni)
         self.member = member
 
+    def queued(self, delta: int) -> None:
+        self.member.balancer.pending += delta  # limits.max_pending
+
     def release(self, conn: Conn) -> None:
         member = self.member
         member.active -= 1
         member.balancer.active -= 1
-        super().release(conn)
+        Pool.release(self, conn)  # not super(): no super object per request

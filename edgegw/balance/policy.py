@@ -89,19 +89,22 @@ class LeastRequest(Random[M]):
     def __init__(self, members: Sequence[M]) -> None:
         super().__init__(members)
         self.uniform = len({m.weight for m in members}) == 1 and len(members) > 1
+        self.others = len(members) - 1
+        self.pairs = len(members) * self.others  # ordered pairs of two different ones
 
     def pick(self, key: bytes | None) -> M:
-        if self.uniform:  # two different ones, each equally likely
-            count = len(self.members)
-            i = random.randrange(count)
-            j = random.randrange(count - 1)
-            a, b = self.members[i], self.members[j + (j >= i)]
-        else:
-            a = b = super().pick(key)
-            for _ in range(3):  # two different ones, unless one weighs nearly everything
-                b = super().pick(key)
-                if b is not a:
-                    break
+        if self.uniform:  # two different ones, each pair equally likely
+            # One random() for both, not randrange (a Python function): the per-request path.
+            pair = int(random.random() * self.pairs)
+            i, j = pair // self.others, pair % self.others
+            members = self.members
+            a, b = members[i], members[j + (j >= i)]
+            return a if a.active <= b.active else b  # equal weights
+        a = b = super().pick(key)
+        for _ in range(3):  # two different ones, unless one weighs nearly everything
+            b = super().pick(key)
+            if b is not a:
+                break
         return a if a.active * b.weight <= b.active * a.weight else b
 
 

@@ -12,9 +12,8 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
@@ -56,13 +55,18 @@ STATUS_DELAY = 0.2  # seconds: state changes within this are written together
 _counts: dict[tuple[Counter, tuple[str, ...]], int] = {}
 
 
-def count(counter: Counter, labels: tuple[str, ...]) -> None:
+def count(counter: Counter, labels: tuple[str, ...], n: int = 1) -> None:
     key = (counter, labels)
-    _counts[key] = _counts.get(key, 0) + 1
+    _counts[key] = _counts.get(key, 0) + n
     metrics.flush_soon()
 
 
 def _flush() -> None:
+    # Tries are plain ints on the members (the per-request path); every try is timed by
+    # metrics.observe_upstream, whose flush_soon brings this flush.
+    for reporter in list(_reporters.values()):
+        for endpoint, tries in reporter.tries():
+            REQUESTS.labels(*endpoint).inc(tries)
     for (counter, labels), value in _counts.items():
         if value:
             counter.labels(*labels).inc(value)
@@ -71,13 +75,25 @@ def _flush() -> None:
 
 metrics.on_flush(_flush)
 
-# What each live balancer reports: its backend name -> a function giving its state.
-_reporters: dict[int, Callable[[], tuple[str, dict[str, Any]]]] = {}
+
+class Reporter(Protocol):
+    """A live balancer, as seen here."""
+
+    def report(self) -> tuple[str, dict[str, Any]]:
+        """Its backend name and state (``/admin/status``)."""
+        ...
+
+    def tries(self) -> list[tuple[tuple[str, str], int]]:
+        """(labels, tries) per endpoint since the last call."""
+        ...
+
+
+_reporters: dict[int, Reporter] = {}
 _writer: asyncio.TimerHandle | None = None
 
 
-def register(key: int, report: Callable[[], tuple[str, dict[str, Any]]]) -> None:
-    _reporters[key] = report
+def register(key: int, reporter: Reporter) -> None:
+    _reporters[key] = reporter
     changed()
 
 
@@ -88,7 +104,7 @@ def unregister(key: int) -> None:
 
 def snapshot() -> dict[str, Any]:
     """The state of every backend balanced in this process."""
-    return dict(report() for report in list(_reporters.values()))
+    return dict(reporter.report() for reporter in list(_reporters.values()))
 
 
 def changed() -> None:

@@ -18,6 +18,7 @@ from edgegw.balance import balancer as balancer_module
 from edgegw.balance import stats
 from edgegw.errors import UpstreamConnectError, UpstreamInvalidRequest, UpstreamOverloaded
 from edgegw.model import Backend, BackendLimits, Endpoint, HealthCheck, Outlier, Retry
+from edgegw.observe import metrics
 from edgegw.types import Headers
 from edgegw.upstream import HttpUpstream
 from tests.conftest import Proc, free_port
@@ -72,6 +73,10 @@ async def test_weighted_round_robin_with_one_pool_per_endpoint(
     # sequential requests: each endpoint's own keep-alive connection was reused
     assert [len(m.pool.conns) for m in members] == [1, 1, 1]
     assert (a.count(), b.count(), c.count()) == (10, 10, 20)
+    # Tries per endpoint are plain ints on the members until the metrics flush takes them.
+    metrics.flush()
+    tries = [stats.REQUESTS.labels("users", m.key)._value.get() for m in members]
+    assert tries == [10, 10, 20] and [m.tries for m in members] == [0, 0, 0]
 
 
 async def test_random_and_call_use_every_endpoint(
