@@ -8,6 +8,7 @@
  *                  epoch ticker, and init(): the wasmtime C functions by address
  *   host.c         Host: the env of a raw host function and its callback
  *   headers.c      the header-map hostcalls' common case, read and edited in C
+ *   property.c     proxy_get_property's common case (the paths filters read per request)
  *   phase.c        the per-filter loops of a request (open, run, close)
  *   phase_types.c  Vm (what the loops touch of a filter's VM), State (StreamState's
  *                  storage) and Plan (a route's filters, built once)
