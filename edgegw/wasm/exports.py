@@ -44,7 +44,8 @@ class Export:
     answer: Answer = Answer.PYTHON
     # What _native answers itself in the common case (Host.set_fast_edit / set_clock):
     # "get" | "add" | "replace" | "remove" (an ordinary header of the stream's own
-    # headers) or "clock"; the method answers the rest.
+    # headers), "property" (native/property.c: the few paths filters read per request)
+    # or "clock"; the method answers the rest.
     fast: str | None = None
     returns_status: bool = True  # every proxy_* returns an i32 proxy_status_t
 
@@ -150,7 +151,7 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_increment_metric", U32, I64),
         _e("proxy_get_metric", U32, _P),
         # Properties
-        _e("proxy_get_property", STR, _P, _P),
+        _e("proxy_get_property", STR, _P, _P, fast="property"),
         _e("proxy_set_property", _P, _P, _P, _P),
         # Foreign functions: none are registered, so every name that can be read is
         # NOT_FOUND (name and argument read by C: INVALID_MEMORY_ACCESS first)

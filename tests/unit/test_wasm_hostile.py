@@ -7,7 +7,8 @@ abi-versions/v0.2.1/README.md; INVALID_MEMORY_ACCESS before anything else, as
 proxy-wasm-cpp-host's exports.cc checks memory first) and neither trap nor leak. The
 cases are keyed by hostcall: a hostcall added to the table without hostile cases here
 fails ``test_every_hostcall_has_hostile_cases``. Each case runs twice, with the C fast
-paths (native/headers.c, the clock) and with the Python methods alone: both answer alike.
+paths (native/headers.c, native/property.c, the clock) and with the Python methods alone:
+both answer alike.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ CONTEXT = 2  # the stream context the cases run in
 KEY, CRLF, BOGUS, NOPE, PATH, QUEUE, SKEY, VALUE, METRIC = (
     1024, 1040, 1056, 1072, 1088, 1104, 1120, 1152, 1168
 )  # fmt: skip
+PEER, GEO, SOURCE = 1184, 1208, 1232  # the property paths native/property.c answers
 _DATA = {
     KEY: b"x-a",
     CRLF: b"a\r\nb",
@@ -57,6 +59,9 @@ _DATA = {
     SKEY: b"edgegw-hostile-test",
     VALUE: b"v",
     METRIC: b"hostile_gauge",
+    PEER: b"edgegw\0peer_trusted",
+    GEO: b"edgegw\0geo\0country",
+    SOURCE: b"source\0address",
 }
 
 _TRAP = WasmTrap  # the filter traps (its on_error applies), by design
@@ -187,6 +192,12 @@ HOSTILE: dict[str, list[Case]] = {
         ((NOPE, 4, OUT, OUT_SIZE), NOT_FOUND),
         ((PATH, 12, OOB, OUT_SIZE), IMA),
         ((PATH, 12, 0, 0), OK),
+        ((PEER, 19, OUT, OUT_SIZE), OK),
+        ((PEER, 19, OOB, OUT_SIZE), IMA),
+        ((PEER, HUGE, OUT, OUT_SIZE), IMA),
+        ((GEO, 18, OOB, OOB), NOT_FOUND),
+        ((SOURCE, 14, OUT, OOB), IMA),
+        ((SOURCE, 13, OUT, OUT_SIZE), NOT_FOUND),  # b"source\0addres": another path
     ],
     "proxy_set_property": [((OOB, 12, VALUE, 1), IMA), ((PATH, 12, VALUE, HUGE), IMA)],
     # No foreign function is registered: NOT_FOUND, once its name could be read.

@@ -20,6 +20,9 @@ static const char *const names[EX_FIELDS] = {
     [EX_REQUEST_HEADERS] = "request_headers",
     [EX_RESPONSE_HEADERS] = "response_headers",
     [EX_STATUS] = "status",
+    [EX_CLIENT] = "client",
+    [EX_TRUSTED_PEER] = "trusted_peer",
+    [EX_PROPERTIES] = "properties",
 };
 
 static PyObject *interned[EX_FIELDS];

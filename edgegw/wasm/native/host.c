@@ -5,7 +5,8 @@
  * which parameters are i64, which arrive signed, which (pointer, length) pairs are guest
  * strings read into bytes (the first one maybe a header name, lowercased). The callback
  * converts the raw values once and calls the Python implementation; the header-map
- * hostcalls' common case (headers.c) and the clock are answered here without it.
+ * hostcalls' common case (headers.c), the properties filters read per request
+ * (property.c) and the clock are answered here without it.
  *
  * Host callbacks take the GIL with PyGILState_Ensure (a no-op when it is held), because
  * wasmtime-py's public API (instantiate, which runs the start function) calls guest code
@@ -164,6 +165,14 @@ native_host_callback(void *env, void *caller, RawVal *vals, size_t n)
             vals[0].hi = 0;
             goto done;
         }
+    } else if (host->edit == EDIT_PROPERTY) { /* (path, ptr_ptr, size_ptr) */
+        int answered = native_fast_property(host->vm, &host->memory, host->alloc, argv[1],
+                                            vals[2].lo, vals[3].lo, &status);
+        if (answered != 0) {
+            vals[0].lo = answered > 0 ? (uint32_t)status : 0;
+            vals[0].hi = 0;
+            goto done;
+        }
     } else if (host->edit != 0) { /* made: 3 (map, key, value) or 2 (remove) */
         int edited = native_fast_edit(host->vm, host->edit, vals[0].lo & 0xFFFFFFFFu, argv[2],
                                       made == 3 ? argv[3] : NULL);
@@ -315,6 +324,7 @@ host_set_fast_edit(HostObject *self, PyObject *args)
            : strcmp(name, "replace") == 0 ? EDIT_REPLACE
            : strcmp(name, "remove") == 0  ? EDIT_REMOVE
            : strcmp(name, "get") == 0     ? EDIT_GET
+           : strcmp(name, "property") == 0 ? EDIT_PROPERTY
                                           : 0;
     /* The shapes of proxy_{add,replace}_header_map_value(map, key, value),
      * proxy_remove_header_map_value(map, key) and proxy_get_header_map_value(map, key,
@@ -324,6 +334,9 @@ host_set_fast_edit(HostObject *self, PyObject *args)
     else if (edit == EDIT_GET)
         ok = self->nparams == 5 && self->is_string[1] && !self->is_string[3] &&
              alloc != NULL && PyCallable_Check(alloc);
+    else if (edit == EDIT_PROPERTY) /* proxy_get_property(path, ptr_ptr, size_ptr) */
+        ok = self->nparams == 4 && self->is_string[0] && !self->is_string[2] &&
+             alloc != NULL && PyCallable_Check(alloc);
     else
         ok = edit != 0 && self->nparams == 5 && self->is_string[1] && self->is_string[3];
     if (!ok) { /* this Host stays as it was */
@@ -332,7 +345,7 @@ host_set_fast_edit(HostObject *self, PyObject *args)
     }
     self->edit = edit;
     Py_XSETREF(self->vm, (PhaseVm *)Py_NewRef(plugin));
-    Py_XSETREF(self->alloc, edit == EDIT_GET ? Py_NewRef(alloc) : NULL);
+    Py_XSETREF(self->alloc, edit == EDIT_GET || edit == EDIT_PROPERTY ? Py_NewRef(alloc) : NULL);
     Py_RETURN_NONE;
 }
 
@@ -396,7 +409,8 @@ static PyMethodDef host_methods[] = {
      "is that header-map hostcall; an ordinary header of plugin.current.ex's (plugin: a Vm) "
      "request_headers (map 0) or, once ex.status is set, response_headers (map 2) is "
      "edited or read in C, and get reads their pseudo-headers too (it answers through "
-     "alloc, the guest's allocator); anything else goes to impl."},
+     "alloc, the guest's allocator); anything else goes to impl. 'property': this Host "
+     "is proxy_get_property, a few paths answered in C (property.c)."},
     {NULL},
 };
 

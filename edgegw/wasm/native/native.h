@@ -8,6 +8,7 @@
  *                  epoch ticker, and init(): the wasmtime C functions by address
  *   host.c         Host: the env of a raw host function and its callback
  *   headers.c      the header-map hostcalls' common case, read and edited in C
+ *   property.c     proxy_get_property's common case (the paths filters read per request)
  *   phase.c        the per-filter loops of a request (open, run, close)
  *   phase_types.c  Vm (what the loops touch of a filter's VM), State (StreamState's
  *                  storage) and Plan (a route's filters, built once)
@@ -49,6 +50,7 @@ typedef struct {
     PyObject *current; /* a State, or None between callbacks */
     PyObject *streams; /* dict: context id -> State */
     char closed;
+    PyObject *geo; /* the `geoip:` lookup (Plugin.geo), None when not configured */
     unsigned long long continued;
     double call_seconds;
     unsigned long long call_counts[CALL_BUCKETS];
@@ -174,7 +176,7 @@ int put_answer(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_pt
 /* The callback wasmtime_linker_define_func_unchecked registers, its env a Host. */
 void *native_host_callback(void *env, void *caller, RawVal *vals, size_t n);
 
-enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE, EDIT_GET };
+enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE, EDIT_GET, EDIT_PROPERTY };
 
 /* add / replace / remove_header_map_value(map, key[, value]) on the headers of vm's
  * current stream: 1 done; 0 not that case (the Python method decides, nothing was
@@ -184,6 +186,13 @@ int native_fast_edit(PhaseVm *vm, int edit, uint64_t map, PyObject *key, PyObjec
  * through put_answer: 1 answered with *status; 0 not that case; -1 an error is set. */
 int native_fast_get(PhaseVm *vm, GuestMemory *m, PyObject *alloc, uint64_t map,
                     PyObject *key, uint64_t ptr_ptr, uint64_t size_ptr, int *status);
+
+/* get_property(path, ptr_ptr, size_ptr) of vm's current stream for the properties the
+ * bundled filters read per request (property.c), answered through put_answer: 1
+ * answered with *status; 0 not that case (the Python method answers); -1 an error is
+ * set. */
+int native_fast_property(PhaseVm *vm, GuestMemory *m, PyObject *alloc, PyObject *path,
+                         uint64_t ptr_ptr, uint64_t size_ptr, int *status);
 
 /* ---- Exchange fields (exchange.c) -------------------------------------------------- */
 
@@ -200,6 +209,9 @@ typedef enum {
     EX_REQUEST_HEADERS,
     EX_RESPONSE_HEADERS,
     EX_STATUS,
+    EX_CLIENT,
+    EX_TRUSTED_PEER,
+    EX_PROPERTIES,
     EX_FIELDS
 } ExField;
 

@@ -68,6 +68,7 @@ vm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         return NULL;
     self->current = Py_NewRef(Py_None);
+    self->geo = Py_NewRef(Py_None);
     if ((self->streams = PyDict_New()) == NULL) {
         Py_DECREF(self);
         return NULL;
@@ -80,6 +81,7 @@ vm_traverse(PhaseVm *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current);
     Py_VISIT(self->streams);
+    Py_VISIT(self->geo);
     return 0;
 }
 
@@ -88,6 +90,7 @@ vm_clear(PhaseVm *self)
 {
     Py_CLEAR(self->current);
     Py_CLEAR(self->streams);
+    Py_CLEAR(self->geo);
     return 0;
 }
 
@@ -103,6 +106,7 @@ static PyMemberDef vm_members[] = {
     FIELD(PhaseVm, current, T_OBJECT_EX, 0),
     FIELD(PhaseVm, streams, T_OBJECT_EX, READONLY),
     FIELD(PhaseVm, closed, T_BOOL, 0),
+    FIELD(PhaseVm, geo, T_OBJECT, 0), /* T_OBJECT: deleting it reads as None */
     {NULL, 0, 0, 0, NULL},
 };
 
