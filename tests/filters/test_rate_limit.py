@@ -118,6 +118,9 @@ def test_global_mode_asks_the_store(gateway_factory: StartGateway, backend_facto
     store: Backend = backend_factory(handler)
     cfg = {
         "mode": "global",
+        # Liveness, not speed: the 250 ms default expired under a loaded CI (the filter then
+        # fails open and the second request got 200).
+        "timeout_ms": 5000,
         "policies": [
             {
                 "name": "user",
