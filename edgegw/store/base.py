@@ -4,7 +4,7 @@ the Redis Lua script), and flag validation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,9 +68,12 @@ class Store(Protocol):
     """Rate-limit counters and the flag table. Methods raise ``StoreUnavailable`` when
     the backing service cannot be reached."""
 
-    async def rate_limit(
+    def rate_limit(
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
-    ) -> RateDecision: ...
+    ) -> Awaitable[RateDecision]:
+        """The decision, as a ``Promise`` (edgegw/promise.py) on the hot path: the store
+        API answers a filter from its callback, without a task. A coroutine works too."""
+        ...
 
     async def get_flags(self) -> FlagSnapshot: ...
 
