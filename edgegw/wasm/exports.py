@@ -44,7 +44,9 @@ class Export:
     answer: Answer = Answer.PYTHON
     # What _native answers itself in the common case (Host.set_fast_edit / set_clock):
     # "get" | "add" | "replace" | "remove" (an ordinary header of the stream's own
-    # headers) or "clock"; the method answers the rest.
+    # headers; get also an http_call answer's :status), "call_body" (an http_call
+    # answer's body), "effective" (an open stream), "continue" (a paused stream) or
+    # "clock"; the method answers the rest.
     fast: str | None = None
     returns_status: bool = True  # every proxy_* returns an i32 proxy_status_t
 
@@ -101,7 +103,7 @@ HOSTCALLS: dict[str, Export] = {
     for e in (
         # Context lifecycle
         _e("proxy_done", answer=Answer.NOOP),
-        _e("proxy_set_effective_context", U32),
+        _e("proxy_set_effective_context", U32, fast="effective"),
         # Logging, clocks, timers
         # The message is read by C: out of bounds it is INVALID_MEMORY_ACCESS whatever
         # the log level, as proxy-wasm-cpp-host checks memory before logging.
@@ -111,7 +113,7 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_set_tick_period_milliseconds", U32),
         # Buffers
         _e("proxy_set_buffer_bytes", U32, U32, U32, _P, _P),
-        _e("proxy_get_buffer_bytes", U32, U32, U32, _P, _P),
+        _e("proxy_get_buffer_bytes", U32, U32, U32, _P, _P, fast="call_body"),
         _e("proxy_get_buffer_status", U32, _P, _P),
         # HTTP fields
         _e("proxy_get_header_map_size", U32, _P),
@@ -122,7 +124,7 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_replace_header_map_value", U32, NAME, STR, fast="replace"),
         _e("proxy_remove_header_map_value", U32, NAME, fast="remove"),
         # Common stream operations
-        _e("proxy_continue_stream", U32),
+        _e("proxy_continue_stream", U32, fast="continue"),
         _e("proxy_close_stream", U32),
         # The status of an http_call or gRPC call: edgegw hands an http_call's status in
         # its :status header instead (docs/filters.md, "Known differences").

@@ -123,6 +123,15 @@ native_host_callback(void *env, void *caller, RawVal *vals, size_t n)
         PyGILState_Release(gil);
         return NULL;
     }
+    if (host->edit >= EDIT_CALL_BODY) { /* callout.c; before any argument is made */
+        int answered = native_fast_callout(host->vm, &host->memory, host->alloc, host->edit,
+                                           vals, &status);
+        if (answered != 0) {
+            vals[0].lo = answered > 0 ? (uint32_t)status : 0;
+            vals[0].hi = 0;
+            goto done;
+        }
+    }
     if (host->has_strings && host->memory.mem == NULL)
         /* Called before instantiation finished (a start function): no stream exists, so
          * a header map is not found either. */
@@ -315,6 +324,9 @@ host_set_fast_edit(HostObject *self, PyObject *args)
            : strcmp(name, "replace") == 0 ? EDIT_REPLACE
            : strcmp(name, "remove") == 0  ? EDIT_REMOVE
            : strcmp(name, "get") == 0     ? EDIT_GET
+           : strcmp(name, "call_body") == 0 ? EDIT_CALL_BODY
+           : strcmp(name, "effective") == 0 ? EDIT_EFFECTIVE
+           : strcmp(name, "continue") == 0  ? EDIT_CONTINUE
                                           : 0;
     /* The shapes of proxy_{add,replace}_header_map_value(map, key, value),
      * proxy_remove_header_map_value(map, key) and proxy_get_header_map_value(map, key,
@@ -324,6 +336,11 @@ host_set_fast_edit(HostObject *self, PyObject *args)
     else if (edit == EDIT_GET)
         ok = self->nparams == 5 && self->is_string[1] && !self->is_string[3] &&
              alloc != NULL && PyCallable_Check(alloc);
+    else if (edit == EDIT_CALL_BODY) /* (buffer, start, max_size, ptr_ptr, size_ptr) */
+        ok = self->nparams == 5 && !self->has_strings && self->has_result && alloc != NULL &&
+             PyCallable_Check(alloc);
+    else if (edit == EDIT_EFFECTIVE || edit == EDIT_CONTINUE) /* (context) / (stream) */
+        ok = self->nparams == 1 && !self->has_strings && self->has_result && !self->is64[0];
     else
         ok = edit != 0 && self->nparams == 5 && self->is_string[1] && self->is_string[3];
     if (!ok) { /* this Host stays as it was */
@@ -332,7 +349,7 @@ host_set_fast_edit(HostObject *self, PyObject *args)
     }
     self->edit = edit;
     Py_XSETREF(self->vm, (PhaseVm *)Py_NewRef(plugin));
-    Py_XSETREF(self->alloc, edit == EDIT_GET ? Py_NewRef(alloc) : NULL);
+    Py_XSETREF(self->alloc, edit == EDIT_GET || edit == EDIT_CALL_BODY ? Py_NewRef(alloc) : NULL);
     Py_RETURN_NONE;
 }
 
