@@ -132,7 +132,9 @@ HOSTCALLS: dict[str, Export] = {
         # HTTP
         _e("proxy_send_local_response", U32, _P, _P, _P, _P, _P, _P, U32),
         # HTTP calls
-        _e("proxy_http_call", _P, _P, _P, _P, _P, _P, _P, _P, U32, _P),
+        # upstream, headers and body read by C (INVALID_MEMORY_ACCESS first, as
+        # proxy-wasm-cpp-host checks memory first); the trailers are not read
+        _e("proxy_http_call", STR, STR, STR, _P, _P, U32, _P),
         # gRPC calls: not offered (docs/filters.md)
         _e("proxy_grpc_call", *(_P,) * 10, U32, _P, answer=Answer.UNIMPLEMENTED),
         _e("proxy_grpc_stream", *(_P,) * 8, _P, answer=Answer.UNIMPLEMENTED),
