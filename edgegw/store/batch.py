@@ -155,6 +155,9 @@ class LeanSender:
             self._conn.send(command, functools.partial(self._answered, part, args))
         except StoreError as exc:
             self._failed(part, exc)
+        except asyncio.CancelledError:  # closed while connecting: nobody waits forever
+            fail(part, StoreUnavailable("redis: store closed"))
+            raise
 
     def _answered(self, part: Part, args: bytes | None, reply: Any) -> None:
         """The reply to ``part``'s script call (``args``: EVALSHA's, to resend with EVAL
