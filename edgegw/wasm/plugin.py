@@ -8,6 +8,7 @@ hostcall goes through ``fastcall``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Awaitable
 from pathlib import Path
@@ -232,8 +233,11 @@ class Plugin(SharedHostcalls):
         pending = self.http_call(cluster, method, path, authority, headers, body, timeout)
         if isinstance(pending, Promise):
             # An in-process cluster (the store): answered from its callback, no task
-            # (then() never calls back inside this hostcall).
-            pending.then(functools.partial(self._answered, token))
+            # (then() never calls back inside this hostcall). The callback runs where the
+            # answer arrived (the Redis connection's reader): the guest runs in this
+            # request's context, as a task would have run it (tracing's current span).
+            request_context = contextvars.copy_context()
+            pending.then(functools.partial(self._answered, token, request_context))
             return token
         task = loop.create_task(self._deliver(token, pending))
         self._tasks.add(task)
@@ -243,10 +247,12 @@ class Plugin(SharedHostcalls):
     async def _deliver(self, token: int, pending: Awaitable[CallResponse]) -> None:
         self._delivered(token, await pending)
 
-    def _answered(self, token: int, answered: Promise[CallResponse]) -> None:
+    def _answered(
+        self, token: int, context: contextvars.Context, answered: Promise[CallResponse]
+    ) -> None:
         exc = answered.error
         response = answered.result() if exc is None else CallResponse(0, error=repr(exc))
-        self._delivered(token, response)
+        context.run(self._delivered, token, response)
 
     def _delivered(self, token: int, response: CallResponse) -> None:
         if response.status == 0 and not response.timed_out:
