@@ -143,3 +143,70 @@ native_fast_callout(PhaseVm *vm, GuestMemory *m, PyObject *alloc, int edit, RawV
         return 0;
     }
 }
+
+/* decode_pairs(data) -> [(key, value), ...] | None: a proxy-wasm header map as the guest
+ * serializes it (count, (key_len, value_len)*, then each key and value NUL-terminated;
+ * u32 little-endian), as wasm/abi.py's decode_pairs_py reads it: None when malformed.
+ * Every http_call and local reply of a filter is one. */
+static PyObject *
+decode_pairs(PyObject *module, PyObject *arg)
+{
+    const uint8_t *data;
+    Py_ssize_t size;
+    uint64_t count, pos;
+    PyObject *out;
+
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "decode_pairs() takes bytes");
+        return NULL;
+    }
+    data = (const uint8_t *)PyBytes_AS_STRING(arg);
+    size = PyBytes_GET_SIZE(arg);
+    if (size < 4)
+        return size == 0 ? PyList_New(0) : Py_NewRef(Py_None);
+    count = (uint64_t)data[0] | (uint64_t)data[1] << 8 | (uint64_t)data[2] << 16 |
+            (uint64_t)data[3] << 24;
+    pos = 4 + 8 * count;
+    if (pos > (uint64_t)size)
+        Py_RETURN_NONE;
+    out = PyList_New((Py_ssize_t)count);
+    if (out == NULL)
+        return NULL;
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *sizes = data + 4 + 8 * i;
+        uint64_t klen = (uint64_t)sizes[0] | (uint64_t)sizes[1] << 8 |
+                        (uint64_t)sizes[2] << 16 | (uint64_t)sizes[3] << 24;
+        uint64_t vlen = (uint64_t)sizes[4] | (uint64_t)sizes[5] << 8 |
+                        (uint64_t)sizes[6] << 16 | (uint64_t)sizes[7] << 24;
+        uint64_t value = pos + klen + 1, end = value + vlen + 1;
+        PyObject *pair;
+
+        if (end > (uint64_t)size) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        pair = Py_BuildValue("(y#y#)", (const char *)data + pos, (Py_ssize_t)klen,
+                             (const char *)data + value, (Py_ssize_t)vlen);
+        if (pair == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, pair);
+        pos = end;
+    }
+    return out;
+}
+
+static PyMethodDef callout_methods[] = {
+    {"decode_pairs", decode_pairs, METH_O,
+     "decode_pairs(data) -> list of (key, value) | None: a serialized header map "
+     "(proxy-wasm), None when malformed."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+native_callout_add(PyObject *module)
+{
+    return PyModule_AddFunctions(module, callout_methods);
+}

@@ -9,7 +9,7 @@
  *   host.c         Host: the env of a raw host function and its callback
  *   headers.c      the header-map hostcalls' common case, read and edited in C
  *   callout.c      the hostcalls of an http_call's answer (its :status and body, the
- *                  stream it resumes), answered in C
+ *                  stream it resumes), answered in C, and decode_pairs
  *   phase.c        the per-filter loops of a request (open, run, close)
  *   phase_types.c  Vm (what the loops touch of a filter's VM), State (StreamState's
  *                  storage) and Plan (a route's filters, built once)
@@ -227,5 +227,6 @@ int native_host_add(PyObject *module);
 int native_exchange_add(PyObject *module);
 int native_phase_add(PyObject *module);
 int native_shm_add(PyObject *module);
+int native_callout_add(PyObject *module);
 
 #endif
