@@ -409,11 +409,15 @@ static PyMethodDef host_methods[] = {
      "set_clock(): this Host is proxy_get_current_time_nanoseconds(ptr), answered in C "
      "(CLOCK_REALTIME, as time.time_ns()) once it has memory; before that, impl."},
     {"set_fast_edit", (PyCFunction)host_set_fast_edit, METH_VARARGS,
-     "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get', alloc=None): this Host "
-     "is that header-map hostcall; an ordinary header of plugin.current.ex's (plugin: a Vm) "
+     "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get' | 'call_body' | "
+     "'effective' | 'continue', alloc=None): this Host is that hostcall; for the first four "
+     "(header maps) an ordinary header of plugin.current.ex's (plugin: a Vm) "
      "request_headers (map 0) or, once ex.status is set, response_headers (map 2) is "
      "edited or read in C, and get reads their pseudo-headers too (it answers through "
-     "alloc, the guest's allocator); anything else goes to impl."},
+     "alloc, the guest's allocator) and an http_call answer's :status; 'call_body' "
+     "(get_buffer_bytes of that answer's body, through alloc), 'effective' "
+     "(set_effective_context) and 'continue' (continue_stream) are callout.c's; "
+     "anything else goes to impl."},
     {NULL},
 };
 
