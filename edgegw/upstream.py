@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from edgegw.balance import Balancer, client_context
@@ -117,7 +117,7 @@ class Upstream(Protocol):
         ``UpstreamConnectError`` or ``UpstreamTimeout``."""
         ...
 
-    async def call(
+    def call(
         self,
         cluster: str,
         method: str,
@@ -126,7 +126,7 @@ class Upstream(Protocol):
         headers: Headers,
         body: bytes,
         timeout: float,
-    ) -> CallResponse: ...
+    ) -> Awaitable[CallResponse]: ...
 
     async def aclose(self) -> None: ...
 
@@ -356,7 +356,7 @@ class HttpUpstream:
             writer.cancel()
             raise
 
-    async def call(
+    def call(
         self,
         cluster: str,
         method: str,
@@ -366,11 +366,26 @@ class HttpUpstream:
         body: bytes,
         timeout: float,
         max_body: int = 16 * 1024 * 1024,
-    ) -> CallResponse:
-        """A buffered request to backend ``cluster`` (or an in-process extra cluster)."""
+    ) -> Awaitable[CallResponse]:
+        """A buffered request to backend ``cluster`` (or an in-process extra cluster,
+        whose own awaitable is returned as it is: the store's is a ``Promise`` that a
+        filter's call waits on without a task, edgegw/promise.py)."""
         extra = self._extra.get(cluster)
         if extra is not None:
-            return await extra(cluster, method, path, authority, headers, body, timeout)
+            return extra(cluster, method, path, authority, headers, body, timeout)
+        return self._call(cluster, method, path, authority, headers, body, timeout, max_body)
+
+    async def _call(
+        self,
+        cluster: str,
+        method: str,
+        path: str,
+        authority: str,
+        headers: Headers,
+        body: bytes,
+        timeout: float,
+        max_body: int,
+    ) -> CallResponse:
         if cluster not in self._backends:
             return CallResponse(0, error=f"unknown cluster '{cluster}'")
         if authority:

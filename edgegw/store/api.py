@@ -15,9 +15,11 @@ edgegw/store/policy.py). Flags keep the last snapshot.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -26,6 +28,7 @@ from edgegw.chain import CallResponse
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.observe import metrics
+from edgegw.promise import Promise, promise_of
 from edgegw.store.base import FlagSnapshot, RateDecision, Store, check_rate_request
 from edgegw.store.memory import host_memory_store
 from edgegw.types import Headers
@@ -44,6 +47,10 @@ STORE_SECONDS = Histogram(
 )
 JSON: Headers = [(b"content-type", b"application/json")]
 BACKOFF_SECONDS = 1.0
+_DECODER = json.JSONDecoder()
+Step = tuple[str, int, int, int, int]  # key, rate, burst, period_ms, cost
+#: How a rate-limit request is answered: ``(status, RateDecision | JSON document)``.
+Answer = Callable[[int, Any], None]
 
 
 class StoreAPI:
@@ -67,56 +74,72 @@ class StoreAPI:
         ``remote``: it came over the network (the admin port), not from a filter."""
         path = path.partition("?")[0]
         if path == "/v1/ratelimit" and method == "POST":
-            status, doc = await self._rate_limit(body, remote)
+            answered: Promise[tuple[int, Any]] = Promise()
+            self._rate_limit(body, remote, lambda status, doc: answered.resolve((status, doc)))
+            status, doc = await answered
             return status, doc.as_json() if isinstance(doc, RateDecision) else doc
         if path == "/v1/flags" and method == "GET":
             return 200, (await self.flags()).as_json()
         return 404, {"title": "Not Found", "status": 404, "detail": f"no store API at {path}"}
 
-    async def _rate_limit(self, body: bytes, remote: bool) -> tuple[int, Any]:
+    def _rate_limit(self, body: bytes, remote: bool, answer: Answer) -> None:
+        """Decide a /v1/ratelimit request and ``answer(status, RateDecision | document)``:
+        later, from the store's callback (no task), or at once for a bad request or a
+        store known to be down. The one place the failure policy applies."""
         try:
-            doc = json.loads(body or b"null")
-            key, rate, burst, period_ms, cost = check_rate_request(doc, remote)
+            step = check_rate_request(_parse(body), remote)
         except ValueError as exc:
-            return 400, {"title": "Bad Request", "status": 400, "detail": str(exc)}
-        try:
-            if time.monotonic() < self._down_until:
-                raise StoreUnavailable("store down (retrying shortly)")
-            started = time.perf_counter()
-            try:
-                decision = await self.store.rate_limit(key, rate, burst, period_ms, cost)
-            except StoreError:
-                _observe("ratelimit", "error", started)
-                raise
+            answer(400, {"title": "Bad Request", "status": 400, "detail": str(exc)})
+            return
+        if time.monotonic() < self._down_until:
+            self._unavailable(StoreUnavailable("store down (retrying shortly)"), step, answer)
+            return
+        pending = promise_of(self.store.rate_limit(*step))
+        pending.then(functools.partial(self._decided, time.perf_counter(), step, answer))
+
+    def _decided(
+        self, started: float, step: Step, answer: Answer, decided: Promise[RateDecision]
+    ) -> None:
+        exc = decided.error
+        if exc is None:
             _observe("ratelimit", "ok", started)
             if self._down_until:
                 log.warning("store reachable again")
                 self._down_until = 0.0
             STORE_UP.set(1)
-        except StoreUnavailable as exc:
-            STORE_ERRORS.labels("ratelimit").inc()
-            if time.monotonic() >= self._down_until:
-                # A real attempt failed: back off, so requests do not each wait for the
-                # store's timeout; the first call after the backoff probes it again.
-                if not self._down_until:
-                    log.warning(
-                        "store unavailable (%s): on_error=%s",
-                        exc,
-                        self.on_error or "unset (the filter's on_store_error decides)",
-                    )
-                self._down_until = time.monotonic() + BACKOFF_SECONDS
-                STORE_UP.set(0)
-            if self.on_error in ("fail_closed", None):
-                return 503, {"title": "Service Unavailable", "status": 503, "detail": str(exc)}
-            if self.on_error == "local":
-                decision = await self._fallback.rate_limit(key, rate, burst, period_ms, cost)
-            else:
-                return 200, {"allowed": True, "remaining": burst, "reset_ms": 0,
-                             "retry_after_ms": 0, "limit": burst, "degraded": True}  # fmt: skip
-        except StoreError as exc:
+            answer(200, decided.result())
+            return
+        _observe("ratelimit", "error", started)
+        if isinstance(exc, StoreUnavailable):
+            self._unavailable(exc, step, answer)
+        elif isinstance(exc, StoreError):
             log.error("store refused a rate-limit request: %s", exc)
-            return 500, {"title": "Internal Server Error", "status": 500, "detail": str(exc)}
-        return 200, decision
+            answer(500, {"title": "Internal Server Error", "status": 500, "detail": str(exc)})
+        else:  # a bug: the request still gets an answer
+            log.error("rate-limit request failed", exc_info=exc)
+            answer(500, {"title": "Internal Server Error", "status": 500, "detail": repr(exc)})
+
+    def _unavailable(self, exc: StoreUnavailable, step: Step, answer: Answer) -> None:
+        STORE_ERRORS.labels("ratelimit").inc()
+        if time.monotonic() >= self._down_until:
+            # A real attempt failed: back off, so requests do not each wait for the
+            # store's timeout; the first call after the backoff probes it again.
+            if not self._down_until:
+                log.warning(
+                    "store unavailable (%s): on_error=%s",
+                    exc,
+                    self.on_error or "unset (the filter's on_store_error decides)",
+                )
+            self._down_until = time.monotonic() + BACKOFF_SECONDS
+            STORE_UP.set(0)
+        if self.on_error in ("fail_closed", None):
+            answer(503, {"title": "Service Unavailable", "status": 503, "detail": str(exc)})
+        elif self.on_error == "local":
+            answer(200, self._fallback.decide(*step))
+        else:
+            _, _, burst, _, _ = step
+            answer(200, {"allowed": True, "remaining": burst, "reset_ms": 0,
+                         "retry_after_ms": 0, "limit": burst, "degraded": True})  # fmt: skip
 
     async def flags(self) -> FlagSnapshot:
         started = time.perf_counter()
@@ -129,7 +152,7 @@ class StoreAPI:
             log.warning("store unavailable (%s): serving the last flag snapshot", exc)
         return self._last_flags
 
-    async def call(
+    def call(
         self,
         cluster: str,
         method: str,
@@ -138,18 +161,41 @@ class StoreAPI:
         headers: Headers,
         body: bytes,
         timeout: float,
-    ) -> CallResponse:
-        """``edgegw.chain.HttpCall`` for the in-process ``edgegw.store`` cluster."""
-        if method == "POST" and path == "/v1/ratelimit":  # one per rate-limited request
-            status, doc = await self._rate_limit(body, False)
-            if isinstance(doc, RateDecision):
-                return CallResponse(status, list(JSON), doc.json_bytes())
-        else:
-            status, doc = await self.handle(method, path, body)
+    ) -> Awaitable[CallResponse]:
+        """``edgegw.chain.HttpCall`` for the in-process ``edgegw.store`` cluster. A rate
+        limit (one per rate-limited request) is a ``Promise`` settled from the store's
+        callback: the filter's ``on_http_call_response`` runs there, without a task."""
+        if method == "POST" and path == "/v1/ratelimit":
+            response: Promise[CallResponse] = Promise()
+            self._rate_limit(body, False, functools.partial(_respond, response))
+            return response
+        return self._call(method, path, body)
+
+    async def _call(self, method: str, path: str, body: bytes) -> CallResponse:
+        status, doc = await self.handle(method, path, body)
         return CallResponse(status, list(JSON), json.dumps(doc).encode())
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+
+def _parse(body: bytes) -> Any:
+    """``json.loads(body or b"null")``: a filter's UTF-8 object (one per rate-limited
+    request) decoded without json.loads' encoding detection and whitespace scans when it
+    is one whole JSON text; anything else goes to json.loads, errors included."""
+    try:
+        text = body.decode()
+        doc, end = _DECODER.raw_decode(text)
+    except ValueError:  # UnicodeDecodeError too
+        return json.loads(body or b"null")
+    return doc if end == len(text) else json.loads(body)
+
+
+def _respond(response: Promise[CallResponse], status: int, doc: Any) -> None:
+    if isinstance(doc, RateDecision):
+        response.resolve(CallResponse(status, list(JSON), doc.json_bytes()))
+    else:
+        response.resolve(CallResponse(status, list(JSON), json.dumps(doc).encode()))
 
 
 def _observe(op: str, outcome: str, started: float) -> None:

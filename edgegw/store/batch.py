@@ -10,6 +10,9 @@ batch sees its first step's update, as two calls in a row would.
 Failures are per batch: a connection lost, a timeout or an error reply fails every
 request of the batch with the same ``StoreError``, and ``store.on_error`` (or the
 filter's ``on_store_error``) applies to each of them (edgegw/store/api.py).
+
+No task or future per batch or per request: the reply's callback (``data_received``)
+settles each request's ``Promise``, whose subscriber answers the filter at once.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 import hiredis
 
-from edgegw.errors import StoreError
+from edgegw.errors import StoreError, StoreUnavailable
+from edgegw.promise import Promise
 from edgegw.store.base import RateDecision
 from edgegw.store.resp import RespConnection
 
@@ -68,92 +73,124 @@ return out
 """
 
 Step = tuple[str, int, int, int, int]  # key, rate, burst, period_ms, cost
-SendBatch = Callable[[list[Step]], Awaitable[list[RateDecision]]]
+Part = list[tuple[Step, Promise[RateDecision]]]
+#: Sends one part (at most MAX_BATCH steps) and settles every promise of it.
+SendBatch = Callable[[Part], None]
 
 
 class Batcher:
     """Collects the steps asked for in one loop turn and hands them to ``send`` at the
-    end of the turn (``loop.call_soon``: callbacks already queued run first and join)."""
+    end of the turn (``loop.call_soon``: callbacks already queued run first and join).
+    Each step gets a ``Promise``, settled from the callback that reads the batch's reply."""
 
     def __init__(self, send: SendBatch) -> None:
         self._send = send
-        self._pending: list[tuple[Step, asyncio.Future[RateDecision]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: Part = []
         self.batches = 0  # batches sent (tests and benchmarks read it)
 
     def rate_limit(
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
-    ) -> asyncio.Future[RateDecision]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[RateDecision] = loop.create_future()
+    ) -> Promise[RateDecision]:
+        promise: Promise[RateDecision] = Promise()
         if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append(((key, rate, burst, period_ms, cost), fut))
-        return fut
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(((key, rate, burst, period_ms, cost), promise))
+        return promise
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), MAX_BATCH):
             part = pending[start : start + MAX_BATCH]
-            task = asyncio.ensure_future(self._run(part))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, part: list[tuple[Step, asyncio.Future[RateDecision]]]) -> None:
-        self.batches += 1
-        try:
-            decisions = await self._send([step for step, _ in part])
-        except StoreError as exc:
-            self._fail(part, exc)
-            return
-        except Exception as exc:  # a bug must not leave the batch's requests waiting
-            log.exception("rate-limit batch failed")
-            self._fail(part, StoreError(f"rate-limit batch failed: {exc!r}"))
-            return
-        for (_, fut), decision in zip(part, decisions, strict=True):
-            if not fut.done():
-                fut.set_result(decision)
-
-    @staticmethod
-    def _fail(part: list[tuple[Step, asyncio.Future[RateDecision]]], exc: StoreError) -> None:
-        for _, fut in part:
-            if not fut.done():
-                fut.set_exception(exc)
+            self.batches += 1
+            try:
+                self._send(part)
+            except Exception as exc:  # a bug must not leave the batch's requests waiting
+                log.exception("rate-limit batch failed")
+                fail(part, StoreError(f"rate-limit batch failed: {exc!r}"))
 
     async def aclose(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        pass  # every part sent is settled by its connection (a reply, a loss, a timeout)
+
+
+def fail(part: Part, exc: StoreError) -> None:
+    for _, promise in part:
+        promise.fail(exc)
 
 
 class LeanSender:
     """``SendBatch`` over a ``RespConnection``: one EVALSHA per batch (EVAL, which also
     caches the script, when Redis answers EVALSHA with an error: a restarted Redis or a
-    SCRIPT FLUSH lost it)."""
+    SCRIPT FLUSH lost it). ``on_outcome(True | False)``: a batch was answered / failed
+    for want of Redis."""
 
-    def __init__(self, conn: RespConnection, bucket_prefix: str) -> None:
+    def __init__(
+        self, conn: RespConnection, bucket_prefix: str, on_outcome: Callable[[bool], None]
+    ) -> None:
         self._conn = conn
         self._prefix = bucket_prefix
+        self._on_outcome = on_outcome
         sha = hashlib.sha1(GCRA_BATCH_LUA.encode()).hexdigest().encode()  # EVALSHA's name
         self._evalsha = _bulk(b"EVALSHA") + _bulk(sha)
         self._eval = _bulk(b"EVAL") + _bulk(GCRA_BATCH_LUA.encode())
+        self._connecting: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, steps: list[Step]) -> list[RateDecision]:
+    def __call__(self, part: Part) -> None:
         # EVALSHA sha numkeys key... (rate burst period_ms cost)..., packed by hand: this
         # runs once per batch, for every request of it.
-        keys = [_bulk((self._prefix + step[0]).encode()) for step in steps]
-        args = b"".join([*keys, *(_numbers(*step[1:]) for step in steps)])
-        head = b"*%d\r\n" % (3 + 5 * len(steps))
-        count = _bulk(b"%d" % len(steps))
-        await self._conn.ensure()
-        reply = await self._conn.call(head + self._evalsha + count + args)
-        if isinstance(reply, hiredis.ReplyError):
-            reply = await self._conn.call(head + self._eval + count + args)
-        if isinstance(reply, hiredis.ReplyError) or not isinstance(reply, list):
-            raise StoreError(f"redis refused the rate-limit script: {reply!r}")
-        return [
-            RateDecision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3], reply[i + 4])
-            for i in range(0, len(reply), 5)
-        ]
+        prefix = self._prefix
+        keys = [_bulk((prefix + step[0]).encode()) for step, _ in part]
+        args = b"".join([*keys, *(_numbers(*step[1:]) for step, _ in part)])
+        head = b"*%d\r\n" % (3 + 5 * len(part)) + self._evalsha + _bulk(b"%d" % len(part))
+        command = head + args
+        if self._conn.connected:
+            self._conn.send(command, functools.partial(self._answered, part, args))
+            return
+        task = asyncio.ensure_future(self._connect_and_send(part, command, args))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect_and_send(self, part: Part, command: bytes, args: bytes) -> None:
+        try:
+            await self._conn.ensure()
+            self._conn.send(command, functools.partial(self._answered, part, args))
+        except StoreError as exc:
+            self._failed(part, exc)
+        except asyncio.CancelledError:  # closed while connecting: nobody waits forever
+            fail(part, StoreUnavailable("redis: store closed"))
+            raise
+
+    def _answered(self, part: Part, args: bytes | None, reply: Any) -> None:
+        """The reply to ``part``'s script call (``args``: EVALSHA's, to resend with EVAL
+        if Redis does not have the script)."""
+        if isinstance(reply, hiredis.ReplyError) and args is not None:
+            head = b"*%d\r\n" % (3 + 5 * len(part)) + self._eval + _bulk(b"%d" % len(part))
+            try:
+                self._conn.send(head + args, functools.partial(self._answered, part, None))
+            except StoreError as exc:
+                self._failed(part, exc)
+            return
+        if isinstance(reply, StoreError):
+            self._failed(part, reply)
+            return
+        if not isinstance(reply, list) or len(reply) != 5 * len(part):
+            fail(part, StoreError(f"redis refused the rate-limit script: {reply!r}"))
+            return
+        self._on_outcome(True)
+        i = 0
+        for _, promise in part:
+            promise.resolve(RateDecision(bool(reply[i]), reply[i + 1], reply[i + 2],
+                                         reply[i + 3], reply[i + 4]))  # fmt: skip
+            i += 5
+
+    def _failed(self, part: Part, exc: StoreError) -> None:
+        if isinstance(exc, StoreUnavailable):
+            self._on_outcome(False)
+        fail(part, exc)
+
+    async def aclose(self) -> None:
+        for task in self._connecting:
+            task.cancel()
+        await asyncio.gather(*self._connecting, return_exceptions=True)
 
 
 def _bulk(raw: bytes) -> bytes:

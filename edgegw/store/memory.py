@@ -14,9 +14,11 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+from edgegw.promise import Promise
 from edgegw.store.base import FlagListener, FlagSnapshot, RateDecision, gcra, validate_flag
 from edgegw.store.hostwide import SharedBuckets, host_table
 from edgegw.store.mirror import mirror_flags
@@ -39,9 +41,12 @@ class MemoryStore:
         self._task: asyncio.Task[None] | None = None
         self._read_file()
 
-    async def rate_limit(
+    def rate_limit(
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
-    ) -> RateDecision:
+    ) -> Awaitable[RateDecision]:
+        return Promise.resolved(self.decide(key, rate, burst, period_ms, cost))
+
+    def decide(self, key: str, rate: int, burst: int, period_ms: int, cost: int) -> RateDecision:
         if self._shared is not None:
             shared = self._shared.rate_limit(key, rate, burst, period_ms, cost)
             if shared is not None:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -145,9 +146,14 @@ class RedisStore:
         # for redis-py: one call per request.
         self._lean: RespConnection | None = None
         self._batcher: Batcher | None = None
+        self._sender: LeanSender | None = None
         if batch and speaks(config.url):
             self._lean = RespConnection(config.url, config.timeout)
-            self._batcher = Batcher(LeanSender(self._lean, self._bucket))
+            self._sender = LeanSender(self._lean, self._bucket, self._set_up)
+            self._batcher = Batcher(self._sender)
+
+    def _set_up(self, up: bool) -> None:
+        self.up = up
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -167,17 +173,16 @@ class RedisStore:
         self.up = True
         return result
 
-    async def rate_limit(
+    def rate_limit(
+        self, key: str, rate: int, burst: int, period_ms: int, cost: int
+    ) -> Awaitable[RateDecision]:
+        if self._batcher is not None:  # a Promise: no coroutine on the hot path
+            return self._batcher.rate_limit(key, rate, burst, period_ms, cost)
+        return self._rate_limit_one(key, rate, burst, period_ms, cost)
+
+    async def _rate_limit_one(
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
     ) -> RateDecision:
-        if self._batcher is not None:
-            try:
-                decision = await self._batcher.rate_limit(key, rate, burst, period_ms, cost)
-            except StoreUnavailable:
-                self.up = False
-                raise
-            self.up = True
-            return decision
         r = await self._eval(GCRA_LUA, [self._bucket + key], [rate, burst, period_ms, cost])
         return RateDecision(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
 
@@ -288,8 +293,11 @@ class RedisStore:
         return True
 
     async def aclose(self) -> None:
-        if self._batcher is not None and self._lean is not None:
+        if self._batcher is not None:
             await self._batcher.aclose()
+        if self._sender is not None:
+            await self._sender.aclose()
+        if self._lean is not None:
             await self._lean.aclose()
         if self._task is not None:
             self._task.cancel()

@@ -1,8 +1,9 @@
 """A lean Redis connection for the rate-limit hot path: commands packed by hand (RESP2,
 https://redis.io/docs/latest/develop/reference/protocol-spec/), replies parsed by
 hiredis' C reader, pipelined on one socket (replies come back in command order, so a
-FIFO of futures matches them). redis-py's asyncio client spends most of a call in
-packing, pooling and parsing; here a call is one ``transport.write`` and one future.
+FIFO of callbacks matches them). redis-py's asyncio client spends most of a call in
+packing, pooling and parsing; here a call is one ``transport.write``, one timer and one
+callback, called with the reply inside ``data_received`` (no future, no task).
 
 Any failure (connect, reset, timeout) fails every command in flight with
 ``StoreUnavailable`` and drops the socket; the next command reconnects.
@@ -11,9 +12,11 @@ Any failure (connect, reset, timeout) fails every command in flight with
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +26,9 @@ from edgegw.errors import StoreError, StoreUnavailable
 
 #: URL schemes this connection speaks (cluster and sentinel go through redis-py).
 SCHEMES = ("redis", "rediss", "unix")
+#: Called once with a command's reply: the parsed value, a ``hiredis.ReplyError`` (an
+#: error reply), or the ``StoreError`` that failed it (connection lost, no answer).
+OnReply = Callable[[Any], None]
 
 
 def speaks(url: str) -> bool:
@@ -51,10 +57,16 @@ class _Protocol(asyncio.Protocol):
         self._reader.feed(data)
         waiting = self._owner._waiting
         while (reply := self._reader.gets()) is not False:
-            if waiting:
-                fut = waiting.popleft()
-                if not fut.done():
-                    fut.set_result(reply)
+            if not waiting:
+                continue
+            on_reply, timer = waiting.popleft()
+            timer.cancel()
+            try:
+                on_reply(reply)
+            except Exception as exc:  # a caller's bug must not drop the connection
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "redis reply callback failed", "exception": exc}
+                )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._owner._lost(StoreUnavailable(f"redis: connection lost ({exc or 'closed'})"))
@@ -70,7 +82,7 @@ class RespConnection:
         self.timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Future[None] | None = None
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._waiting: deque[tuple[OnReply, asyncio.TimerHandle]] = deque()
         self._hello: list[bytes] = []
         if parts.password is not None:
             user = unquote(parts.username or "default")
@@ -122,35 +134,52 @@ class RespConnection:
         if not fut.cancelled():
             fut.exception()  # retrieved: each waiter re-raises its own copy
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
-        """Write ``command`` now (connected: see ``ensure``); the future gets the reply
-        (a ``hiredis.ReplyError`` for an error reply)."""
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    def send(self, command: bytes, on_reply: OnReply) -> None:
+        """Write ``command`` now (connected: see ``ensure``; else ``StoreUnavailable``);
+        ``on_reply`` gets its reply, or the error that failed it: no answer within
+        ``timeout`` drops the connection (later replies would no longer match their
+        commands), failing every command in flight."""
         if self._transport is None:
             raise StoreUnavailable("redis: not connected")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(fut)
+        timer = asyncio.get_running_loop().call_later(self.timeout, self._expired)
+        self._waiting.append((on_reply, timer))
         self._transport.write(command)
-        return fut
+
+    def _expired(self) -> None:
+        self._lost(StoreUnavailable(f"redis: no answer within {self.timeout:g} s"))
 
     async def call(self, command: bytes) -> Any:
-        """``send`` and wait up to ``timeout``; a timeout drops the connection (later
-        replies would no longer match their commands)."""
-        fut = self.send(command)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-        except TimeoutError:
-            self._lost(StoreUnavailable(f"redis: no answer within {self.timeout:g} s"))
-            raise StoreUnavailable(f"redis: no answer within {self.timeout:g} s") from None
+        """``send`` and wait for the reply (a ``hiredis.ReplyError`` for an error reply);
+        raises the ``StoreError`` that failed it."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.send(command, functools.partial(_wake, fut))
+        reply = await fut
+        if isinstance(reply, StoreError):
+            raise reply
+        return reply
 
     def _lost(self, exc: StoreError) -> None:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.abort()
         waiting, self._waiting = self._waiting, deque()
-        for fut in waiting:
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # a waiter that already gave up must not log it
+        for on_reply, timer in waiting:
+            timer.cancel()
+            try:
+                on_reply(exc)
+            except Exception as bug:  # as in data_received: the others still get theirs
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "redis reply callback failed", "exception": bug}
+                )
 
     async def aclose(self) -> None:
         self._lost(StoreUnavailable("redis: connection closed"))
+
+
+def _wake(fut: asyncio.Future[Any], reply: Any) -> None:
+    if not fut.done():  # not cancelled meanwhile
+        fut.set_result(reply)

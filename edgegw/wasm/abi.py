@@ -6,9 +6,11 @@ Numbers are from proxy-wasm/spec abi-versions/v0.2.1/README.md.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from enum import IntEnum
 
 from edgegw.types import Headers
+from edgegw.wasm import _native
 
 ABI_MARKERS = ("proxy_abi_version_0_2_1", "proxy_abi_version_0_2_0")
 
@@ -82,8 +84,14 @@ def encode_pairs(pairs: Headers) -> bytes:
     return struct.pack("<I", len(pairs)) + sizes + data
 
 
-def decode_pairs(data: bytes) -> Headers | None:
-    """The inverse of ``encode_pairs``; None when ``data`` is malformed."""
+#: The inverse of ``encode_pairs``; None when the data is malformed. In C (every
+#: http_call of a filter decodes one), reading as ``decode_pairs_py`` reads
+#: (tests/unit/test_wasm_abi_pairs.py compares them).
+decode_pairs: Callable[[bytes], Headers | None] = _native.decode_pairs
+
+
+def decode_pairs_py(data: bytes) -> Headers | None:
+    """``decode_pairs``, in Python: the reference the C one is tested against."""
     if len(data) < 4:
         return [] if not data else None
     (count,) = struct.unpack_from("<I", data)

@@ -44,8 +44,10 @@ class Export:
     answer: Answer = Answer.PYTHON
     # What _native answers itself in the common case (Host.set_fast_edit / set_clock):
     # "get" | "add" | "replace" | "remove" (an ordinary header of the stream's own
-    # headers), "property" (native/property.c: the few paths filters read per request)
-    # or "clock"; the method answers the rest.
+    # headers; get also an http_call answer's :status), "property" (native/property.c:
+    # the few paths filters read per request), "call_body" (an http_call
+    # answer's body), "effective" (an open stream), "continue" (a paused stream) or
+    # "clock"; the method answers the rest.
     fast: str | None = None
     returns_status: bool = True  # every proxy_* returns an i32 proxy_status_t
 
@@ -102,7 +104,7 @@ HOSTCALLS: dict[str, Export] = {
     for e in (
         # Context lifecycle
         _e("proxy_done", answer=Answer.NOOP),
-        _e("proxy_set_effective_context", U32),
+        _e("proxy_set_effective_context", U32, fast="effective"),
         # Logging, clocks, timers
         # The message is read by C: out of bounds it is INVALID_MEMORY_ACCESS whatever
         # the log level, as proxy-wasm-cpp-host checks memory before logging.
@@ -112,7 +114,7 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_set_tick_period_milliseconds", U32),
         # Buffers
         _e("proxy_set_buffer_bytes", U32, U32, U32, _P, _P),
-        _e("proxy_get_buffer_bytes", U32, U32, U32, _P, _P),
+        _e("proxy_get_buffer_bytes", U32, U32, U32, _P, _P, fast="call_body"),
         _e("proxy_get_buffer_status", U32, _P, _P),
         # HTTP fields
         _e("proxy_get_header_map_size", U32, _P),
@@ -123,7 +125,7 @@ HOSTCALLS: dict[str, Export] = {
         _e("proxy_replace_header_map_value", U32, NAME, STR, fast="replace"),
         _e("proxy_remove_header_map_value", U32, NAME, fast="remove"),
         # Common stream operations
-        _e("proxy_continue_stream", U32),
+        _e("proxy_continue_stream", U32, fast="continue"),
         _e("proxy_close_stream", U32),
         # The status of an http_call or gRPC call: edgegw hands an http_call's status in
         # its :status header instead (docs/filters.md, "Known differences").
@@ -131,7 +133,9 @@ HOSTCALLS: dict[str, Export] = {
         # HTTP
         _e("proxy_send_local_response", U32, _P, _P, _P, _P, _P, _P, U32),
         # HTTP calls
-        _e("proxy_http_call", _P, _P, _P, _P, _P, _P, _P, _P, U32, _P),
+        # upstream, headers and body read by C (INVALID_MEMORY_ACCESS first, as
+        # proxy-wasm-cpp-host checks memory first); the trailers are not read
+        _e("proxy_http_call", STR, STR, STR, _P, _P, U32, _P),
         # gRPC calls: not offered (docs/filters.md)
         _e("proxy_grpc_call", *(_P,) * 10, U32, _P, answer=Answer.UNIMPLEMENTED),
         _e("proxy_grpc_stream", *(_P,) * 8, _P, answer=Answer.UNIMPLEMENTED),

@@ -84,22 +84,19 @@ class SharedHostcalls(Hostcalls):
 
     # --- http calls ----------------------------------------------------------------------
 
-    @guarded
+    @guarded  # the token is written to a guest pointer; the strings are read by C
     def proxy_http_call(
         self,
-        upstream_ptr: int,
-        upstream_size: int,
-        headers_ptr: int,
-        headers_size: int,
-        body_ptr: int,
-        body_size: int,
+        upstream: bytes,
+        encoded_headers: bytes,
+        body: bytes,
         _trailers_ptr: int,
         _trailers_size: int,
         timeout_ms: int,
         token_ptr: int,
     ) -> int:
-        cluster = self.memory.read(upstream_ptr, upstream_size).decode("latin-1")
-        headers = decode_pairs(self.memory.read(headers_ptr, headers_size))
+        cluster = upstream.decode("latin-1")
+        headers = decode_pairs(encoded_headers)
         if headers is None or cluster not in self.clusters:
             return BAD_ARGUMENT
         pseudo: dict[bytes, bytes] = {}
@@ -123,7 +120,7 @@ class SharedHostcalls(Hostcalls):
             pseudo[b":path"].decode("latin-1"),
             authority.decode("latin-1"),
             others,
-            self.memory.read(body_ptr, body_size),
+            body,
             (timeout_ms or 5000) / 1000,
         )
         self.memory.write_u32(token_ptr, token)

@@ -8,6 +8,9 @@ hostcall goes through ``fastcall``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+from collections.abc import Awaitable
 from pathlib import Path
 
 import wasmtime
@@ -17,6 +20,7 @@ from edgegw.errors import FilterLoadError, WasmClosed, WasmError
 from edgegw.headers import REQUEST_ID, get, request_id
 from edgegw.model import FilterSpec
 from edgegw.observe import loglevels
+from edgegw.promise import Promise
 from edgegw.wasm import engine as engines
 from edgegw.wasm import filter_metrics
 from edgegw.wasm._native import ROOT_CONTEXT
@@ -237,14 +241,31 @@ class Plugin(SharedHostcalls):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # `edgegw check` starts VMs without a loop: nothing to call
             return token
-        coro = self.http_call(cluster, method, path, authority, headers, body, timeout)
-        task = loop.create_task(self._deliver(token, coro))
+        pending = self.http_call(cluster, method, path, authority, headers, body, timeout)
+        if isinstance(pending, Promise):
+            # An in-process cluster (the store): answered from its callback, no task
+            # (then() never calls back inside this hostcall). The callback runs where the
+            # answer arrived (the Redis connection's reader): the guest runs in this
+            # request's context, as a task would have run it (tracing's current span).
+            request_context = contextvars.copy_context()
+            pending.then(functools.partial(self._answered, token, request_context))
+            return token
+        task = loop.create_task(self._deliver(token, pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return token
 
-    async def _deliver(self, token: int, coro: object) -> None:
-        response: CallResponse = await coro  # type: ignore[misc]
+    async def _deliver(self, token: int, pending: Awaitable[CallResponse]) -> None:
+        self._delivered(token, await pending)
+
+    def _answered(
+        self, token: int, context: contextvars.Context, answered: Promise[CallResponse]
+    ) -> None:
+        exc = answered.error
+        response = answered.result() if exc is None else CallResponse(0, error=repr(exc))
+        context.run(self._delivered, token, response)
+
+    def _delivered(self, token: int, response: CallResponse) -> None:
         if response.status == 0 and not response.timed_out:
             # Envoy's router answers an unreachable cluster itself (503, with headers);
             # only a timeout reaches the filter as a failure (0 headers).

@@ -29,17 +29,13 @@ from edgegw.tracing.hooks import filter_ended, filter_span
 from edgegw.types import Headers
 from edgegw.wasm import _native, filter_metrics
 from edgegw.wasm.abi import Action
+from edgegw.wasm.pause import WATCH
 from edgegw.wasm.plugin import Plugin
 from edgegw.wasm.state import StreamState
 
 log = logging.getLogger("edgegw.wasm")
 
 PAUSE_TIMEOUT = 30.0  # a filter that paused and never resumed fails the request
-
-
-def _expire(resume: asyncio.Future[None]) -> None:
-    if not resume.done():
-        resume.set_exception(TimeoutError())
 
 
 class _Paused(enum.Enum):
@@ -208,16 +204,16 @@ class Chain(_native.Chain):
         state = self.state
         loop = asyncio.get_running_loop()
         resume = state.resume = loop.create_future()
-        # One timer on the future itself: wait_for would add a waiter future, a task
-        # step and callbacks to every pause (an http_call per request in rate_limit's
-        # global mode; docs/benchmarks.md, the rate_limit filter alone).
-        timer = loop.call_later(PAUSE_TIMEOUT, _expire, resume)
+        # No timer of its own: wait_for would add a waiter future, a task step and
+        # callbacks to every pause, a timer its heap entry (an http_call per request in
+        # rate_limit's global mode; docs/benchmarks.md, the rate_limit filter alone).
+        WATCH.add(loop, resume, PAUSE_TIMEOUT)
         try:
             await resume
         except TimeoutError:
             return False
         finally:
-            timer.cancel()
+            WATCH.discard(resume)
             state.resume = None
         return True
 

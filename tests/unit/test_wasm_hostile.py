@@ -13,6 +13,7 @@ both answer alike.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import tracemalloc
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from edgegw.chain import CallResponse
 from edgegw.errors import WasmTrap
 from edgegw.wasm import exports
 from edgegw.wasm.abi import BufferType, MapType, Status
@@ -45,10 +47,10 @@ OUT, OUT_SIZE = 200, 204  # in-bounds return slots
 CONTEXT = 2  # the stream context the cases run in
 
 # Guest data: (address, bytes). Each case names these by address and size.
-KEY, CRLF, BOGUS, NOPE, PATH, QUEUE, SKEY, VALUE, METRIC = (
-    1024, 1040, 1056, 1072, 1088, 1104, 1120, 1152, 1168
+KEY, CRLF, BOGUS, NOPE, PATH, QUEUE, SKEY, VALUE, METRIC, STATUS, CTYPE = (
+    1024, 1040, 1056, 1072, 1088, 1104, 1120, 1152, 1168, 1184, 1200
 )  # fmt: skip
-PEER, GEO, SOURCE = 1184, 1208, 1232  # the property paths native/property.c answers
+PEER, GEO, SOURCE = 1216, 1240, 1264  # the property paths native/property.c answers
 _DATA = {
     KEY: b"x-a",
     CRLF: b"a\r\nb",
@@ -62,6 +64,8 @@ _DATA = {
     PEER: b"edgegw\0peer_trusted",
     GEO: b"edgegw\0geo\0country",
     SOURCE: b"source\0address",
+    STATUS: b":status",
+    CTYPE: b"content-type",
 }
 
 _TRAP = WasmTrap  # the filter traps (its on_error applies), by design
@@ -316,3 +320,52 @@ def test_hostile_calls_leak_nothing(plugin: Plugin) -> None:
     finally:
         tracemalloc.stop()
     assert leaks == {}
+
+
+def test_an_http_call_answer_reads_alike_in_c_and_python(plugin: Plugin) -> None:
+    """The hostcalls of proxy_on_http_call_response (native/callout.c in C): the
+    answer's :status and body, the stream made effective and resumed."""
+    call_headers, call_body = int(MapType.HTTP_CALL_RESPONSE_HEADERS), 4
+    body = b'{"allowed": true}'
+
+    def answer(name: str, *args: int) -> tuple[int | type[Exception], bytes | None]:
+        status = _run(plugin, name, (*args, OUT, OUT_SIZE))
+        if status != OK:
+            return status, None
+        at, size = plugin.memory.read_u32(OUT), plugin.memory.read_u32(OUT_SIZE)
+        return status, plugin.memory.read(at, size) if size else b""
+
+    plugin.call_response = CallResponse(200, [(b"content-type", b"application/json")], body)
+    try:
+        assert answer("proxy_get_header_map_value", call_headers, STATUS, 7) == (OK, b"200")
+        assert answer("proxy_get_header_map_value", call_headers, CTYPE, 12) == (
+            OK,
+            b"application/json",
+        )
+        assert answer("proxy_get_header_map_value", call_headers, STATUS, 6) == (NOT_FOUND, None)
+        assert answer("proxy_get_buffer_bytes", call_body, 0, HUGE) == (OK, body)
+        assert answer("proxy_get_buffer_bytes", call_body, 2, 7) == (OK, body[2:9])
+        assert answer("proxy_get_buffer_bytes", call_body, len(body), 5) == (OK, b"")
+        assert answer("proxy_get_buffer_bytes", call_body, len(body) + 1, 5) == (BAD_ARGUMENT, None)
+        assert _run(plugin, "proxy_get_buffer_bytes", (call_body, 0, 1, OOB, OUT_SIZE)) == IMA
+    finally:
+        plugin.call_response = None
+    assert answer("proxy_get_header_map_value", call_headers, STATUS, 7) == (NOT_FOUND, None)
+    assert answer("proxy_get_buffer_bytes", call_body, 0, 1) == (NOT_FOUND, None)
+
+    loop = asyncio.new_event_loop()
+    try:
+        state = StreamState(exchange([]))
+        state.resume = loop.create_future()
+        plugin.streams[CONTEXT + 1] = state
+        set_effective = plugin.funcs["call_proxy_set_effective_context"]
+        assert set_effective(CONTEXT + 1) == OK and plugin.current is state
+        assert plugin.funcs["call_proxy_continue_stream"](0) == OK and state.resume.done()
+        assert plugin.funcs["call_proxy_continue_stream"](1) == OK  # already resumed
+        assert plugin.funcs["call_proxy_continue_stream"](4) == BAD_ARGUMENT
+        assert set_effective(1) == OK and plugin.current is None  # the root context
+        assert plugin.funcs["call_proxy_continue_stream"](0) == NOT_FOUND
+        assert set_effective(CONTEXT + 2) == BAD_ARGUMENT
+    finally:
+        plugin.streams.pop(CONTEXT + 1, None)
+        loop.close()

@@ -235,8 +235,11 @@ native_fast_get(PhaseVm *vm, GuestMemory *m, PyObject *alloc, uint64_t map, PyOb
 
     if (vm == NULL || alloc == NULL || PyBytes_GET_SIZE(key) == 0)
         return 0;
-    value = PyBytes_AS_STRING(key)[0] == ':' ? pseudo_value(vm, map, key)
-                                             : header_value(vm, map, key);
+    if (map == 6) /* an http_call's answer: its :status (callout.c) */
+        value = native_call_status(vm, map, key);
+    else
+        value = PyBytes_AS_STRING(key)[0] == ':' ? pseudo_value(vm, map, key)
+                                                 : header_value(vm, map, key);
     if (value == NULL)
         return PyErr_Occurred() ? -1 : 0;
     if (value == Py_None) {

@@ -124,6 +124,15 @@ native_host_callback(void *env, void *caller, RawVal *vals, size_t n)
         PyGILState_Release(gil);
         return NULL;
     }
+    if (host->edit >= EDIT_CALL_BODY) { /* callout.c; before any argument is made */
+        int answered = native_fast_callout(host->vm, &host->memory, host->alloc, host->edit,
+                                           vals, &status);
+        if (answered != 0) {
+            vals[0].lo = answered > 0 ? (uint32_t)status : 0;
+            vals[0].hi = 0;
+            goto done;
+        }
+    }
     if (host->has_strings && host->memory.mem == NULL)
         /* Called before instantiation finished (a start function): no stream exists, so
          * a header map is not found either. */
@@ -325,6 +334,9 @@ host_set_fast_edit(HostObject *self, PyObject *args)
            : strcmp(name, "remove") == 0  ? EDIT_REMOVE
            : strcmp(name, "get") == 0     ? EDIT_GET
            : strcmp(name, "property") == 0 ? EDIT_PROPERTY
+           : strcmp(name, "call_body") == 0 ? EDIT_CALL_BODY
+           : strcmp(name, "effective") == 0 ? EDIT_EFFECTIVE
+           : strcmp(name, "continue") == 0  ? EDIT_CONTINUE
                                           : 0;
     /* The shapes of proxy_{add,replace}_header_map_value(map, key, value),
      * proxy_remove_header_map_value(map, key) and proxy_get_header_map_value(map, key,
@@ -337,6 +349,11 @@ host_set_fast_edit(HostObject *self, PyObject *args)
     else if (edit == EDIT_PROPERTY) /* proxy_get_property(path, ptr_ptr, size_ptr) */
         ok = self->nparams == 4 && self->is_string[0] && !self->is_string[2] &&
              alloc != NULL && PyCallable_Check(alloc);
+    else if (edit == EDIT_CALL_BODY) /* (buffer, start, max_size, ptr_ptr, size_ptr) */
+        ok = self->nparams == 5 && !self->has_strings && self->has_result && alloc != NULL &&
+             PyCallable_Check(alloc);
+    else if (edit == EDIT_EFFECTIVE || edit == EDIT_CONTINUE) /* (context) / (stream) */
+        ok = self->nparams == 1 && !self->has_strings && self->has_result && !self->is64[0];
     else
         ok = edit != 0 && self->nparams == 5 && self->is_string[1] && self->is_string[3];
     if (!ok) { /* this Host stays as it was */
@@ -345,7 +362,10 @@ host_set_fast_edit(HostObject *self, PyObject *args)
     }
     self->edit = edit;
     Py_XSETREF(self->vm, (PhaseVm *)Py_NewRef(plugin));
-    Py_XSETREF(self->alloc, edit == EDIT_GET || edit == EDIT_PROPERTY ? Py_NewRef(alloc) : NULL);
+    Py_XSETREF(self->alloc,
+               edit == EDIT_GET || edit == EDIT_PROPERTY || edit == EDIT_CALL_BODY
+                   ? Py_NewRef(alloc)
+                   : NULL);
     Py_RETURN_NONE;
 }
 
@@ -405,12 +425,16 @@ static PyMethodDef host_methods[] = {
      "set_clock(): this Host is proxy_get_current_time_nanoseconds(ptr), answered in C "
      "(CLOCK_REALTIME, as time.time_ns()) once it has memory; before that, impl."},
     {"set_fast_edit", (PyCFunction)host_set_fast_edit, METH_VARARGS,
-     "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get', alloc=None): this Host "
-     "is that header-map hostcall; an ordinary header of plugin.current.ex's (plugin: a Vm) "
+     "set_fast_edit(plugin, 'add' | 'replace' | 'remove' | 'get' | 'call_body' | "
+     "'effective' | 'continue', alloc=None): this Host is that hostcall; for the first four "
+     "(header maps) an ordinary header of plugin.current.ex's (plugin: a Vm) "
      "request_headers (map 0) or, once ex.status is set, response_headers (map 2) is "
      "edited or read in C, and get reads their pseudo-headers too (it answers through "
-     "alloc, the guest's allocator); anything else goes to impl. 'property': this Host "
-     "is proxy_get_property, a few paths answered in C (property.c)."},
+     "alloc, the guest's allocator) and an http_call answer's :status; 'property': this "
+     "Host is proxy_get_property, a few paths answered in C (property.c); 'call_body' "
+     "(get_buffer_bytes of that answer's body, through alloc), 'effective' "
+     "(set_effective_context) and 'continue' (continue_stream) are callout.c's; "
+     "anything else goes to impl."},
     {NULL},
 };
 

@@ -20,7 +20,7 @@ PyInit__native(void)
         return NULL;
     if (native_call_add(module) < 0 || native_host_add(module) < 0 ||
         native_exchange_add(module) < 0 || native_phase_add(module) < 0 ||
-        native_shm_add(module) < 0) {
+        native_shm_add(module) < 0 || native_callout_add(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

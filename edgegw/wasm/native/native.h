@@ -9,6 +9,8 @@
  *   host.c         Host: the env of a raw host function and its callback
  *   headers.c      the header-map hostcalls' common case, read and edited in C
  *   property.c     proxy_get_property's common case (the paths filters read per request)
+ *   callout.c      the hostcalls of an http_call's answer (its :status and body, the
+ *                  stream it resumes), answered in C, and decode_pairs
  *   phase.c        the per-filter loops of a request (open, run, close)
  *   phase_types.c  Vm (what the loops touch of a filter's VM), State (StreamState's
  *                  storage) and Plan (a route's filters, built once)
@@ -49,6 +51,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *current; /* a State, or None between callbacks */
     PyObject *streams; /* dict: context id -> State */
+    PyObject *call_response; /* the http_call answer being delivered (a CallResponse), or None */
     char closed;
     PyObject *geo; /* the `geoip:` lookup (Plugin.geo), None when not configured */
     unsigned long long continued;
@@ -176,7 +179,8 @@ int put_answer(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_pt
 /* The callback wasmtime_linker_define_func_unchecked registers, its env a Host. */
 void *native_host_callback(void *env, void *caller, RawVal *vals, size_t n);
 
-enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE, EDIT_GET, EDIT_PROPERTY };
+enum { EDIT_ADD = 1, EDIT_REPLACE, EDIT_REMOVE, EDIT_GET, EDIT_PROPERTY, EDIT_CALL_BODY,
+       EDIT_EFFECTIVE, EDIT_CONTINUE };
 
 /* add / replace / remove_header_map_value(map, key[, value]) on the headers of vm's
  * current stream: 1 done; 0 not that case (the Python method decides, nothing was
@@ -193,6 +197,15 @@ int native_fast_get(PhaseVm *vm, GuestMemory *m, PyObject *alloc, uint64_t map,
  * set. */
 int native_fast_property(PhaseVm *vm, GuestMemory *m, PyObject *alloc, PyObject *path,
                          uint64_t ptr_ptr, uint64_t size_ptr, int *status);
+/* The :status of vm's http_call answer as bytes when map is its headers (6) and key is
+ * ":status"; NULL without an error otherwise (impl decides), with one on failure. */
+PyObject *native_call_status(PhaseVm *vm, uint64_t map, PyObject *key);
+/* get_buffer_bytes of the answer's body (EDIT_CALL_BODY), set_effective_context
+ * (EDIT_EFFECTIVE) or continue_stream (EDIT_CONTINUE), the raw params in vals: 1
+ * answered with *status; 0 not that case (impl answers, nothing was changed); -1 an
+ * error is set. */
+int native_fast_callout(PhaseVm *vm, GuestMemory *m, PyObject *alloc, int edit, RawVal *vals,
+                        int *status);
 
 /* ---- Exchange fields (exchange.c) -------------------------------------------------- */
 
@@ -225,5 +238,6 @@ int native_host_add(PyObject *module);
 int native_exchange_add(PyObject *module);
 int native_phase_add(PyObject *module);
 int native_shm_add(PyObject *module);
+int native_callout_add(PyObject *module);
 
 #endif

@@ -69,6 +69,7 @@ vm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     self->current = Py_NewRef(Py_None);
     self->geo = Py_NewRef(Py_None);
+    self->call_response = Py_NewRef(Py_None);
     if ((self->streams = PyDict_New()) == NULL) {
         Py_DECREF(self);
         return NULL;
@@ -82,6 +83,7 @@ vm_traverse(PhaseVm *self, visitproc visit, void *arg)
     Py_VISIT(self->current);
     Py_VISIT(self->streams);
     Py_VISIT(self->geo);
+    Py_VISIT(self->call_response);
     return 0;
 }
 
@@ -91,6 +93,7 @@ vm_clear(PhaseVm *self)
     Py_CLEAR(self->current);
     Py_CLEAR(self->streams);
     Py_CLEAR(self->geo);
+    Py_CLEAR(self->call_response);
     return 0;
 }
 
@@ -105,6 +108,7 @@ vm_dealloc(PhaseVm *self)
 static PyMemberDef vm_members[] = {
     FIELD(PhaseVm, current, T_OBJECT_EX, 0),
     FIELD(PhaseVm, streams, T_OBJECT_EX, READONLY),
+    FIELD(PhaseVm, call_response, T_OBJECT, 0),
     FIELD(PhaseVm, closed, T_BOOL, 0),
     FIELD(PhaseVm, geo, T_OBJECT, 0), /* T_OBJECT: deleting it reads as None */
     {NULL, 0, 0, 0, NULL},
@@ -115,7 +119,8 @@ PyTypeObject PhaseVm_Type = {
     .tp_name = "edgegw.wasm._native.Vm",
     .tp_basicsize = sizeof(PhaseVm),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Vm(): a filter VM's current stream, open streams and closed flag.",
+    .tp_doc = "Vm(): a filter VM's current stream, open streams, closed flag and the "
+              "http_call answer being delivered.",
     .tp_new = vm_new,
     .tp_traverse = (traverseproc)vm_traverse,
     .tp_clear = (inquiry)vm_clear,
