@@ -49,6 +49,7 @@ INNER = 4  # each case is timed in this many turns per process, the cases interl
 
 CASES = {
     "url": "one `url`",
+    "url3": "one `url`, an nginx of three worker processes (reuseport)",
     "one": "the balancer over one endpoint (`limits: {}`)",
     "same3": "three `endpoints` on one nginx port, round_robin",
     "round_robin": "three `endpoints`, round_robin",
@@ -68,8 +69,11 @@ def backend(case: str, ports: list[int]) -> Any:
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     if case == "url":
         return Backend("backend", urls[0], max_connections=POOL)
+    if case == "url3":  # three servers behind one address: round_robin's topology
+        return Backend("backend", urls[3], max_connections=POOL)
     if case == "one":  # any limits section makes a backend balanced (Backend.balanced)
         return Backend("backend", urls[0], max_connections=POOL, limits=BackendLimits())
+    urls = urls[:3]  # the three one-worker nginx
     if case == "same3":  # not valid config (duplicate endpoints), fine for the balancer
         urls = [urls[0]] * 3
     guarded = case == "guarded"
@@ -169,6 +173,7 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     with ExitStack() as stack:
         ports = [stack.enter_context(nginx_backend()) for _ in range(3)]
+        ports.append(stack.enter_context(nginx_backend(workers=3)))  # url3
         for number in range(ROUNDS):
             for tree in trees:  # alternating, so a slower spell of the machine hits all
                 cmd = [sys.executable, __file__, "--child", str(number % len(CASES))]

@@ -138,13 +138,13 @@ def redis_server(core: str | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def nginx_backend() -> Iterator[int]:
+def nginx_backend(workers: int = 1) -> Iterator[int]:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(
-            f"""daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log stderr error;
+            f"""daemon off; worker_processes {workers}; pid {tmp}/nginx.pid; error_log stderr error;
 events {{ worker_connections 4096; }}
 http {{
   access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp};
