@@ -276,10 +276,9 @@ class Pool:
         """A connection and whether it was reused; waits at most ``seconds`` for a free
         slot when all ``max_connections`` are busy."""
         while True:
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.closed:
-                    return conn, True
+            idle = self.take()
+            if idle is not None:
+                return idle
             if len(self.conns) + self.opening < self.backend.max_connections:
                 return await self.connect(), False
             waiter = self.loop.create_future()
@@ -295,6 +294,14 @@ class Pool:
                 self.queued(-1)
                 if not waiter.done():
                     waiter.cancel()
+
+    def take(self) -> tuple[Conn, bool] | None:
+        """``acquire``'s answer when an idle connection is there (no await), else None."""
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn, True
+        return None
 
     def queued(self, delta: int) -> None:
         """A caller starts (1) or stops (-1) waiting for a free connection."""

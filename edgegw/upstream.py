@@ -237,7 +237,7 @@ class HttpUpstream:
                 pool = member.pool
                 observe = True  # each try of a balanced backend is timed (call() does not)
             else:
-                pool = self._pool(backend)
+                pool = self._pools.get(backend) or self._pool(backend)
         seconds = timeout or pool.backend.timeout
         if balancer is not None and balancer.per_try is not None:
             seconds = min(seconds, balancer.per_try)
@@ -271,10 +271,17 @@ class HttpUpstream:
         try:
             head = _head(method, target, try_headers, pool, framing)
             while True:
-                conn, reused = await pool.acquire(seconds)
+                # An idle connection is taken without a coroutine of Pool.acquire's.
+                conn, reused = pool.take() or await pool.acquire(seconds)
                 pool.watch(conn, seconds)
                 try:
-                    status, resp_headers = await self._exchange(conn, method, head, body, seconds)
+                    if body is None or isinstance(body, bytes):
+                        response = conn.start(method == "HEAD")
+                        conn.write(head + body if body else head)
+                        conn.sent = True
+                        status, resp_headers = await response
+                    else:
+                        status, resp_headers = await self._stream(conn, method, head, body, seconds)
                 except UpstreamConnectError:
                     conn.abort()
                     if retry and reused and not conn.got_data:
@@ -322,19 +329,12 @@ class HttpUpstream:
         assert body is None or isinstance(body, bytes)  # Balancer.first: streamed ones go there
         return await balancer.resume(member, deadline, method, path, headers, body, timeout)
 
-    async def _exchange(
-        self,
-        conn: Conn,
-        method: str,
-        head: bytes,
-        body: AsyncIterable[bytes] | bytes | None,
-        seconds: float,
+    async def _stream(
+        self, conn: Conn, method: str, head: bytes, body: AsyncIterable[bytes], seconds: float
     ) -> tuple[int, Headers]:
+        """An exchange whose request body streams (a buffered one is written at once, in
+        ``request``)."""
         response = conn.start(method == "HEAD")
-        if body is None or isinstance(body, bytes):
-            conn.write(head + body if body else head)
-            conn.sent = True
-            return await response
         conn.write(head)
         loop = conn.loop
         pool = conn.pool
