@@ -32,6 +32,8 @@ IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this (seconds)
 # Response deadlines are checked this often rather than each having its own timer: a
 # uvloop timer per request (asyncio.timeout) cost more than the rest of the exchange.
 DEADLINE_TICK = 0.02
+# Response fields that frame the body (RFC 9112 §6.3); without one it ends at close.
+_FRAMED_BY = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class Conn(asyncio.Protocol):
@@ -59,6 +61,7 @@ class Conn(asyncio.Protocol):
         self.error: BaseException | None = None
         self.got_data = False
         self.until_close = False  # body delimited by the connection closing (RFC 9112 §6.3)
+        self.framed = False  # the response head has Content-Length or Transfer-Encoding
         self.is_head = False
         self._informational = False
         self._extra = False  # the backend sent bytes past the end of the response
@@ -182,17 +185,20 @@ class Conn(asyncio.Protocol):
         # llhttp reports a chunked body's trailer fields here too: once the head went out
         # they are trailers, which edgegw does not forward (docs/upstream.md).
         if self.head is not None and not self.head.done():
-            self.headers.append((name.lower(), value))
+            name = name.lower()
+            if name in _FRAMED_BY:  # noted here: no second pass over the head for it
+                self.framed = True
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: another head follows (RFC 9110 §15.2)
             self._informational = True
             self.headers = []
+            self.framed = False
             return
         assert self.head is not None
-        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers)
-        self.until_close = not framed and status not in (204, 304) and not self.is_head
+        self.until_close = not self.framed and status not in (204, 304) and not self.is_head
         if not self.head.done():
             self.head.set_result((status, self.headers))
         if self.is_head:  # llhttp cannot be told the request was HEAD: no body follows
