@@ -62,6 +62,7 @@ class Conn(asyncio.Protocol):
         self.got_data = False
         self.until_close = False  # body delimited by the connection closing (RFC 9112 §6.3)
         self.framed = False  # the response head has Content-Length or Transfer-Encoding
+        self._in_head = False  # fields reported now belong to the response head
         self.is_head = False
         self._informational = False
         self._extra = False  # the backend sent bytes past the end of the response
@@ -74,6 +75,7 @@ class Conn(asyncio.Protocol):
     def start(self, is_head: bool) -> asyncio.Future[tuple[int, Headers]]:
         self._reset()
         self.is_head = is_head
+        self._in_head = True
         self.head = self.loop.create_future()
         return self.head
 
@@ -183,8 +185,9 @@ class Conn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp reports a chunked body's trailer fields here too: once the head went out
-        # they are trailers, which edgegw does not forward (docs/upstream.md).
-        if self.head is not None and not self.head.done():
+        # they are trailers, which edgegw does not forward (docs/upstream.md). A flag, not
+        # head.done(): a call less per field (fields of a failed head land in a dead list).
+        if self._in_head:
             name = name.lower()
             if name in _FRAMED_BY:  # noted here: no second pass over the head for it
                 self.framed = True
@@ -198,6 +201,7 @@ class Conn(asyncio.Protocol):
             self.framed = False
             return
         assert self.head is not None
+        self._in_head = False
         self.until_close = not self.framed and status not in (204, 304) and not self.is_head
         if not self.head.done():
             self.head.set_result((status, self.headers))
