@@ -145,19 +145,31 @@ def with_forwarded(
 
     ``sent=False`` says the client sent no X-Forwarded-* (edgegw.ingress knows): then,
     from an untrusted peer, the three are appended to ``headers`` itself, not a copy."""
-    if not sent and not trusted.trusts(peer):
+    return add_forwarded(headers, peer, scheme, host, trusted.trusts(peer), sent)
+
+
+_SCHEMES = {"http": b"http", "https": b"https"}
+
+
+def add_forwarded(
+    headers: Headers, peer: str, scheme: str, host: bytes, trusted_peer: bool, sent: bool
+) -> Headers:
+    """``with_forwarded`` for a caller that already asked ``TrustedProxies.trusts(peer)``
+    (the pipeline, which needs the answer itself): positional, no second lookup."""
+    scheme_bytes = _SCHEMES.get(scheme) or scheme.encode()
+    if not sent and not trusted_peer:
         headers.append((XFF, peer.encode()))
-        headers.append((XFP, scheme.encode()))
+        headers.append((XFP, scheme_bytes))
         if host:
             headers.append((XFH, host))
         return headers
-    if trusted.trusts(peer):
+    if trusted_peer:
         prior = b", ".join(v for n, v in headers if n == XFF)
-        proto = next((v for n, v in headers if n == XFP), scheme.encode())
+        proto = next((v for n, v in headers if n == XFP), scheme_bytes)
         fhost = next((v for n, v in headers if n == XFH), host)
         xff = prior + b", " + peer.encode() if prior else peer.encode()
     else:
-        xff, proto, fhost = peer.encode(), scheme.encode(), host
+        xff, proto, fhost = peer.encode(), scheme_bytes, host
     out = [(n, v) for n, v in headers if n not in _FORWARDED]
     out.append((XFF, xff))
     out.append((XFP, proto))
@@ -166,18 +178,22 @@ def with_forwarded(
     return out
 
 
-def upstream_request_headers(headers: Headers) -> Headers:
+def upstream_request_headers(headers: Headers, edited: bool = True) -> Headers:
     """Request headers that went through ``with_forwarded`` (and the filters), for the
     backend: hop-by-hop ones removed (RFC 9110 §7.6.1). The X-Forwarded-* stay even when
     the client's Connection header names them: they are the gateway's own, and dropping
     them would hide the client address from the backend. Content-Length and Host are
     dropped too: the pipeline and edgegw.upstream set them from what is actually sent
-    (RFC 9112 §6: the framing is never copied from the client)."""
+    (RFC 9112 §6: the framing is never copied from the client).
+
+    ``edited=False``: no filter or header rule touched the list since edgegw.ingress made
+    it, and ingress keeps no Connection field: no pass to look for one."""
     drop = _UPSTREAM_DROP
-    for name, _value in headers:
-        if name == b"connection":  # a filter set one: what it names goes too
-            drop = (_hop_names(headers) | _SET_UPSTREAM) - _FORWARDED
-            break
+    if edited:
+        for name, _value in headers:
+            if name == b"connection":  # a filter set one: what it names goes too
+                drop = (_hop_names(headers) | _SET_UPSTREAM) - _FORWARDED
+                break
     return [(n, v) for n, v in headers if n not in drop]
 
 

@@ -32,6 +32,8 @@ IDLE_TIMEOUT = 30.0  # an idle pooled connection is closed after this (seconds)
 # Response deadlines are checked this often rather than each having its own timer: a
 # uvloop timer per request (asyncio.timeout) cost more than the rest of the exchange.
 DEADLINE_TICK = 0.02
+# Response fields that frame the body (RFC 9112 §6.3); without one it ends at close.
+_FRAMED_BY = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class Conn(asyncio.Protocol):
@@ -59,6 +61,8 @@ class Conn(asyncio.Protocol):
         self.error: BaseException | None = None
         self.got_data = False
         self.until_close = False  # body delimited by the connection closing (RFC 9112 §6.3)
+        self.framed = False  # the response head has Content-Length or Transfer-Encoding
+        self._in_head = False  # fields reported now belong to the response head
         self.is_head = False
         self._informational = False
         self._extra = False  # the backend sent bytes past the end of the response
@@ -71,6 +75,7 @@ class Conn(asyncio.Protocol):
     def start(self, is_head: bool) -> asyncio.Future[tuple[int, Headers]]:
         self._reset()
         self.is_head = is_head
+        self._in_head = True
         self.head = self.loop.create_future()
         return self.head
 
@@ -180,19 +185,24 @@ class Conn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp reports a chunked body's trailer fields here too: once the head went out
-        # they are trailers, which edgegw does not forward (docs/upstream.md).
-        if self.head is not None and not self.head.done():
-            self.headers.append((name.lower(), value))
+        # they are trailers, which edgegw does not forward (docs/upstream.md). A flag, not
+        # head.done(): a call less per field (fields of a failed head land in a dead list).
+        if self._in_head:
+            name = name.lower()
+            if name in _FRAMED_BY:  # noted here: no second pass over the head for it
+                self.framed = True
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: another head follows (RFC 9110 §15.2)
             self._informational = True
             self.headers = []
+            self.framed = False
             return
         assert self.head is not None
-        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers)
-        self.until_close = not framed and status not in (204, 304) and not self.is_head
+        self._in_head = False
+        self.until_close = not self.framed and status not in (204, 304) and not self.is_head
         if not self.head.done():
             self.head.set_result((status, self.headers))
         if self.is_head:  # llhttp cannot be told the request was HEAD: no body follows
@@ -276,10 +286,9 @@ class Pool:
         """A connection and whether it was reused; waits at most ``seconds`` for a free
         slot when all ``max_connections`` are busy."""
         while True:
-            while self.idle:
-                conn = self.idle.pop()
-                if not conn.closed:
-                    return conn, True
+            idle = self.take()
+            if idle is not None:
+                return idle
             if len(self.conns) + self.opening < self.backend.max_connections:
                 return await self.connect(), False
             waiter = self.loop.create_future()
@@ -295,6 +304,14 @@ class Pool:
                 self.queued(-1)
                 if not waiter.done():
                     waiter.cancel()
+
+    def take(self) -> tuple[Conn, bool] | None:
+        """``acquire``'s answer when an idle connection is there (no await), else None."""
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                return conn, True
+        return None
 
     def queued(self, delta: int) -> None:
         """A caller starts (1) or stops (-1) waiting for a free connection."""

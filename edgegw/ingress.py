@@ -48,6 +48,7 @@ class Inbound:
 
     headers: Headers
     authority: str
+    host: bytes  # ``authority`` as bytes (b"" when none), as the host field carries it
     length: int | None  # Content-Length (validated), None when absent
     chunked: bool  # Transfer-Encoding: chunked
     nominated: frozenset[bytes]  # header names the Connection header lists (to drop)
@@ -107,10 +108,13 @@ class RequestPolicy:
         actions = self._actions
         kept: Headers = []
         size = target_size
-        hosts: list[bytes] = []
-        lengths: list[bytes] = []
-        codings: list[bytes] = []
-        connection: list[bytes] = []
+        # Framing and Host fields are rare beyond one each: the first value of each is
+        # kept, and a list only when a second comes (no list per request otherwise).
+        host: bytes | None = None
+        length_value: bytes | None = None
+        coding: bytes | None = None
+        hosts = lengths = codings = 0
+        connection: list[bytes] | None = None
         request_id = None
         forwarded = False
         for name, value in raw:
@@ -123,7 +127,8 @@ class RequestPolicy:
             elif action == _DROP:
                 continue
             elif action == _HOST:
-                hosts.append(value)
+                hosts += 1
+                host = value
             elif action == _NOTED_ID:
                 kept.append((name, value))
                 if request_id is None:
@@ -132,57 +137,63 @@ class RequestPolicy:
                 kept.append((name, value))
                 forwarded = True
             elif action == _LENGTH:
-                lengths.append(value)
+                lengths += 1
+                length_value = value
                 kept.append((name, value))
             elif action == _CODING:
-                codings.append(value)
+                codings += 1
+                coding = value
             elif action == _CONNECTION:
-                connection.append(value)
+                if connection is None:
+                    connection = [value]
+                else:
+                    connection.append(value)
             else:
                 return 400, f"header name with an underscore: {name.decode('latin-1')}"
         if size > self.max_header_bytes:
             return HEADER_TOO_LARGE, f"request headers over {self.max_header_bytes} bytes"
-        if len(hosts) > 1:  # RFC 9112 §3.2: more than one Host field: 400
+        if hosts > 1:  # RFC 9112 §3.2: more than one Host field: 400
             return 400, "more than one Host header"
-        authority = ""
-        if hosts or http11:
+        authority, field = "", b""
+        if host is not None or http11:
             # RFC 9112 §3.2: an HTTP/1.1 request without Host, or with an invalid one, is
             # answered 400. HTTP/1.0 may leave it out (granian then gives an empty one).
-            given = hosts[0] if hosts else b""
+            given = host or b""
             found = self._authority(given) if given or http11 else ""
             if found is None:
                 return 400, "missing or invalid Host header"
-            authority = found
+            authority, field = found, given
         if target_authority is not None:
             found = self._authority(target_authority)
             if found is None:
                 return 400, "invalid authority in the request target"
-            authority = found
+            authority, field = found, target_authority
         length = None
-        if lengths:
+        if length_value is not None:
             # RFC 9112 §6.3 (5): several or invalid Content-Length values are unrecoverable.
-            if len(lengths) > 1 or not lengths[0].isdigit():
+            if lengths > 1 or not length_value.isdigit():
                 return 400, "invalid Content-Length"
-            length = int(lengths[0])
+            length = int(length_value)
         chunked = False
-        if codings:
+        if coding is not None:
             if length is not None:  # RFC 9112 §6.1: both are a smuggling attempt (§11.2)
                 return 400, "both Content-Length and Transfer-Encoding"
-            if len(codings) > 1 or codings[0].strip().lower() != b"chunked":
+            if codings > 1 or coding.strip().lower() != b"chunked":
                 # RFC 9112 §6.1: a transfer coding the server does not understand: 501.
                 return 501, "unsupported Transfer-Encoding (only chunked is accepted)"
             chunked = True
         nominated: frozenset[bytes] = frozenset()
-        if connection:
+        if connection is not None:
             tokens = {t.strip().lower() for v in connection for t in v.split(b",")}
             tokens -= _CONNECTION_OPTIONS
             tokens.discard(b"")
             if tokens:
                 nominated = frozenset(tokens)
-        # One host field, the authority routing used (filters see it as :authority).
+        # One host field, the authority routing used (filters see it as :authority): the
+        # bytes as sent, which decode to ``authority`` (latin-1 maps byte for byte).
         if authority:
-            kept.append((b"host", authority.encode("latin-1")))
-        return Inbound(kept, authority, length, chunked, nominated, request_id, forwarded)
+            kept.append((b"host", field))
+        return Inbound(kept, authority, field, length, chunked, nominated, request_id, forwarded)
 
 
 _ID_BATCH = 256  # request ids per draw of random bytes

@@ -24,10 +24,10 @@ from edgegw.headers import (
     HOP_BY_HOP,
     REQUEST_ID,
     TrustedProxies,
+    add_forwarded,
     get,
     strip_hop_by_hop,
     upstream_request_headers,
-    with_forwarded,
 )
 from edgegw.ingress import Inbound, RequestPolicy, absolute_form, drop_names, new_request_id
 from edgegw.model import GatewayConfig, Route
@@ -89,6 +89,7 @@ class Pipeline:
         self.upstream = upstream
         self.chains = chains
         self.trusted = TrustedProxies(config.trusted_proxies)
+        self.trust_any = bool(self.trusted)  # some peers are trusted proxies
         self.policy = RequestPolicy(
             config.request_headers_to_remove,
             config.headers_with_underscores_action,
@@ -103,6 +104,7 @@ class Pipeline:
         self.keep_escaped_slashes = config.paths.escaped_slashes == "keep_escaped"
         self.access_log = access_log.for_config(config.access_log)
         self.front = Front.build(config)  # None: no headers/security_headers/cors rules
+        self.preserve_host = frozenset(n for n, b in config.backends.items() if b.preserve_host)
         self.tracer = tracer_for(config)  # None: tracing off, no span is made
         self.inflight = 0  # requests started on this pipeline and not finished
         self._drained: asyncio.Event | None = None  # exists once the pipeline is retired
@@ -199,27 +201,23 @@ class Pipeline:
             drop = inbound.nominated | drop if drop else inbound.nominated
         if drop:
             headers = drop_names(headers, drop)
-        peer = (scope.get("client") or ("", 0))[0]
-        trusted_peer = self.trusted.trusts(peer) if self.trusted else False
+        peer, port = scope.get("client") or ("", 0)
+        trusted_peer = self.trusted.trusts(peer) if self.trust_any else False
         client = self.trusted.client_address(peer, headers) if trusted_peer else peer
+        scheme = scope.get("scheme", "http")
         # Before the filters: they read the X-Forwarded-For the backend will get.
-        headers = with_forwarded(
-            headers,
-            peer=peer,
-            scheme=scope.get("scheme", "http"),
-            host=authority.encode("latin-1"),
-            trusted=self.trusted,
-            sent=inbound.forwarded,
-        )
+        headers = add_forwarded(
+            headers, peer, scheme, inbound.host, trusted_peer, inbound.forwarded
+        )  # fmt: skip
         full_path = path + "?" + query.decode("latin-1") if query else path
         ex = Exchange(
             route=route,
             method=method,
             path=full_path,
-            scheme=scope.get("scheme", "http"),
+            scheme=scheme,
             authority=authority,
             request_headers=headers,
-            client=(client, (scope.get("client") or ("", 0))[1]),
+            client=(client, port),
             server=tuple(scope.get("server") or ("", 0)),
             connection_id=next(_connection_ids),
             start_ns=time.time_ns(),
@@ -307,8 +305,9 @@ class Pipeline:
         if has_body:
             expected = int(declared) if declared is not None else None
             body = self._body(ex, filters, receive, counters, expected, first)
-        upstream_headers = upstream_request_headers(ex.request_headers)
-        if self.config.backends[backend].preserve_host and ex.authority:
+        edited = filters is not None or self.front is not None
+        upstream_headers = upstream_request_headers(ex.request_headers, edited)
+        if backend in self.preserve_host and ex.authority:
             upstream_headers.append((b"host", ex.authority.encode("latin-1")))
         if declared is not None:
             upstream_headers.append((b"content-length", declared))

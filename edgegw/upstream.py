@@ -35,7 +35,7 @@ from edgegw.types import Headers
 # (RFC 9112 §9.3.1 allows it for idempotent methods).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_FRAMING = (b"content-length", b"transfer-encoding", b"host")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # ``outcome`` labels of edgegw_upstream_duration_seconds besides UpstreamError.outcome.
 OK = "ok"
 TIMEOUT = UpstreamTimeout.outcome  # the deadline of a buffered call (``call``)
@@ -132,22 +132,25 @@ class Upstream(Protocol):
 
 
 def _head(method: str, target: str, headers: Headers, pool: Pool, framing: bytes) -> bytes:
-    lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("latin-1"), target.encode("latin-1")), b""]
-    host = pool.authority
+    # One join of the pieces (no formatted line per header); host first, as RFC 9110 §7.2
+    # asks, in the slot kept for it.
+    parts = [method.encode("latin-1"), b" ", target.encode("latin-1"), b" HTTP/1.1\r\nhost: "]
+    parts += (pool.authority, b"\r\n")
+    lines = 2
     for name, value in headers:
         if name in _FRAMING:
-            if name != b"host":
-                continue  # the body given here decides the framing
-            host = value
-        else:
-            lines.append(b"%s: %s\r\n" % (name, value))
-    lines[1] = b"host: %s\r\n" % host  # first, as RFC 9110 §7.2 asks
-    lines.append(framing + b"\r\n")
-    head = b"".join(lines)
+            if name == b"host":
+                parts[4] = value
+            continue  # the body given here decides the framing
+        parts += (name, b": ", value, b"\r\n")
+        lines += 1
+    parts.append(framing)
+    parts.append(b"\r\n")
+    head = b"".join(parts)
     # A value with CR or LF would smuggle a second request, NUL is cut or refused by
     # backends (RFC 9110 §5.5). Filters' header edits are checked when made; this is the
     # last line for everything else (proxy_http_call headers, paths).
-    lines_expected = len(lines) + (1 if framing else 0)
+    lines_expected = lines + 1 + (1 if framing else 0)
     if head.count(b"\n") != lines_expected or head.count(b"\r") != lines_expected or b"\0" in head:
         raise UpstreamInvalidRequest(pool.name, "a header name or value holds CR, LF or NUL")
     return head
@@ -237,7 +240,7 @@ class HttpUpstream:
                 pool = member.pool
                 observe = True  # each try of a balanced backend is timed (call() does not)
             else:
-                pool = self._pool(backend)
+                pool = self._pools.get(backend) or self._pool(backend)
         seconds = timeout or pool.backend.timeout
         if balancer is not None and balancer.per_try is not None:
             seconds = min(seconds, balancer.per_try)
@@ -271,10 +274,17 @@ class HttpUpstream:
         try:
             head = _head(method, target, try_headers, pool, framing)
             while True:
-                conn, reused = await pool.acquire(seconds)
+                # An idle connection is taken without a coroutine of Pool.acquire's.
+                conn, reused = pool.take() or await pool.acquire(seconds)
                 pool.watch(conn, seconds)
                 try:
-                    status, resp_headers = await self._exchange(conn, method, head, body, seconds)
+                    if body is None or isinstance(body, bytes):
+                        response = conn.start(method == "HEAD")
+                        conn.write(head + body if body else head)
+                        conn.sent = True
+                        status, resp_headers = await response
+                    else:
+                        status, resp_headers = await self._stream(conn, method, head, body, seconds)
                 except UpstreamConnectError:
                     conn.abort()
                     if retry and reused and not conn.got_data:
@@ -322,19 +332,12 @@ class HttpUpstream:
         assert body is None or isinstance(body, bytes)  # Balancer.first: streamed ones go there
         return await balancer.resume(member, deadline, method, path, headers, body, timeout)
 
-    async def _exchange(
-        self,
-        conn: Conn,
-        method: str,
-        head: bytes,
-        body: AsyncIterable[bytes] | bytes | None,
-        seconds: float,
+    async def _stream(
+        self, conn: Conn, method: str, head: bytes, body: AsyncIterable[bytes], seconds: float
     ) -> tuple[int, Headers]:
+        """An exchange whose request body streams (a buffered one is written at once, in
+        ``request``)."""
         response = conn.start(method == "HEAD")
-        if body is None or isinstance(body, bytes):
-            conn.write(head + body if body else head)
-            conn.sent = True
-            return await response
         conn.write(head)
         loop = conn.loop
         pool = conn.pool

@@ -44,6 +44,7 @@ class _App(Protocol):
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _apps: weakref.WeakSet[Any] = weakref.WeakSet()
 _backends_seen: set[str] = set()
+_responses: dict[str, list[int]] = {}  # backend -> responses per status class (_CLASSES)
 
 
 def track_pool(pool: _Pool) -> None:
@@ -55,11 +56,21 @@ def track_app(app: _App) -> None:
 
 
 def upstream_response(backend: str, status: int) -> None:
-    code = _CLASSES[status // 100] if 100 <= status < 600 else _CLASSES[0]
-    metrics.count(UPSTREAM_RESPONSES, (backend, code))
+    """One response from ``backend``. Called right after ``metrics.observe_upstream``
+    (edgegw.upstream), whose ``flush_soon`` brings the flush that hands this on: no
+    second timer check, and no label tuple per response."""
+    counts = _responses.get(backend)
+    if counts is None:
+        counts = _responses[backend] = [0] * len(_CLASSES)
+    counts[status // 100 if 100 <= status < 600 else 0] += 1
 
 
 def _flush() -> None:
+    for backend, counts in _responses.items():
+        for index, count in enumerate(counts):
+            if count:
+                UPSTREAM_RESPONSES.labels(backend, _CLASSES[index]).inc(count)
+                counts[index] = 0
     if _apps:
         IN_FLIGHT.set(sum(app.inflight for app in list(_apps)))
     totals = {name: [0, 0] for name in _backends_seen}  # gone ones report 0

@@ -78,7 +78,7 @@ class _Pending:
         self.total = 0.0
 
 
-_requests: dict[tuple[str, int], int] = {}
+_requests: dict[str, dict[int, int]] = {}  # route -> status -> count
 _durations: dict[str, _Pending] = {}
 _upstreams: dict[str, dict[str, _Pending]] = {}  # outcome -> backend -> pending
 _labeled: dict[tuple[Any, tuple[str, ...]], _Pending] = {}  # (histogram, labels) -> pending
@@ -95,8 +95,11 @@ def on_flush(hook: Callable[[], None]) -> None:
 
 
 def observe_request(route: str, status: int, seconds: float) -> None:
-    key = (route, status)
-    _requests[key] = _requests.get(key, 0) + 1
+    # Two lookups rather than a (route, status) key: no tuple per request.
+    by_status = _requests.get(route)
+    if by_status is None:
+        by_status = _requests[route] = {}
+    by_status[status] = by_status.get(status, 0) + 1
     pending = _durations.get(route)
     if pending is None:
         pending = _durations[route] = _Pending(REQUEST_SECONDS.labels(route))
@@ -157,10 +160,10 @@ def flush() -> None:
     if _timer is not None:
         _timer.cancel()
     _timer = _timer_loop = None
-    for (route, status), count in _requests.items():
-        if count:
+    for route, by_status in _requests.items():
+        for status, count in by_status.items():
             REQUESTS.labels(route, str(status)).inc(count)
-    _requests.clear()
+        by_status.clear()
     for pending in _durations.values():
         pending.flush()
     for by_backend in _upstreams.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from edgegw.headers import upstream_request_headers
 from edgegw.ingress import Inbound, RequestPolicy, new_request_id
 
 
@@ -41,6 +42,37 @@ def test_a_removed_forwarded_header_is_not_noted() -> None:
     inbound = policy.inspect([(b"host", b"gw"), (b"x-forwarded-for", b"6.6.6.6")], 10, True)
     assert isinstance(inbound, Inbound)
     assert not inbound.forwarded and inbound.headers == [(b"host", b"gw")]
+
+
+def test_the_host_bytes_are_the_host_field_kept() -> None:
+    # Inbound.host spares the pipeline encoding the authority again (X-Forwarded-Host).
+    policy = RequestPolicy([], "drop_header", 65536)
+    inbound = _inspect([(b"host", b"Gw.example:8080"), (b"content-length", b"3")])
+    assert (inbound.authority, inbound.host) == ("Gw.example:8080", b"Gw.example:8080")
+    assert inbound.headers[-1] == (b"host", inbound.host) and inbound.length == 3
+    target = policy.inspect([(b"host", b"gw")], 10, True, b"other:81")  # absolute form
+    assert isinstance(target, Inbound)
+    assert (target.authority, target.host) == ("other:81", b"other:81")
+    assert target.headers == [(b"host", b"other:81")]
+    older = policy.inspect([], 10, False)  # HTTP/1.0 may leave Host out
+    assert isinstance(older, Inbound)
+    assert (older.authority, older.host, older.headers) == ("", b"", [])
+    assert policy.inspect([(b"host", b"a"), (b"host", b"a")], 10, True) == (
+        400,
+        "more than one Host header",
+    )
+
+
+def test_ingress_output_needs_no_connection_scan() -> None:
+    # upstream_request_headers(edited=False) skips its Connection scan: ingress never
+    # keeps a Connection field, and what it names is gone already.
+    policy = RequestPolicy([], "drop_header", 65536)
+    sent = [(b"host", b"gw"), (b"connection", b"x-a, keep-alive"), (b"x-a", b"1"), (b"x-b", b"2")]
+    inbound = policy.inspect(sent, 10, True)
+    assert isinstance(inbound, Inbound) and inbound.nominated == frozenset({b"x-a"})
+    kept = [(n, v) for n, v in inbound.headers if n not in inbound.nominated]
+    assert upstream_request_headers(kept, False) == upstream_request_headers(kept)
+    assert upstream_request_headers(kept, False) == [(b"x-b", b"2")]
 
 
 def test_request_ids_are_fresh_across_batches() -> None:
