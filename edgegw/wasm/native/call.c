@@ -305,6 +305,24 @@ put_answer(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_ptr,
     return 0;
 }
 
+int
+answer_found(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_ptr,
+             uint64_t size_ptr, int *status)
+{
+    int rc;
+
+    if (value == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (value == Py_None) {
+        Py_DECREF(value);
+        *status = STATUS_NOT_FOUND;
+        return 1;
+    }
+    rc = put_answer(m, alloc, value, ptr_ptr, size_ptr, status);
+    Py_DECREF(value);
+    return rc < 0 ? -1 : 1;
+}
+
 /* ---- answers from Python hostcalls ----------------------------------------------- */
 
 /* Answer(ctx, memory_ptr, owner, alloc)(data, ptr_ptr, size_ptr) -> status: what a

@@ -231,7 +231,6 @@ native_fast_get(PhaseVm *vm, GuestMemory *m, PyObject *alloc, uint64_t map, PyOb
                 uint64_t ptr_ptr, uint64_t size_ptr, int *status)
 {
     PyObject *value;
-    int rc;
 
     if (vm == NULL || alloc == NULL || PyBytes_GET_SIZE(key) == 0)
         return 0;
@@ -240,14 +239,5 @@ native_fast_get(PhaseVm *vm, GuestMemory *m, PyObject *alloc, uint64_t map, PyOb
     else
         value = PyBytes_AS_STRING(key)[0] == ':' ? pseudo_value(vm, map, key)
                                                  : header_value(vm, map, key);
-    if (value == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (value == Py_None) {
-        Py_DECREF(value);
-        *status = STATUS_NOT_FOUND;
-        return 1;
-    }
-    rc = put_answer(m, alloc, value, ptr_ptr, size_ptr, status);
-    Py_DECREF(value);
-    return rc < 0 ? -1 : 1;
+    return answer_found(m, alloc, value, ptr_ptr, size_ptr, status);
 }

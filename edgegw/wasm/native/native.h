@@ -173,6 +173,11 @@ uint8_t *guest_span(GuestMemory *m, uint64_t ptr, uint64_t len);
  * trapped). */
 int put_answer(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_ptr,
                uint64_t size_ptr, int *status);
+/* The answer of a value lookup (headers.c, property.c), value a new reference taken
+ * over: NULL without an error 0 (not that case, impl answers), with one -1; None 1 with
+ * NOT_FOUND; bytes 1 through put_answer (-1 if the allocator failed). */
+int answer_found(GuestMemory *m, PyObject *alloc, PyObject *value, uint64_t ptr_ptr,
+                 uint64_t size_ptr, int *status);
 
 /* ---- host functions (host.c, headers.c) ------------------------------------------- */
 

@@ -91,7 +91,7 @@ native_fast_property(PhaseVm *vm, GuestMemory *m, PyObject *alloc, PyObject *pat
                      uint64_t ptr_ptr, uint64_t size_ptr, int *status)
 {
     PyObject *state, *ex, *props, *value;
-    int at, rc;
+    int at;
 
     if (vm == NULL || alloc == NULL || (at = which(path)) < 0)
         return 0;
@@ -113,14 +113,5 @@ native_fast_property(PhaseVm *vm, GuestMemory *m, PyObject *alloc, PyObject *pat
     Py_DECREF(props);
     value = value_of(vm, ex, at);
     Py_DECREF(ex);
-    if (value == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (value == Py_None) {
-        Py_DECREF(value);
-        *status = STATUS_NOT_FOUND;
-        return 1;
-    }
-    rc = put_answer(m, alloc, value, ptr_ptr, size_ptr, status);
-    Py_DECREF(value);
-    return rc < 0 ? -1 : 1;
+    return answer_found(m, alloc, value, ptr_ptr, size_ptr, status);
 }
