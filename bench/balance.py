@@ -5,7 +5,9 @@ nothing fails).
 The minimal in-process proxy of bench/clients.py forwards GET requests through
 ``HttpUpstream`` to a backend of each case in turn (CASES): one ``url``; the balancer over
 that one endpoint (balancer code, one pool); three endpoints that are one nginx port
-(three pools); three endpoints on three nginx processes, round_robin, then with ``retry``,
+(three pools); three single-``url`` backends on three nginx processes, the requests in
+turn (that topology without the balancer: the reference for what follows); three
+endpoints on those three nginx processes, round_robin, then with ``retry``,
 with ``retry`` + ``health_check``, then least_request. The differences between
 neighbouring cases say where a cost lies (docs/upstream.md).
 
@@ -50,6 +52,7 @@ INNER = 4  # each case is timed in this many turns per process, the cases interl
 CASES = {
     "url": "one `url`",
     "url3": "one `url`, an nginx of three worker processes (reuseport)",
+    "urls": "three backends of one `url` each (the three nginx), requests in turn",
     "one": "the balancer over one endpoint (`limits: {}`)",
     "same3": "three `endpoints` on one nginx port, round_robin",
     "round_robin": "three `endpoints`, round_robin",
@@ -59,6 +62,27 @@ CASES = {
 }
 if os.environ.get("BENCH_CASES"):  # a subset, "url,one" (url is the reference)
     CASES = {c: CASES[c] for c in ["url", *os.environ["BENCH_CASES"].split(",")]}
+# What each case is compared with: the same backend processes without the balancer. Three
+# nginx processes cost more than one whatever sends to them (the kernel wakes each on
+# loopback, in the sender's write: docs/upstream.md, cost), so the cases on them are
+# compared with single-`url` backends on them, requests in turn (`urls`).
+THREE = {"round_robin", "retry", "guarded", "least_request"}
+
+
+def reference(case: str) -> str:
+    return "urls" if case in THREE and "urls" in CASES else "url"
+
+
+def backends(case: str, ports: list[int]) -> dict[str, Any]:
+    """The case's backends by name: ``backend``, or for ``urls`` one per nginx process."""
+    from clients import POOL
+
+    from edgegw.model import Backend
+
+    if case != "urls":
+        return {"backend": backend(case, ports)}
+    urls = {f"backend{i}": f"http://127.0.0.1:{ports[i]}" for i in range(3)}
+    return {n: Backend(n, url, max_connections=POOL) for n, url in urls.items()}
 
 
 def backend(case: str, ports: list[int]) -> Any:
@@ -115,8 +139,9 @@ def child(ports: list[int], first: int, callgrind: bool) -> None:
     share = REQUESTS // inner
 
     async def run() -> dict[str, tuple[float, float]]:
-        upstreams = {c: HttpUpstream({"backend": backend(c, ports)}) for c in names}
-        apps = {c: edgegw_proxy(up) for c, up in upstreams.items()}
+        parts = {c: backends(c, ports) for c in names}
+        upstreams = {c: HttpUpstream(parts[c]) for c in names}
+        apps = {c: edgegw_proxy(upstreams[c], tuple(parts[c])) for c in names}
         totals = {case: [0.0, 0.0] for case in names}
         try:
             for case in order:
@@ -168,7 +193,7 @@ def main() -> None:
     trees = [str(Path(t).resolve()) for t in args.trees.split(",")]
     cpu: dict[tuple[str, str], list[float]] = {}
     wall: dict[tuple[str, str], list[float]] = {}
-    delta: dict[tuple[str, str], list[float]] = {}  # case - url, in the same process
+    delta: dict[tuple[str, str], list[float]] = {}  # case - its reference, in one process
     instr: dict[tuple[str, str], float] = {}
     loads = [os.getloadavg()[0]]
     with ExitStack() as stack:
@@ -183,7 +208,7 @@ def main() -> None:
                 for case, (c, w) in us.items():
                     cpu.setdefault((case, tree), []).append(c)
                     wall.setdefault((case, tree), []).append(w)
-                    delta.setdefault((case, tree), []).append(c - us["url"][0])
+                    delta.setdefault((case, tree), []).append(c - us[reference(case)][0])
                 print(f"round {number + 1} {tree}: " + " ".join(
                     f"{case} {cpu[case, tree][-1]:.1f}" for case in CASES), flush=True)  # fmt: skip
             loads.append(os.getloadavg()[0])
@@ -200,22 +225,24 @@ def main() -> None:
         for case in CASES:
             deltas = " ".join(f"{v:+.1f}" for v in delta[case, tree])
             n = instr.get((case, tree))
-            counted = f"  {n:,.0f} instr ({n - instr['url', tree]:+,.0f})" if n else ""
-            print(f"{case:14s} CPU {med[case, tree]:6.2f} µs ({med_delta[case, tree]:+5.2f}: "
-                  f"{deltas})  wall {med_wall[case, tree]:6.2f} µs{counted}")  # fmt: skip
+            ref = reference(case)
+            counted = f"  {n:,.0f} instr ({n - instr[ref, tree]:+,.0f})" if n else ""
+            print(f"{case:14s} CPU {med[case, tree]:6.2f} µs ({med_delta[case, tree]:+5.2f} "
+                  f"vs {ref}: {deltas})  wall {med_wall[case, tree]:6.2f} µs{counted}")  # fmt: skip
     if len(trees) > 1 or os.environ.get("BENCH_CASES"):
         return  # a comparison of checkouts, or some cases: printed only
     tree = trees[0]
     rows = []
     for case, label in CASES.items():
-        row = f"| {label} | {med[case, tree]:.2f} | {med_delta[case, tree]:+.2f} |"
+        ref = reference(case)
+        row = f"| {label} | {med[case, tree]:.2f} | {ref} | {med_delta[case, tree]:+.2f} |"
         if instr:
-            count, base = instr[case, tree], instr["url", tree]
+            count, base = instr[case, tree], instr[ref, tree]
             row += f" {count / 1000:.1f}k | {(count - base) / 1000:+.1f}k |"
         rows.append(row + f" {med_wall[case, tree]:.1f} |\n")
-    head = "| backend | CPU µs per request | vs one url |"
-    head += " instructions | vs one url |" if instr else ""
-    head += " wall µs |\n|---|---:|---:|" + ("---:|---:|" if instr else "") + "---:|\n"
+    head = "| backend | CPU µs per request | reference | over it |"
+    head += " instructions | over it |" if instr else ""
+    head += " wall µs |\n|---|---:|---|---:|" + ("---:|---:|" if instr else "") + "---:|\n"
     counted = (
         f" Instructions: user space, counted by callgrind in one run of {CG_REQUESTS:,} "
         "requests per case (repeatable under load; time in the kernel is not in them)."
@@ -229,8 +256,9 @@ def main() -> None:
         "to nginx on core 1. CPU: the proxy thread's CPU time per request "
         f"(time.thread_time), {REQUESTS:,} GET requests per case in each of {ROUNDS} "
         f"rounds (a fresh process each, the cases interleaved in {INNER} turns, after a "
-        'warm-up); the median of the rounds, and "vs one url" the median of each '
-        f"round's difference.{counted} {load}; {cpu_model()}; {time.ctime()}_"
+        'warm-up); the median of the rounds, and "over it" the median of each round\'s '
+        "difference to the reference case (the same backend processes, no balancer)."
+        f"{counted} {load}; {cpu_model()}; {time.ctime()}_"
     )
     print(text)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -16,6 +16,7 @@ figures to bench/results/clients-<stamp>.json.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import platform
 import sys
@@ -82,13 +83,15 @@ def aiohttp_proxy(session: aiohttp.ClientSession, origin: str) -> App:
     return app
 
 
-def edgegw_proxy(upstream: HttpUpstream) -> App:
-    """The same proxy on edgegw's client: the body is streamed as it comes."""
+def edgegw_proxy(upstream: HttpUpstream, backends: tuple[str, ...] = ("backend",)) -> App:
+    """The same proxy on edgegw's client: the body is streamed as it comes. With several
+    ``backends`` the requests go to each in turn (as routes to several services would)."""
+    turn = itertools.cycle(backends)
 
     async def app(scope: Message, receive: Receive, send: Send) -> None:
         await receive()
         headers = [(n, v) for n, v in scope["headers"] if n != b"host"]
-        resp = await upstream.request("backend", scope["method"], scope["path"], headers, None)
+        resp = await upstream.request(next(turn), scope["method"], scope["path"], headers, None)
         try:
             await send(
                 {"type": "http.response.start", "status": resp.status, "headers": resp.headers}

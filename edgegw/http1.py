@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -247,6 +247,18 @@ class Conn(asyncio.Protocol):
             waiter.set_result(None)
 
 
+class Active(Protocol):
+    active: int  # requests in flight
+
+
+class Counted(Active, Protocol):
+    """A balanced endpoint address (edgegw.balance.members.Member): its requests and its
+    balancer's are counted in flight until the response is released."""
+
+    @property
+    def balancer(self) -> Active: ...
+
+
 class Pool:
     """At most ``backend.max_connections`` connections to one backend, the idle ones
     reused most-recent first; waiting for a free one counts against the caller's deadline."""
@@ -272,6 +284,7 @@ class Pool:
         self.base_path = url.path.rstrip("/")
         self.ssl = (tls or ssl.create_default_context()) if tls_url else None
         self.sni = (sni or url.hostname) if tls_url else None
+        self.member: Counted | None = None  # the balanced endpoint address it serves
         self.idle: list[Conn] = []
         self.conns: set[Conn] = set()
         self.opening = 0
@@ -350,6 +363,10 @@ class Pool:
         return conn
 
     def release(self, conn: Conn) -> None:
+        member = self.member
+        if member is not None:  # the request's count on a balanced endpoint ends
+            member.active -= 1
+            member.balancer.active -= 1
         if conn.writer is not None and not conn.writer.done():
             conn.writer.cancel()  # the response came first; the rest of the upload is moot
         if conn.reusable() and not self.closing:

@@ -143,7 +143,7 @@ class Balancer:
         self.backing_off = 0  # requests waiting out a backoff before their next try
         self.pending = 0  # tries waiting for a free connection (MemberPool.queued)
         self.ready = False  # the first resolution is done (``resolved`` set)
-        self.plain: Policy[Member] | None = None  # see _replan
+        self.plain: Callable[[], Member] | None = None  # see _replan
         self.next_return = math.inf  # when the next ejected member comes back
         self.resolved = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -180,7 +180,7 @@ class Balancer:
             and limits.max_requests is None
             and limits.max_pending is None
         )
-        self.plain = self.policy if plain else None
+        self.plain = self.policy.keyless if plain and self.policy is not None else None
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
@@ -293,14 +293,14 @@ class Balancer:
     def first(self, headers: Headers, body: Body) -> Member | None:
         """The member for a request's first try, counted in; None when the request must
         go through ``request``. Raises ``UpstreamOverloaded`` (a limit reached)."""
-        policy = self.plain
-        if policy is None or (
+        pick = self.plain
+        if pick is None or (
             body is not None and self.retry is not None and not isinstance(body, bytes)
         ):
             return self._first(headers, body)
         # The common case, as ``pick`` and ``enter`` would do it with nothing to check:
         # every bytecode here is paid by every request (docs/upstream.md, cost).
-        member = policy.pick(None)
+        member = pick()
         member.active += 1
         member.tries += 1
         self.active += 1

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 from bisect import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from hashlib import blake2b
-from itertools import accumulate
+from itertools import accumulate, cycle
 from typing import Any, Generic, Protocol, TypeVar
 
 # Maglev lookup table size: a prime well above the endpoint count, so each endpoint owns
@@ -37,6 +38,8 @@ class Policy(Generic[M]):
 
     def __init__(self, members: Sequence[M]) -> None:
         self.members = members
+        # ``pick(None)`` as one callable: what a balanced request's first try calls.
+        self.keyless: Callable[[], M] = partial(self.pick, None)
 
     def pick(self, key: bytes | None) -> M:
         raise NotImplementedError
@@ -50,13 +53,12 @@ class RoundRobin(Policy[M]):
     def __init__(self, members: Sequence[M]) -> None:
         super().__init__(members)
         self.schedule = _smooth_schedule(members)
-        self.next = random.randrange(len(self.schedule))
+        start = random.randrange(len(self.schedule))
+        # A C iterator, not Python arithmetic: every balanced request calls it.
+        self.keyless = cycle(self.schedule[start:] + self.schedule[:start]).__next__
 
     def pick(self, key: bytes | None) -> M:
-        schedule = self.schedule
-        index = self.next
-        self.next = (index + 1) % len(schedule)
-        return schedule[index]
+        return self.keyless()
 
 
 def _smooth_schedule(members: Sequence[M]) -> list[M]:
