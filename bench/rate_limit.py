@@ -48,8 +48,8 @@ import redis as redis_py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, cpu_model, redis_server, write_block
 
-from edgegw.app import GC_THRESHOLD, STORE_CLUSTER
-from edgegw.chain import Exchange
+from edgegw.app import GC_THRESHOLD
+from edgegw.chain import STORE_CLUSTER, Exchange
 from edgegw.config import parse_config
 from edgegw.store import open_store
 from edgegw.store.api import StoreAPI

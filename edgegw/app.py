@@ -16,7 +16,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from edgegw.chain import FilterChains, HttpCall
+from edgegw.chain import STORE_CLUSTER, FilterChains, HttpCall
 from edgegw.config import load_config
 from edgegw.errors import StoreError
 from edgegw.model import GatewayConfig
@@ -37,7 +37,6 @@ ENV_RUNTIME_DIR = "EDGEGW_RUNTIME_DIR"
 #: Builds the filter chains of a config: ``(config, http_call) -> chains``.
 ChainsFactory = Callable[[GatewayConfig, HttpCall], Awaitable[FilterChains | None]]
 GC_THRESHOLD = 20_000
-STORE_CLUSTER = "edgegw.store"
 DRAIN_TIMEOUT = 60.0  # seconds an old pipeline may keep serving in-flight requests
 
 

@@ -110,7 +110,8 @@ class CallResponse:
     timed_out: bool = False  # no answer in time (UpstreamTimeout or the call's deadline)
 
 
+#: The cluster filters name in their http_calls to the store, answered in-process.
+STORE_CLUSTER = "edgegw.store"
 #: How filters reach backends by name (proxy_http_call): ``(cluster, method, path,
-#: authority, headers, body, timeout) -> CallResponse``. The app provides it; the cluster
-#: ``edgegw.store`` is answered in-process by the store.
+#: authority, headers, body, timeout) -> CallResponse``. The app provides it.
 HttpCall = Callable[[str, str, str, str, Headers, bytes, float], Awaitable[CallResponse]]

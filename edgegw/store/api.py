@@ -106,7 +106,7 @@ class StoreAPI:
             if self._down_until:
                 log.warning("store reachable again")
                 self._down_until = 0.0
-            STORE_UP.set(1)
+                STORE_UP.set(1)  # set at start; 0 only while down (a locked mmap write)
             answer(200, decided.result())
             return
         _observe("ratelimit", "error", started)

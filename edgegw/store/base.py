@@ -122,7 +122,24 @@ def check_rate_request(doc: Any, remote: bool = False) -> tuple[str, int, int, i
     ValueError naming the bad field."""
     if not isinstance(doc, dict):
         raise ValueError("body must be a JSON object")
-    key = doc.get("key")
+    # What a filter sends (one per rate-limited request), checked in one expression;
+    # anything else takes the checks below, which name the bad field.
+    get = doc.get
+    key, rate, burst, period_ms, cost = (
+        get("key"), get("rate"), get("burst"), get("period_ms"), get("cost", 1))  # fmt: skip
+    if (
+        type(key) is str
+        and 0 < len(key) <= MAX_KEY_BYTES
+        and type(rate) is int
+        and type(burst) is int
+        and type(period_ms) is int
+        and type(cost) is int
+        and 1 <= rate <= MAX_COUNT
+        and 1 <= burst <= MAX_COUNT
+        and 1 <= period_ms <= MAX_PERIOD_MS
+        and (MIN_REMOTE_COST if remote else 0) <= cost <= MAX_COUNT
+    ):
+        return key, rate, burst, period_ms, cost
     if not isinstance(key, str) or not key:
         raise ValueError("key must be a non-empty string")
     if len(key) > MAX_KEY_BYTES:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
+from edgegw.chain import STORE_CLUSTER
 from edgegw.model import GatewayConfig
 
-STORE_CLUSTER = "edgegw.store"
 _EFFECT = {
     "fail_open": "are let through unlimited",
     "local": "are limited by each host's memory store",

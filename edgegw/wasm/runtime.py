@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from edgegw.chain import Exchange, HttpCall
+from edgegw.chain import STORE_CLUSTER, Exchange, HttpCall
 from edgegw.errors import EdgegwError, WasmVmFailed
 from edgegw.model import GatewayConfig, Route
 from edgegw.wasm import _native
@@ -19,7 +19,6 @@ from edgegw.wasm.stream import Chain, Plan
 
 log = logging.getLogger("edgegw.wasm")
 
-STORE_CLUSTER = "edgegw.store"
 RELOAD_INTERVAL = 1.0  # seconds: at most one fresh VM per filter this often (on_trap)
 
 

@@ -188,20 +188,6 @@ class Chain(_native.Chain):
 
     async def _paused(self, index: int) -> LocalReply | None:
         state = self.state
-        if not await self._wait():
-            name = self.plugins[index].name
-            return problem(504, f"filter '{name}' paused and never resumed")
-        if state.failure is not None:  # a filter failed in its http_call response
-            plugin, exc = state.failure
-            state.failure = None
-            failed = index if self.plugins[index] is plugin else self.plugins.index(plugin)
-            return self._failed(failed, exc)
-        if state.local_reply is not None:  # it replied once resumed (an http_call's answer)
-            filter_metrics.outcome(self.plugins[index].name, filter_metrics.REPLY)
-        return state.local_reply
-
-    async def _wait(self) -> bool:
-        state = self.state
         loop = asyncio.get_running_loop()
         resume = state.resume = loop.create_future()
         # No timer of its own: wait_for would add a waiter future, a task step and
@@ -211,11 +197,19 @@ class Chain(_native.Chain):
         try:
             await resume
         except TimeoutError:
-            return False
+            name = self.plugins[index].name
+            return problem(504, f"filter '{name}' paused and never resumed")
         finally:
             WATCH.discard(resume)
             state.resume = None
-        return True
+        if state.failure is not None:  # a filter failed in its http_call response
+            plugin, exc = state.failure
+            state.failure = None
+            failed = index if self.plugins[index] is plugin else self.plugins.index(plugin)
+            return self._failed(failed, exc)
+        if state.local_reply is not None:  # it replied once resumed (an http_call's answer)
+            filter_metrics.outcome(self.plugins[index].name, filter_metrics.REPLY)
+        return state.local_reply
 
     def _failed(self, index: int, exc: WasmError) -> LocalReply | None:
         plugin = self.plugins[index]
