@@ -125,18 +125,16 @@ _SET_UPSTREAM = frozenset({b"content-length", b"host"})
 _UPSTREAM_DROP = (HOP_BY_HOP | _SET_UPSTREAM) - _FORWARDED
 
 
-def with_forwarded(
-    headers: Headers,
-    *,
-    peer: str,
-    scheme: str,
-    host: bytes,
-    trusted: TrustedProxies,
-    sent: bool = True,
+_SCHEMES = {"http": b"http", "https": b"https"}
+
+
+def add_forwarded(
+    headers: Headers, peer: str, scheme: str, host: bytes, trusted_peer: bool, sent: bool
 ) -> Headers:
     """``headers`` with X-Forwarded-For appended with the peer and -Proto/-Host set, as
     they will reach the backend. Client-sent X-Forwarded-* are kept (and extended) only
-    when the peer is a trusted proxy; otherwise they are replaced.
+    when the peer is a trusted proxy (``trusted_peer``: ``TrustedProxies.trusts(peer)``,
+    which the pipeline has already asked); otherwise they are replaced.
 
     The pipeline applies it before the request filters run, so that a filter reading
     X-Forwarded-For (rate_limit's ``trusted_hops``) sees the peer as its right-most entry,
@@ -145,17 +143,6 @@ def with_forwarded(
 
     ``sent=False`` says the client sent no X-Forwarded-* (edgegw.ingress knows): then,
     from an untrusted peer, the three are appended to ``headers`` itself, not a copy."""
-    return add_forwarded(headers, peer, scheme, host, trusted.trusts(peer), sent)
-
-
-_SCHEMES = {"http": b"http", "https": b"https"}
-
-
-def add_forwarded(
-    headers: Headers, peer: str, scheme: str, host: bytes, trusted_peer: bool, sent: bool
-) -> Headers:
-    """``with_forwarded`` for a caller that already asked ``TrustedProxies.trusts(peer)``
-    (the pipeline, which needs the answer itself): positional, no second lookup."""
     scheme_bytes = _SCHEMES.get(scheme) or scheme.encode()
     if not sent and not trusted_peer:
         headers.append((XFF, peer.encode()))
@@ -179,7 +166,7 @@ def add_forwarded(
 
 
 def upstream_request_headers(headers: Headers, edited: bool = True) -> Headers:
-    """Request headers that went through ``with_forwarded`` (and the filters), for the
+    """Request headers that went through ``add_forwarded`` (and the filters), for the
     backend: hop-by-hop ones removed (RFC 9110 §7.6.1). The X-Forwarded-* stay even when
     the client's Connection header names them: they are the gateway's own, and dropping
     them would hide the client address from the backend. Content-Length and Host are

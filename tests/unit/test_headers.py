@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from edgegw.headers import (
     TrustedProxies,
+    add_forwarded,
     strip_hop_by_hop,
     upstream_request_headers,
-    with_forwarded,
 )
 
 
@@ -31,12 +31,13 @@ def test_strip_hop_by_hop_and_connection_tokens() -> None:
 
 
 def test_untrusted_peer_cannot_spoof_forwarded_headers() -> None:
-    out = with_forwarded(
+    out = add_forwarded(
         [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-host", b"evil"), (b"a", b"1")],
-        peer="10.1.2.3",
-        scheme="http",
-        host=b"gw.example.com",
-        trusted=TrustedProxies(["192.168.0.0/16"]),
+        "10.1.2.3",
+        "http",
+        b"gw.example.com",
+        TrustedProxies(["192.168.0.0/16"]).trusts("10.1.2.3"),
+        True,
     )
     assert out == [
         (b"a", b"1"),
@@ -47,16 +48,17 @@ def test_untrusted_peer_cannot_spoof_forwarded_headers() -> None:
 
 
 def test_trusted_peer_chain_is_appended() -> None:
-    out = with_forwarded(
+    out = add_forwarded(
         [
             (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2"),
             (b"x-forwarded-for", b"3.3.3.3"),
             (b"x-forwarded-proto", b"https"),
         ],
-        peer="192.168.1.1",
-        scheme="http",
-        host=b"gw",
-        trusted=TrustedProxies(["192.168.0.0/16"]),
+        "192.168.1.1",
+        "http",
+        b"gw",
+        TrustedProxies(["192.168.0.0/16"]).trusts("192.168.1.1"),
+        True,
     )
     assert out == [
         (b"x-forwarded-for", b"1.1.1.1, 2.2.2.2, 3.3.3.3, 192.168.1.1"),
@@ -74,12 +76,12 @@ def test_client_address_walks_trusted_hops_from_the_right() -> None:
 
 
 def test_filters_get_the_forwarded_for_the_backend_gets() -> None:
-    # with_forwarded runs before the filters: the peer is already the right-most entry.
+    # add_forwarded runs before the filters: the peer is already the right-most entry.
     trusted = TrustedProxies(["10.0.0.0/8"])
     sent = [(b"x-forwarded-for", b"6.6.6.6"), (b"connection", b"x-forwarded-for, x-a")]
-    seen = with_forwarded(sent, peer="10.1.1.1", scheme="https", host=b"h", trusted=trusted)
+    seen = add_forwarded(sent, "10.1.1.1", "https", b"h", trusted.trusts("10.1.1.1"), True)
     assert (b"x-forwarded-for", b"6.6.6.6, 10.1.1.1") in seen
-    untrusted = with_forwarded(sent, peer="6.6.6.6", scheme="https", host=b"h", trusted=trusted)
+    untrusted = add_forwarded(sent, "6.6.6.6", "https", b"h", trusted.trusts("6.6.6.6"), True)
     assert [v for n, v in untrusted if n == b"x-forwarded-for"] == [b"6.6.6.6"]
     # A client naming X-Forwarded-For in Connection cannot strip the gateway's own.
     out = upstream_request_headers([*seen, (b"x-a", b"1")])
@@ -101,9 +103,7 @@ def test_connection_set_by_a_filter_still_strips_what_it_names() -> None:
 def test_forwarded_headers_appended_in_place_when_the_client_sent_none() -> None:
     headers = [(b"a", b"1")]
     trusted = TrustedProxies(["192.168.0.0/16"])
-    out = with_forwarded(
-        headers, peer="10.1.2.3", scheme="http", host=b"gw", trusted=trusted, sent=False
-    )
+    out = add_forwarded(headers, "10.1.2.3", "http", b"gw", trusted.trusts("10.1.2.3"), False)
     assert out is headers
     assert out == [
         (b"a", b"1"),
@@ -112,8 +112,8 @@ def test_forwarded_headers_appended_in_place_when_the_client_sent_none() -> None
         (b"x-forwarded-host", b"gw"),
     ]
     # A trusted peer takes the full path even then (its own X-Forwarded-* are believed).
-    out = with_forwarded(
-        [(b"a", b"1")], peer="192.168.0.9", scheme="http", host=b"gw", trusted=trusted, sent=False
+    out = add_forwarded(
+        [(b"a", b"1")], "192.168.0.9", "http", b"gw", trusted.trusts("192.168.0.9"), False
     )
     assert out[1] == (b"x-forwarded-for", b"192.168.0.9")
 
