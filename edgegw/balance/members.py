@@ -94,7 +94,8 @@ class MemberPool(Pool):
         sni: str | None,
     ) -> None:
         super().__init__(backend, address, tls, sni)
-        self.member = self.owner = member  # Pool.release ends the count on ``member``
+        self.owner = member  # as a Member (the balancer's counts)
+        self.member = member  # as Pool.release sees it: the in-flight counts it ends
 
     def queued(self, delta: int) -> None:
         self.owner.balancer.pending += delta  # limits.max_pending
