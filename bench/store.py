@@ -4,7 +4,8 @@ with the code before #22 (``--baseline``, default: main when #22 began) in one r
     .venv/bin/python bench/store.py [--baseline REF] [--rounds N] [--duration S]
 
 1. Per-request cost at 32 connections of rate_limit `mode: global` (Redis) batched (this
-   tree) and one EVALSHA per request (baseline), against `mode: local` and no limiter,
+   tree), batched with ``store.lease`` (approximate: docs/store.md) and one EVALSHA per
+   request (baseline), against `mode: local` and no limiter,
    on one edgegw each (all running, measured in alternating rounds, medians), with
    Redis' own CPU per request from INFO commandstats (EVALSHA/EVAL time / requests).
 2. Exactness: three replicas of this tree, one Redis, M requests for a burst of N.
@@ -42,6 +43,7 @@ RATE = str(ROOT / "filters/dist/rate_limit.wasm")
 AB = str(ROOT / "filters/dist/ab_flags.wasm")
 FLAG_TRIALS = int(os.environ.get("FLAG_TRIALS", "20"))
 EXACT_N, EXACT_M = 300, 900
+LEASED = "mode: global, batched, `store.lease` 10%, 200 ms (approximate)"
 BEFORE = "42626d8"  # main before issue #22: redis-py, one EVALSHA per request
 
 
@@ -83,7 +85,9 @@ def gateway(tree: Path, config_text: str, port: int) -> Iterator[None]:
             yield
 
 
-def limiter_config(port: int, backend: int, mode: str | None, store: str, burst: int) -> str:
+def limiter_config(
+    port: int, backend: int, mode: str | None, store: str, burst: int, lease: str = ""
+) -> str:
     policy = {"name": "ip", "rate": 1 if burst < 1000 else burst, "period": "1h" if burst < 1000
               else "1s", "burst": burst, "key": ["route"]}  # fmt: skip
     filters, names = "", "[]"
@@ -95,7 +99,7 @@ def limiter_config(port: int, backend: int, mode: str | None, store: str, burst:
     return f"""version: 1
 listen: 127.0.0.1:{port}
 access_log: false
-store: {{url: "{store}", prefix: bench{time.time_ns()}, timeout: 2s}}
+store: {{url: "{store}", prefix: bench{time.time_ns()}, timeout: 2s{lease}}}
 backends: {{nginx: "http://127.0.0.1:{backend}"}}
 {filters}routes: [{{name: r, match: {{prefix: /}}, filters: {names}, backend: nginx}}]
 """
@@ -105,7 +109,8 @@ def throughput(args: argparse.Namespace, store: str, backend: int) -> list[str]:
     # The store API accepts rates up to 1,000,000 per period: never reached here.
     variants = [("no limiter", None, None, "memory://"), ("mode: local", None, "local", "memory://"),
                 ("mode: global, one EVALSHA per request (before)", args.baseline, "global", store),
-                ("mode: global, batched (now)", None, "global", store)]  # fmt: skip
+                ("mode: global, batched (now)", None, "global", store),
+                (LEASED, None, "global", store)]  # fmt: skip
     client = redis_py.Redis.from_url(store)
     results: dict[str, list[Result]] = {name: [] for name, *_ in variants}
     redis_us: dict[str, list[float]] = {name: [] for name, *_ in variants}
@@ -114,7 +119,8 @@ def throughput(args: argparse.Namespace, store: str, backend: int) -> list[str]:
         for name, ref, mode, url in variants:
             tree = stack.enter_context(source_tree(ref))
             ports[name] = free_port()
-            config = limiter_config(ports[name], backend, mode, url, 1_000_000)
+            lease = ", lease: {share: 10%, ttl: 200ms}" if name == LEASED else ""
+            config = limiter_config(ports[name], backend, mode, url, 1_000_000, lease)
             stack.enter_context(gateway(tree, config, ports[name]))
         for name in ports:
             wrk(f"http://127.0.0.1:{ports[name]}/", duration=1, connections=CONNECTIONS)

@@ -47,6 +47,15 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class StoreLease:
+    """Approximate global limits (docs/store.md, "Leased budgets"): each process charges
+    ``share`` of a key's burst in one store call and spends it locally for ``ttl``."""
+
+    share: float = 0.1  # of the burst, per lease
+    ttl: float = 0.2  # seconds a lease may be spent; what is left then is dropped
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     url: str = "memory://"
     prefix: str = "edgegw"
@@ -54,6 +63,7 @@ class StoreConfig:
     on_error: StoreOnError | None = None
     timeout: float = 0.25  # per store operation
     flags: Mapping[str, Any] = field(default_factory=frozen_map)  # seeds the flag table
+    lease: StoreLease | None = None  # None: every decision is the store's (exact)
 
 
 LbPolicy = Literal["round_robin", "least_request", "random", "hash"]

@@ -28,6 +28,7 @@ from edgegw.config.yamlnodes import (
     as_bool,
     as_duration,
     as_int,
+    as_percent,
     as_size,
     as_str,
     did_you_mean,
@@ -51,6 +52,7 @@ from edgegw.model import (
     ServerLimits,
     SharedDataConfig,
     StoreConfig,
+    StoreLease,
     StoreOnError,
     UnderscoreAction,
     frozen_map,
@@ -251,7 +253,7 @@ def open_admin_refusal(admin: AdminConfig) -> str | None:
 
 
 def _read_store(r: Reader, node: Node | None) -> StoreConfig:
-    keys = ("url", "prefix", "on_error", "timeout", "flags")
+    keys = ("url", "prefix", "on_error", "timeout", "flags", "lease")
     if node is None or (m := r.mapping(node, keys)) is None:
         return StoreConfig()
     url = r.convert(m.get("url"), as_str, "memory://")
@@ -273,7 +275,20 @@ def _read_store(r: Reader, node: Node | None) -> StoreConfig:
         on_error=cast(StoreOnError | None, on_error),
         timeout=r.convert(m.get("timeout"), as_duration, 0.25),
         flags=frozen_map(flags),
+        lease=_read_lease(r, m["lease"], scheme) if "lease" in m else None,
     )
+
+
+def _read_lease(r: Reader, node: Node, scheme: str) -> StoreLease | None:
+    d = StoreLease()
+    if (m := r.mapping(node, ("share", "ttl"))) is None:
+        return None
+    if scheme == "memory":  # one host's table decides already: nothing to lease from
+        r.problem(node, "store.lease needs a shared store (redis://...), not memory://")
+    share = r.convert(m.get("share"), as_percent, d.share)
+    if share <= 0:
+        r.problem(m["share"], "share must be above 0%")
+    return StoreLease(share=share, ttl=r.convert(m.get("ttl"), as_duration, d.ttl))
 
 
 def _read_filters(r: Reader, node: Node | None, base: Path) -> dict[str, FilterSpec]:

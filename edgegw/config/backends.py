@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from edgegw.config.yamlnodes import Node, Reader, as_bool, as_duration, as_int, as_str, did_you_mean
+from edgegw.config.yamlnodes import (
+    Node,
+    Reader,
+    as_bool,
+    as_duration,
+    as_int,
+    as_percent,
+    as_str,
+    did_you_mean,
+)
 from edgegw.model import (
     Backend,
     BackendLimits,
@@ -166,21 +175,6 @@ def _count(value: Any) -> int:
     return as_int(value, 1)
 
 
-def _percent(value: Any) -> float:
-    """``50%`` or a number of percent, 0 to 100 → a share 0.0 to 1.0."""
-    number: Any = value
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            number = float(value.strip()[:-1])
-        except ValueError:
-            number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise ValueError(f"invalid percentage {value!r} (examples: 20%, 50%)")
-    if not 0 <= number <= 100:
-        raise ValueError(f"percentage must be between 0% and 100%, got {value!r}")
-    return float(number) / 100
-
-
 def _read_health(r: Reader, node: Node) -> HealthCheck | None:
     keys = ("path", "interval", "timeout", "healthy", "unhealthy", "expect")
     m = r.mapping(node, keys)
@@ -226,7 +220,7 @@ def _read_outlier(r: Reader, node: Node) -> Outlier | None:
         consecutive_errors=r.convert(m.get("consecutive_errors"), _count, d.consecutive_errors),
         interval=r.convert(m.get("interval"), as_duration, d.interval),
         base_ejection=r.convert(m.get("base_ejection"), as_duration, d.base_ejection),
-        max_ejected=r.convert(m.get("max_ejected"), _percent, d.max_ejected),
+        max_ejected=r.convert(m.get("max_ejected"), as_percent, d.max_ejected),
     )
 
 
@@ -271,7 +265,7 @@ def _read_retry(r: Reader, node: Node) -> Retry | None:
         on=tuple(sorted(on)),
         statuses=tuple(sorted(statuses)),
         per_try_timeout=per_try,
-        budget=r.convert(m.get("budget"), _percent, d.budget),
+        budget=r.convert(m.get("budget"), as_percent, d.budget),
         min_retry_concurrency=r.convert(
             m.get("min_retry_concurrency"), as_int, d.min_retry_concurrency
         ),

@@ -257,6 +257,21 @@ def as_duration(value: Any) -> float:
     return seconds
 
 
+def as_percent(value: Any) -> float:
+    """``50%`` or a number of percent, 0 to 100 → a share 0.0 to 1.0."""
+    number: Any = value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            number = float(value.strip()[:-1])
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise ValueError(f"invalid percentage {value!r} (examples: 20%, 50%)")
+    if not 0 <= number <= 100:
+        raise ValueError(f"percentage must be between 0% and 100%, got {value!r}")
+    return float(number) / 100
+
+
 def as_size(value: Any) -> int:
     """``32MiB``, ``64KiB``, ``10MB``, ``512B`` or a number of bytes; must be positive."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -19,7 +19,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -29,7 +29,8 @@ from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.observe import metrics
 from edgegw.promise import Promise, promise_of
-from edgegw.store.base import FlagSnapshot, RateDecision, Store, check_rate_request
+from edgegw.store.base import FlagSnapshot, RateDecision, Step, Store, check_rate_request
+from edgegw.store.lease import Answer, Leases
 from edgegw.store.memory import host_memory_store
 from edgegw.types import Headers
 
@@ -48,9 +49,6 @@ STORE_SECONDS = Histogram(
 JSON: Headers = [(b"content-type", b"application/json")]
 BACKOFF_SECONDS = 1.0
 _DECODER = json.JSONDecoder()
-Step = tuple[str, int, int, int, int]  # key, rate, burst, period_ms, cost
-#: How a rate-limit request is answered: ``(status, RateDecision | JSON document)``.
-Answer = Callable[[int, Any], None]
 
 
 class StoreAPI:
@@ -62,6 +60,9 @@ class StoreAPI:
         self._fallback = host_memory_store()  # on_error: local
         self._last_flags = FlagSnapshot(0, {})
         self._down_until = 0.0  # while the store is known down, answer without waiting on it
+        self._leases = (
+            None if config.lease is None else Leases(store, config.lease, self._ask, self._decided)
+        )
         # Up until an operation fails (memory:// never does). Every process of a gateway
         # exports this gauge and /metrics shows the lowest: a process that never set it
         # would report 0 while /readyz, which asks the store, says up.
@@ -94,6 +95,15 @@ class StoreAPI:
         if time.monotonic() < self._down_until:
             self._unavailable(StoreUnavailable("store down (retrying shortly)"), step, answer)
             return
+        # A lease serves the gateway's own filters' cost-1 steps (store.lease); the admin
+        # port's callers, and a step of another cost, are decided by the store.
+        leases = self._leases
+        if leases is not None and not remote and step[4] == 1 and leases.serve(step, answer):
+            return
+        self._ask(step, answer)
+
+    def _ask(self, step: Step, answer: Answer) -> None:
+        """One GCRA step in the store; the outcome to ``answer`` through ``_decided``."""
         pending = promise_of(self.store.rate_limit(*step))
         pending.then(functools.partial(self._decided, time.perf_counter(), step, answer))
 

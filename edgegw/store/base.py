@@ -16,6 +16,7 @@ MAX_PERIOD_MS = 24 * 3600 * 1000
 # only the gateway's own filters (in-process) may do.
 MIN_REMOTE_COST = 1
 MAX_KEY_BYTES = 1024
+Step = tuple[str, int, int, int, int]  # a GCRA step: key, rate, burst, period_ms, cost
 FLAG_KEYS = frozenset({"enabled", "rollout", "countries", "headers", "claims", "description"})
 _BAD_NAME_CHARS = frozenset(",= \t\r\n")
 
@@ -117,7 +118,7 @@ def _ceil_ms(us: int) -> int:
     return math.ceil(us / 1000)
 
 
-def check_rate_request(doc: Any, remote: bool = False) -> tuple[str, int, int, int, int]:
+def check_rate_request(doc: Any, remote: bool = False) -> Step:
     """Validate a /v1/ratelimit body (``remote``: it came over the network); raises
     ValueError naming the bad field."""
     if not isinstance(doc, dict):

@@ -28,7 +28,7 @@ import hiredis
 
 from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.promise import Promise
-from edgegw.store.base import RateDecision
+from edgegw.store.base import RateDecision, Step
 from edgegw.store.resp import RespConnection
 
 log = logging.getLogger("edgegw.store")
@@ -72,7 +72,6 @@ end
 return out
 """
 
-Step = tuple[str, int, int, int, int]  # key, rate, burst, period_ms, cost
 Part = list[tuple[Step, Promise[RateDecision]]]
 #: Sends one part (at most MAX_BATCH steps) and settles every promise of it.
 SendBatch = Callable[[Part], None]

@@ -88,6 +88,55 @@ def test_global_limit_is_exact_across_three_replicas(
     assert len(backend.requests) == 25
 
 
+@pytest.mark.parametrize("threads", [1, 12])
+def test_leased_limit_stays_within_its_stated_bound_across_three_replicas(
+    threads: int,
+    run_gateway: RunGateway,
+    backend_factory: Callable[..., LoopbackBackend],
+    redis_server: str,
+) -> None:
+    """store.lease (docs/store.md, "Leased budgets"): with a period far longer than the
+    test, every allowed request was charged in Redis first (allowed <= burst) and at most
+    one unspent slice per process is lost (allowed >= burst - 3 slices). One request at a
+    time (no batching), Redis is asked once per slice while the bucket pays for slices,
+    then once per request: fewer calls than requests."""
+    import redis as redis_py
+
+    backend = backend_factory()
+    burst, share, requests = 60, 0.1, 180
+    size = int(share * burst)  # 6 per slice
+    config = rate_limited(backend, redis_server, f"t{uuid.uuid4().hex[:8]}", burst=burst)
+    config["store"]["lease"] = {"share": f"{share:.0%}", "ttl": "5s"}
+    gateways = [run_gateway(config) for _ in range(3)]
+    clients = [httpx.Client(base_url=gw.url, timeout=20) for gw in gateways]
+    client = redis_py.Redis.from_url(redis_server)
+    client.config_resetstat()
+
+    def hit(i: int) -> httpx.Response:
+        return clients[i % 3].get(f"/r/{i}")
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        responses = list(pool.map(hit, range(requests)))
+    for c in clients:
+        c.close()
+    stats = client.info("commandstats")
+    # Script calls answered (an EVALSHA refused with NOSCRIPT is sent again as EVAL).
+    calls = sum(
+        stats.get(f"cmdstat_{c}", {}).get("calls", 0)
+        - stats.get(f"cmdstat_{c}", {}).get("failed_calls", 0)
+        for c in ("evalsha", "eval")
+    )
+    client.close()
+    statuses = [r.status_code for r in responses]
+    allowed = statuses.count(200)
+    assert burst - 3 * size <= allowed <= burst, statuses
+    assert statuses.count(429) == requests - allowed
+    assert len(backend.requests) == allowed
+    assert "ratelimit" in next(r for r in responses if r.status_code == 200).headers
+    if threads == 1:  # slices granted + one refused per replica + the denied ones, exact
+        assert calls <= burst // size + 3 + (requests - allowed), calls
+
+
 def test_flag_set_by_cli_reaches_every_replica(
     run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend], redis_server: str
 ) -> None:

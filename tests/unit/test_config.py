@@ -210,6 +210,18 @@ routes:
             "paths.escaped_slashes: expected one of reject_request, keep_escaped, got 'unescape' (line 2)",
         ),
         (
+            "version: 1\nstore: {url: 'redis://127.0.0.1:1', lease: {shares: 10%}}\n",
+            "store.lease.shares: unknown key 'shares' (did you mean 'share'?) (line 2)",
+        ),
+        (
+            "version: 1\nstore: {url: 'redis://127.0.0.1:1', lease: {share: 0%}}\n",
+            "store.lease.share: share must be above 0% (line 2)",
+        ),
+        (
+            "version: 1\nstore: {lease: {}}\n",
+            "store.lease: store.lease needs a shared store (redis://...), not memory:// (line 2)",
+        ),
+        (
             "version: 1\nstore: {on_error: explode}\n",
             "store.on_error: expected one of fail_open, fail_closed, local, got 'explode' (line 2)",
         ),
