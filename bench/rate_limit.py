@@ -49,7 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, cpu_model, redis_server, write_block
 
 from edgegw.app import GC_THRESHOLD
-from edgegw.chain import STORE_CLUSTER, Exchange
+from edgegw.chain import Exchange
+
+try:
+    from edgegw.chain import STORE_CLUSTER
+except ImportError:  # a baseline tree from before it moved there
+    from edgegw.app import STORE_CLUSTER  # type: ignore[attr-defined,no-redef]
 from edgegw.config import parse_config
 from edgegw.store import open_store
 from edgegw.store.api import StoreAPI
@@ -186,6 +191,8 @@ async def profile(mode: str, redis_url: str, sort: str) -> None:
     stats = pstats.Stats(prof)
     print(f"{BATCHES * CONCURRENCY} requests")
     stats.sort_stats(sort).print_stats(45)
+    if os.environ.get("PROFILE_CALLERS"):
+        stats.print_callers(os.environ["PROFILE_CALLERS"])
 
 
 @contextlib.contextmanager
