@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, Filter, Result, Scenario, nginx_backend, write_block
 from run import CONNECTIONS, DURATION, ROUNDS, measure
 
-DIST = ROOT / "filters" / "dist"
+# BENCH_FILTERS_DIST: other builds of the same filters (their optimize mode, say).
+DIST = Path(os.environ.get("BENCH_FILTERS_DIST", str(ROOT / "filters" / "dist")))
 SECRET = "bench-secret-" + "x" * 40
 TOKEN = jwt.encode({"iss": "bench", "aud": "api", "sub": "u1", "exp": int(time.time()) + 86400},
                    SECRET, "HS256")  # fmt: skip

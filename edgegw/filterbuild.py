@@ -24,7 +24,9 @@ from edgegw.errors import FilterBuildError
 SDK_DIR = "sdk"
 SDK_MODULE = "proxy_wasm"
 TARGET = "wasm32-freestanding"
-OPTIMIZE = "ReleaseSmall"
+# Speed over size: the bundled filters' guest code costs 15-28% less per request than
+# with ReleaseSmall (docs/filters/sdk.md, "Layout and build"); both drop safety checks.
+OPTIMIZE = "ReleaseFast"
 BUILD_TIMEOUT = 600.0  # seconds; a cold Zig cache compiles std for the target once
 
 Progress = Callable[[str], object]
@@ -49,7 +51,8 @@ def _zig_files(directory: Path) -> list[Path]:
 
 
 def _flags(optimize: str) -> list[str]:
-    return ["-target", TARGET, "-O", optimize, "-fno-entry", "-rdynamic"]
+    # -fstrip: no DWARF sections in the .wasm (ReleaseFast would keep them: 10x the size).
+    return ["-target", TARGET, "-O", optimize, "-fno-entry", "-rdynamic", "-fstrip"]
 
 
 def input_digest(filter_dir: Path, sdk_dir: Path, optimize: str = OPTIMIZE) -> str:

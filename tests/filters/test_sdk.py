@@ -152,7 +152,9 @@ class MiniHost:
         ptr = self.call("proxy_on_memory_allocate", len(data)) & 0xFFFFFFFF if data else 0
         if data:
             self.memory.write(self.store, data, ptr)
-        self.memory.write(self.store, struct.pack("<II", ptr, len(data)), ret_ptr & 0xFFFFFFFF)
+        # Two out-parameters, each at its own address (the ABI says nothing of their layout).
+        self.memory.write(self.store, struct.pack("<I", ptr), ret_ptr & 0xFFFFFFFF)
+        self.memory.write(self.store, struct.pack("<I", len(data)), ret_len & 0xFFFFFFFF)
         return 0
 
     def _str(self, ptr: int, n: int) -> bytes:
