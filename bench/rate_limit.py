@@ -54,7 +54,7 @@ from edgegw.chain import Exchange
 try:
     from edgegw.chain import STORE_CLUSTER
 except ImportError:  # a baseline tree from before it moved there
-    from edgegw.app import STORE_CLUSTER  # type: ignore[attr-defined,no-redef]
+    from edgegw.app import STORE_CLUSTER  # type: ignore[attr-defined]
 from edgegw.config import parse_config
 from edgegw.store import open_store
 from edgegw.store.api import StoreAPI
