@@ -29,8 +29,15 @@ from edgegw.errors import StoreError, StoreUnavailable
 from edgegw.model import StoreConfig
 from edgegw.observe import metrics
 from edgegw.promise import Promise, promise_of
-from edgegw.store.base import FlagSnapshot, RateDecision, Step, Store, check_rate_request
-from edgegw.store.lease import Answer, Leases
+from edgegw.store.base import (
+    Answer,
+    FlagSnapshot,
+    RateDecision,
+    Step,
+    Store,
+    check_rate_request,
+)
+from edgegw.store.lease import Leases
 from edgegw.store.memory import host_memory_store
 from edgegw.types import Headers
 

@@ -17,6 +17,8 @@ MAX_PERIOD_MS = 24 * 3600 * 1000
 MIN_REMOTE_COST = 1
 MAX_KEY_BYTES = 1024
 Step = tuple[str, int, int, int, int]  # a GCRA step: key, rate, burst, period_ms, cost
+#: How a rate-limit request is answered: ``(status, RateDecision | JSON document)``.
+Answer = Callable[[int, Any], None]
 FLAG_KEYS = frozenset({"enabled", "rollout", "countries", "headers", "claims", "description"})
 _BAD_NAME_CHARS = frozenset(",= \t\r\n")
 

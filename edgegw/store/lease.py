@@ -20,14 +20,11 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
 
 from edgegw.model import StoreLease
 from edgegw.promise import Promise, promise_of
-from edgegw.store.base import RateDecision, Step, Store
+from edgegw.store.base import Answer, RateDecision, Step, Store
 
-#: How a rate-limit request is answered: ``(status, RateDecision | JSON document)``.
-Answer = Callable[[int, Any], None]
 #: The store API's exact path: one GCRA step for ``step``, its outcome to ``answer``.
 Exact = Callable[[Step, Answer], None]
 #: The store API's outcome policy for a step that the store answered (or failed).
