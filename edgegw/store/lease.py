@@ -84,12 +84,21 @@ class Leases:
         self._waiting[lease_key] = [answer]
         slice_step = (key, rate, burst, period_ms, size)
         pending = promise_of(self._store.rate_limit(*slice_step))
-        pending.then(functools.partial(self._granted, lease_key, size, time.perf_counter()))
+        granted = functools.partial(self._granted, lease_key, size, now, time.perf_counter())
+        pending.then(granted)
         return True
 
     def _granted(
-        self, lease_key: LeaseKey, size: int, started: float, granted: Promise[RateDecision]
+        self,
+        lease_key: LeaseKey,
+        size: int,
+        asked: float,
+        started: float,
+        granted: Promise[RateDecision],
     ) -> None:
+        """``asked``: when the slice was asked for (monotonic): it may be spent until
+        ``ttl`` after that, not after its answer (the charge came first); ``started``:
+        the same for the store's duration metric (perf_counter)."""
         waiters = self._waiting.pop(lease_key)
         step = (*lease_key, 1)
         if granted.error is not None:  # the store failed: its outcome policy, per request
@@ -104,7 +113,7 @@ class Leases:
             for answer in waiters:
                 self._exact(step, answer)
             return
-        lease = self._held[lease_key] = _Lease(size, now + self._ttl, decision)
+        lease = self._held[lease_key] = _Lease(size, asked + self._ttl, decision)
         for answer in waiters:
             if lease.count > 0:
                 lease.count -= 1
