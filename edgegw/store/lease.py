@@ -110,6 +110,7 @@ class Leases:
         self._make_room(now)
         if not decision.allowed:  # the bucket cannot pay for a slice: exact for a while
             self._exact_until[lease_key] = now + self._ttl
+        if not decision.allowed or now >= asked + self._ttl:  # refused, or came too late
             for answer in waiters:
                 self._exact(step, answer)
             return

@@ -21,15 +21,17 @@ HOUR_MS = 3_600_000
 class CountingStore(MemoryStore):
     """A memory store that records the cost of every step it is asked for."""
 
-    def __init__(self, down: bool = False) -> None:
+    def __init__(self, down: bool = False, delay: float = 0.0) -> None:
         super().__init__()
         self.costs: list[int] = []
         self.down = down
+        self.delay = delay  # seconds before each answer
 
     async def rate_limit(  # type: ignore[override]
         self, key: str, rate: int, burst: int, period_ms: int, cost: int
     ) -> RateDecision:
         self.costs.append(cost)
+        await asyncio.sleep(self.delay)
         if self.down:
             raise StoreUnavailable("down")
         return self.decide(key, rate, burst, period_ms, cost)
@@ -78,6 +80,15 @@ def test_an_expired_slice_is_dropped_not_given_back() -> None:
     # 1 of the first slice, 5 of the second; the bucket (10) cannot pay a third.
     assert allowed(answers) == 6
     assert store.costs[:3] == [5, 5, 5] and set(store.costs[3:]) == {1}
+
+
+def test_a_slice_answered_after_its_ttl_is_not_spent() -> None:
+    # Spending it then would allow requests more than ttl after their charge.
+    store = CountingStore(delay=0.05)
+    api = StoreAPI(store, StoreConfig(lease=StoreLease(share=0.5, ttl=0.02)))
+    answers = asyncio.run(ask(api, 1))
+    assert allowed(answers) == 1
+    assert store.costs == [5, 1]  # the late slice dropped, the request decided exactly
 
 
 def test_requests_waiting_for_a_slice_share_it_and_the_rest_go_exact() -> None:
