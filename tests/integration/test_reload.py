@@ -50,6 +50,18 @@ def wait_generation(gw: GatewayProcess, generation: int, timeout: float = 20) ->
     pytest.fail(f"no worker reached generation {generation}: {status(gw)}\n{gw.output()}")
 
 
+def serving(
+    run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
+) -> tuple[dict[str, Any], GatewayProcess]:
+    """A gateway over backends ``a`` and ``b`` routing to ``a``, its first config loaded;
+    its config document (to edit) and the process."""
+    a, b = backend_factory(name="a"), backend_factory(name="b")
+    doc = config(a, b, "a")
+    gw = run_gateway(doc)
+    wait_generation(gw, 1)
+    return doc, gw
+
+
 class Load:
     """A few client threads sending requests until stopped; records every answer."""
 
@@ -114,10 +126,7 @@ def test_route_edits_under_load_drop_nothing(
 def test_broken_yaml_is_rejected_and_old_config_keeps_serving(
     run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
 ) -> None:
-    a, b = backend_factory(name="a"), backend_factory(name="b")
-    doc = config(a, b, "a")
-    gw = run_gateway(doc)
-    wait_generation(gw, 1)
+    doc, gw = serving(run_gateway, backend_factory)
     gw.config_path.write_text(
         yaml.safe_dump({**doc, "routes": [{**doc["routes"][0], "backend": "nope"}]})
     )
@@ -277,10 +286,7 @@ def test_reload_with_two_workers(
 def test_fixing_a_rejected_file_back_to_the_running_config_is_logged(
     run_gateway: RunGateway, backend_factory: Callable[..., LoopbackBackend]
 ) -> None:
-    a, b = backend_factory(name="a"), backend_factory(name="b")
-    doc = config(a, b, "a")
-    gw = run_gateway(doc)
-    wait_generation(gw, 1)
+    _, gw = serving(run_gateway, backend_factory)
     good = gw.config_path.read_text()
     gw.config_path.write_text("version: 1\nroutes: [")  # broken YAML
     r = httpx.post(gw.admin_url + "/admin/reload", timeout=40)
@@ -306,10 +312,7 @@ def test_admin_config_shows_the_reloaded_config(
 ) -> None:
     # /admin/config (and the admin UI reading it) showed the config the supervisor started
     # with, whatever the workers had reloaded since.
-    a, b = backend_factory(name="a"), backend_factory(name="b")
-    doc = config(a, b, "a")
-    gw = run_gateway(doc)
-    wait_generation(gw, 1)
+    doc, gw = serving(run_gateway, backend_factory)
     listen = doc["listen"]
     edited = {
         **doc,
