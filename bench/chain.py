@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,6 +38,7 @@ from harness import cpu_model, edgegw_config, scenarios, write_block
 
 from edgegw.chain import CallResponse, Exchange
 from edgegw.config import parse_config
+from edgegw.model import GatewayConfig
 from edgegw.wasm import WasmRuntime
 
 HOT, COLD = 20_000, 2_000  # requests per round
@@ -51,7 +52,12 @@ CHAINS = {"noop-1": "1 filter without stream callbacks", "filters-1": "1 trivial
 
 async def request_runner(name: str) -> tuple[WasmRuntime, Callable[[Exchange], None]]:
     scenario = {s.name: s for s in scenarios()}[name]
-    config = parse_config(edgegw_config(scenario, 1, 2), env={})
+    return await chain_runner(parse_config(edgegw_config(scenario, 1, 2), env={}))
+
+
+async def chain_runner(config: GatewayConfig) -> tuple[WasmRuntime, Callable[[Exchange], None]]:
+    """The runtime of ``config`` and a function running one request through its first
+    route's filters (bench/chain_trees.py runs the bundled filters through it too)."""
 
     async def no_calls(*_args: object) -> CallResponse:
         raise AssertionError("these filters make no http_call")
@@ -61,22 +67,25 @@ async def request_runner(name: str) -> tuple[WasmRuntime, Callable[[Exchange], N
     def one(ex: Exchange) -> None:
         chain = runtime.start(ex)
         assert chain is not None
-        # These filters never pause: each header phase completes at once (None).
+        # These filters never pause: each header phase completes at once (None), unless
+        # a filter stopped the request (a reply, e.g. limits.cpu overrun).
         if chain.request_headers(ex, True) is not None:
-            raise RuntimeError("a filter paused")
+            raise RuntimeError("a filter paused or stopped the request")
         ex.status, ex.response_headers = 200, [(b"content-length", b"2")]
         if chain.response_headers(ex, False) is not None:
-            raise RuntimeError("a filter paused")
+            raise RuntimeError("a filter paused or stopped the response")
         chain.done(ex)
 
     return runtime, one
 
 
-def exchange(route: object) -> Exchange:
+HEADERS = ((b"host", b"gw"), (b"user-agent", b"wrk"))
+
+
+def exchange(route: object, headers: Sequence[tuple[bytes, bytes]] = HEADERS) -> Exchange:
     return Exchange(route=route, method="GET", path="/", scheme="http", authority="gw",  # type: ignore[arg-type]
-                    request_headers=[(b"host", b"gw"), (b"user-agent", b"wrk")],
-                    client=("127.0.0.1", 1), server=("127.0.0.1", 2), connection_id=1,
-                    start_ns=0)  # fmt: skip
+                    request_headers=list(headers), client=("127.0.0.1", 1),
+                    server=("127.0.0.1", 2), connection_id=1, start_ns=0)  # fmt: skip
 
 
 def timed(one: Callable[[Exchange], None], route: object, count: int, cold: bool) -> float:

@@ -37,12 +37,10 @@ EVICT = 1 << 20  # bytes copied before each cold request (bench/chain.py)
 async def _runner(name: str, wasm_dir: Path) -> tuple[Any, Callable[[], None]]:
     """The runtime of chain ``name`` and a function running one request through it."""
     sys.path.insert(0, str(BENCH))
-    from chain import exchange, request_runner
+    from chain import HEADERS, chain_runner, exchange, request_runner
     from harness import Filter, Scenario, edgegw_config
 
-    from edgegw.chain import Exchange
     from edgegw.config import parse_config
-    from edgegw.wasm import WasmRuntime
     from filters import CONFIGS, TOKEN
 
     if name not in BUNDLED:
@@ -51,30 +49,11 @@ async def _runner(name: str, wasm_dir: Path) -> tuple[Any, Callable[[], None]]:
         return runtime, lambda: run(exchange(route))
     spec = Filter(name, wasm_dir / f"{name}.wasm", json.dumps(CONFIGS[name]))
     config = parse_config(edgegw_config(Scenario(name, name, filters=(spec,)), 1, 2), env={})
-
-    async def no_calls(*_args: object) -> Any:
-        raise AssertionError("these filters make no http_call")
-
-    runtime = await WasmRuntime.create(config, no_calls)
+    runtime, run = await chain_runner(config)
     route = runtime.config.routes[0]
     token = f"Bearer {TOKEN}".encode()
-    headers = [(b"host", b"gw"), (b"user-agent", b"wrk"), (b"authorization", token),
-               (b"x-country-code", b"DE")]  # fmt: skip
-
-    def one() -> None:
-        ex = Exchange(route=route, method="GET", path="/", scheme="http", authority="gw",
-                      request_headers=list(headers), client=("127.0.0.1", 1),
-                      server=("127.0.0.1", 2), connection_id=1, start_ns=0)  # fmt: skip
-        chain = runtime.start(ex)
-        assert chain is not None
-        if chain.request_headers(ex, True) is not None:  # e.g. limits.cpu overrun
-            raise RuntimeError("the filter stopped the request")
-        ex.status, ex.response_headers = 200, [(b"content-length", b"2")]
-        if chain.response_headers(ex, False) is not None:
-            raise RuntimeError("the filter stopped the response")
-        chain.done(ex)
-
-    return runtime, one
+    headers = [*HEADERS, (b"authorization", token), (b"x-country-code", b"DE")]
+    return runtime, lambda: run(exchange(route, headers))
 
 
 def child(name: str, requests: int, cold: bool, wasm_dir: Path) -> None:
