@@ -15,15 +15,20 @@ from edgegw.wasm.engine import engine
 from edgegw.wasm.plugin import Plugin
 
 #: What ``Plugin`` needs of any filter: the ABI marker, memory, an allocator (always the
-#: same 4 KiB at 4096: the tests' answers are small) and a root context that starts.
-_BASE = """
+#: same 4 KiB at 4096: the tests' answers are small) and a root context that starts; a
+#: test giving its own ``proxy_on_configure`` takes ``BASE_WITHOUT_CONFIGURE``.
+BASE_WITHOUT_CONFIGURE = """
   (memory (export "memory") 2)
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 4096)
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
 """
+_BASE = (
+    BASE_WITHOUT_CONFIGURE
+    + """  (func (export "proxy_on_configure") (param i32 i32) (result i32) i32.const 1)
+"""
+)
 
 
 def proxy_wat(imports: str, body: str, base: str = _BASE) -> str:

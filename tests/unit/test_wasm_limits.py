@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgegw.errors import WasmDeadline, WasmTrap
-from tests.wat import proxy_wat, write_wasm
+from tests.wat import BASE_WITHOUT_CONFIGURE, proxy_wat, write_wasm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,13 +145,7 @@ _SLOW_START = proxy_wat(
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (call $wait_200ms) i32.const 0)
 """,
-    base="""
-  (memory (export "memory") 2)
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 4096)
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) i32.const 1)
-""",
+    base=BASE_WITHOUT_CONFIGURE,
 )
 
 
